@@ -1,0 +1,188 @@
+//! The call-centre counters per (region, line, UTC hour): their definitions live here, next
+//! to the code that computes them, and every consumer (the streaming aggregator, the
+//! archive backfill, the synthetic feed's ground truth) uses this one implementation.
+//!
+//! For one call leg `c` on line `L` (thresholds from the line registry):
+//! - **offered**: every leg. `offered = answered + abandoned + short_abandoned + unanswered`.
+//! - **answered**: disposition `answered`.
+//! - **short_abandoned**: `abandoned` with queue wait `< L.short_abandon_s` — callers who
+//!   hung up at once (misdials, IVR drops); reported apart and *not* counted as abandoned.
+//! - **abandoned**: `abandoned` with queue wait `≥ L.short_abandon_s`.
+//! - **unanswered**: `no_answer`, `busy`, `failed`, `congestion` (incl. recorder calls).
+//! - **answered_within_sl**: answered with queue wait `≤ L.service_level_s`.
+//! - **abandoned_after_sl**: abandoned (short or not) with queue wait `> L.service_level_s`.
+//! - **Service level** (ICMI form) = `answered_within_sl / (answered + abandoned_after_sl)`:
+//!   callers who gave up before the threshold neither help nor hurt it.
+//! - **wait_sum_ms / wait_max_ms**: queue wait of answered legs; ASA = `wait_sum_ms / answered`.
+//! - **talk_sum_ms**: talk time of answered legs.
+//! - **transferred_out**: legs with a transfer target.
+//! - **out_of_hours**: legs that arrived when the line was closed by its local working
+//!   hours (they reach the recorder and are called back).
+//! - breakdowns of **offered** by age band (incl. `unknown`), channel and topic (`unknown`
+//!   when none was recorded).
+//!
+//! The hour is the UTC hour in which the call *started* (was offered); a late or re-sent
+//! CDR lands in its own hour, whenever it arrives.
+
+use std::collections::BTreeMap;
+
+use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
+use crate::line::{Line, LineIdx, LineRegistry};
+use crate::region::{RegionCode, Regions};
+
+/// Which counters row a CDR belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HourKey {
+    /// Region of the centre.
+    pub region: RegionCode,
+    /// Line.
+    pub line: LineIdx,
+    /// Start of the UTC hour, seconds since the epoch.
+    pub hour: i64,
+}
+
+/// Name of the "not recorded" bucket in breakdowns.
+pub const UNKNOWN: &str = "unknown";
+
+/// The counters of one (region, line, hour).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// See the module docs for each definition.
+    pub offered: u64,
+    #[allow(missing_docs)]
+    pub answered: u64,
+    #[allow(missing_docs)]
+    pub abandoned: u64,
+    #[allow(missing_docs)]
+    pub short_abandoned: u64,
+    #[allow(missing_docs)]
+    pub unanswered: u64,
+    #[allow(missing_docs)]
+    pub answered_within_sl: u64,
+    #[allow(missing_docs)]
+    pub abandoned_after_sl: u64,
+    #[allow(missing_docs)]
+    pub wait_sum_ms: u64,
+    #[allow(missing_docs)]
+    pub wait_max_ms: u64,
+    #[allow(missing_docs)]
+    pub talk_sum_ms: u64,
+    #[allow(missing_docs)]
+    pub transferred_out: u64,
+    #[allow(missing_docs)]
+    pub out_of_hours: u64,
+    /// Offered by age band, in `AgeBand::ALL` order, then unknown.
+    pub by_age_band: [u64; 6],
+    /// Offered by channel, in `Channel::ALL` order.
+    pub by_channel: [u64; 4],
+    /// Offered by topic (`unknown` when none).
+    pub by_topic: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// Adds one leg.
+    #[inline]
+    pub fn record(&mut self, c: &Cdr, line: &Line, out_of_hours: bool) {
+        self.offered += 1;
+        let wait = c.queue_wait_ms as u64;
+        let sl_ms = line.service_level_s as u64 * 1000;
+        match c.disposition {
+            Disposition::Answered => {
+                self.answered += 1;
+                self.answered_within_sl += (wait <= sl_ms) as u64;
+                self.wait_sum_ms += wait;
+                self.wait_max_ms = self.wait_max_ms.max(wait);
+                self.talk_sum_ms += c.talk_ms as u64;
+            }
+            Disposition::Abandoned => {
+                if wait < line.short_abandon_s as u64 * 1000 {
+                    self.short_abandoned += 1;
+                } else {
+                    self.abandoned += 1;
+                }
+                self.abandoned_after_sl += (wait > sl_ms) as u64;
+            }
+            Disposition::NoAnswer | Disposition::Busy | Disposition::Failed | Disposition::Congestion => {
+                self.unanswered += 1;
+            }
+        }
+        self.transferred_out += c.transfer_to.is_some() as u64;
+        self.out_of_hours += out_of_hours as u64;
+        self.by_age_band[c.age_band.map_or(5, |b| b as usize)] += 1;
+        self.by_channel[c.channel as usize] += 1;
+        match self.by_topic.get_mut(c.topic.as_deref().unwrap_or(UNKNOWN)) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_topic.insert(c.topic.clone().unwrap_or_else(|| UNKNOWN.to_owned()), 1);
+            }
+        }
+    }
+
+    /// Adds another row's counters to this one.
+    pub fn merge(&mut self, o: &Counters) {
+        self.offered += o.offered;
+        self.answered += o.answered;
+        self.abandoned += o.abandoned;
+        self.short_abandoned += o.short_abandoned;
+        self.unanswered += o.unanswered;
+        self.answered_within_sl += o.answered_within_sl;
+        self.abandoned_after_sl += o.abandoned_after_sl;
+        self.wait_sum_ms += o.wait_sum_ms;
+        self.wait_max_ms = self.wait_max_ms.max(o.wait_max_ms);
+        self.talk_sum_ms += o.talk_sum_ms;
+        self.transferred_out += o.transferred_out;
+        self.out_of_hours += o.out_of_hours;
+        for (a, b) in self.by_age_band.iter_mut().zip(o.by_age_band) {
+            *a += b;
+        }
+        for (a, b) in self.by_channel.iter_mut().zip(o.by_channel) {
+            *a += b;
+        }
+        for (k, v) in &o.by_topic {
+            *self.by_topic.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Service level, ICMI form; `None` when nobody was answered or abandoned after T.
+    pub fn service_level(&self) -> Option<f64> {
+        let d = self.answered + self.abandoned_after_sl;
+        (d > 0).then(|| self.answered_within_sl as f64 / d as f64)
+    }
+
+    /// Average speed of answer, seconds.
+    pub fn asa_s(&self) -> Option<f64> {
+        (self.answered > 0).then(|| self.wait_sum_ms as f64 / 1000.0 / self.answered as f64)
+    }
+
+    /// Age-band names in `by_age_band` order.
+    pub fn age_band_names() -> [&'static str; 6] {
+        let mut n = [UNKNOWN; 6];
+        for (i, b) in AgeBand::ALL.iter().enumerate() {
+            n[i] = b.code();
+        }
+        n
+    }
+
+    /// Channel names in `by_channel` order.
+    pub fn channel_names() -> [&'static str; 4] {
+        Channel::ALL.map(Channel::code)
+    }
+}
+
+/// The row a CDR belongs to, and whether it arrived out of the line's working hours.
+#[inline]
+pub fn classify(c: &Cdr, lines: &LineRegistry) -> (HourKey, bool) {
+    let key = HourKey { region: c.region, line: c.line, hour: c.utc_hour() };
+    let line = lines.line(c.line);
+    let ooh = !line.hours.is_always_open() && {
+        let region = Regions::get().by_code(c.region.0).expect("validated region");
+        let t = jiff::Timestamp::from_millisecond(c.start_ms).expect("validated instant");
+        let local = t.as_second() + region.time_zone.to_offset(t).seconds() as i64;
+        let days = local.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (3 counting from Monday = 0).
+        let weekday = (days + 3).rem_euclid(7) as usize;
+        let minute = (local.rem_euclid(86_400) / 60) as u16;
+        !line.hours.is_open(weekday, minute)
+    };
+    (key, ooh)
+}

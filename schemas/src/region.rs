@@ -1,0 +1,120 @@
+//! The region registry: every federal subject with its code, names and IANA time zone.
+//!
+//! The data lives in `schemas/data/regions.csv` and is compiled into the binary; a region
+//! code on the wire is the two-digit subject code used by the tax service and by the
+//! hotline operators' reports (77 Moscow, 38 Irkutsk Oblast, …).
+
+use std::sync::LazyLock;
+
+use jiff::tz::TimeZone;
+
+/// A federal subject's code, e.g. `RegionCode(38)` for Irkutsk Oblast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionCode(pub u8);
+
+impl std::fmt::Display for RegionCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}", self.0)
+    }
+}
+
+/// One federal subject.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// Subject code (01–95).
+    pub code: RegionCode,
+    /// Official Russian name.
+    pub name_ru: &'static str,
+    /// English name.
+    pub name_en: &'static str,
+    /// IANA time zone of the regional centre; local hours and days are derived with it.
+    pub time_zone: TimeZone,
+    /// IANA name of `time_zone`.
+    pub time_zone_name: &'static str,
+    /// Rounded census population in thousands; only the synthetic feed uses it.
+    pub population_thousands: u32,
+}
+
+/// All regions, indexed by code for O(1) look-up.
+#[derive(Debug)]
+pub struct Regions {
+    all: Vec<Region>,
+    by_code: [Option<u8>; 256],
+}
+
+static REGIONS: LazyLock<Regions> = LazyLock::new(|| {
+    Regions::parse(include_str!("../data/regions.csv")).expect("built-in regions.csv is valid")
+});
+
+impl Regions {
+    /// The built-in registry.
+    pub fn get() -> &'static Regions {
+        &REGIONS
+    }
+
+    fn parse(text: &'static str) -> Result<Regions, String> {
+        let mut all = Vec::new();
+        let mut by_code = [None; 256];
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&'static str> = line.split(',').collect();
+            let [code, name_ru, name_en, tz, pop] = f[..] else {
+                return Err(format!("regions.csv line {}: expected 5 fields", n + 1));
+            };
+            let code: u8 = code.parse().map_err(|e| format!("line {}: {e}", n + 1))?;
+            let time_zone = TimeZone::get(tz).map_err(|e| format!("line {}: {tz}: {e}", n + 1))?;
+            if by_code[code as usize].is_some() {
+                return Err(format!("regions.csv: duplicate code {code}"));
+            }
+            by_code[code as usize] = Some(all.len() as u8);
+            all.push(Region {
+                code: RegionCode(code),
+                name_ru,
+                name_en,
+                time_zone,
+                time_zone_name: tz,
+                population_thousands: pop.parse().map_err(|e| format!("line {}: {e}", n + 1))?,
+            });
+        }
+        Ok(Regions { all, by_code })
+    }
+
+    /// The region with this code, if it exists.
+    #[inline]
+    pub fn by_code(&self, code: u8) -> Option<&Region> {
+        self.by_code[code as usize].map(|i| &self.all[i as usize])
+    }
+
+    /// All regions in code order.
+    pub fn all(&self) -> &[Region] {
+        &self.all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_has_every_subject_with_a_zone() {
+        let r = Regions::get();
+        assert_eq!(r.all().len(), 89);
+        let irkutsk = r.by_code(38).unwrap();
+        assert_eq!(irkutsk.name_en, "Irkutsk Oblast");
+        // Irkutsk is five hours ahead of Moscow.
+        let t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let irk = irkutsk.time_zone.to_offset(t).seconds();
+        let msk = r.by_code(77).unwrap().time_zone.to_offset(t).seconds();
+        assert_eq!(irk - msk, 5 * 3600);
+        assert!(r.by_code(84).is_none());
+        assert!(r.by_code(0).is_none());
+        // Russia spans eleven time zones, UTC+2 to UTC+12.
+        let mut offsets: Vec<i32> =
+            r.all().iter().map(|x| x.time_zone.to_offset(t).seconds() / 3600).collect();
+        offsets.sort();
+        offsets.dedup();
+        assert_eq!(offsets, (2..=12).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,140 @@
+//! Why a record was rejected: one typed reason for every way a record can be wrong.
+//!
+//! The reason's code (`Reason::code`) is stable: it is the key of `cdrflow validate`'s
+//! `reasons` object, the `cdrflow-reason` header on the dead-letter topic and the `reason`
+//! label of the rejects metric.
+
+use std::fmt;
+
+/// Every way a record can be wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The message is larger than the configured limit (default 64 KiB).
+    Oversized,
+    /// The bytes are not valid UTF-8.
+    NotUtf8,
+    /// The bytes are not a well-formed record of the format (JSON syntax, CSV quoting, field count, nesting).
+    Malformed,
+    /// A required field is absent, null or empty.
+    MissingField,
+    /// A field has the wrong JSON type (e.g. a string where a number is required).
+    WrongType,
+    /// A field has a value outside its vocabulary or syntax (disposition, channel, age band, topic, digits).
+    InvalidValue,
+    /// A timestamp could not be read.
+    BadTimestamp,
+    /// The region code is not a federal subject in the registry.
+    UnknownRegion,
+    /// The dialled number is not a line in the line registry.
+    UnknownLine,
+    /// The call ends before it starts.
+    EndBeforeStart,
+    /// The answer instant is outside [start, end].
+    AnswerOutsideCall,
+    /// An instant before 2000-01-01.
+    TooOld,
+    /// An instant further in the future than the tolerance (default 24 h).
+    InFuture,
+    /// A negative duration (queue wait, talk time, CSV duration/billsec).
+    NegativeDuration,
+    /// A duration longer than the maximum call length (default 24 h).
+    AbsurdDuration,
+    /// Durations that contradict the instants (e.g. talk time longer than answer→end).
+    InconsistentDurations,
+    /// Disposition contradicts the instants (answered without an answer instant, or the reverse).
+    InconsistentDisposition,
+    /// A text field is longer than its limit.
+    FieldTooLong,
+}
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Reason; 18] = [
+        Reason::Oversized,
+        Reason::NotUtf8,
+        Reason::Malformed,
+        Reason::MissingField,
+        Reason::WrongType,
+        Reason::InvalidValue,
+        Reason::BadTimestamp,
+        Reason::UnknownRegion,
+        Reason::UnknownLine,
+        Reason::EndBeforeStart,
+        Reason::AnswerOutsideCall,
+        Reason::TooOld,
+        Reason::InFuture,
+        Reason::NegativeDuration,
+        Reason::AbsurdDuration,
+        Reason::InconsistentDurations,
+        Reason::InconsistentDisposition,
+        Reason::FieldTooLong,
+    ];
+
+    /// The stable snake_case code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Oversized => "oversized",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::Malformed => "malformed",
+            Reason::MissingField => "missing_field",
+            Reason::WrongType => "wrong_type",
+            Reason::InvalidValue => "invalid_value",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::UnknownRegion => "unknown_region",
+            Reason::UnknownLine => "unknown_line",
+            Reason::EndBeforeStart => "end_before_start",
+            Reason::AnswerOutsideCall => "answer_outside_call",
+            Reason::TooOld => "too_old",
+            Reason::InFuture => "in_future",
+            Reason::NegativeDuration => "negative_duration",
+            Reason::AbsurdDuration => "absurd_duration",
+            Reason::InconsistentDurations => "inconsistent_durations",
+            Reason::InconsistentDisposition => "inconsistent_disposition",
+            Reason::FieldTooLong => "field_too_long",
+        }
+    }
+
+    /// The reason with this code.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A rejected record: the reason, the field concerned (if any) and a human detail.
+///
+/// The detail never contains the raw caller number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// What is wrong.
+    pub reason: Reason,
+    /// Which wire field, if the problem is in one.
+    pub field: Option<&'static str>,
+    /// A short human explanation.
+    pub detail: String,
+}
+
+impl Rejection {
+    pub(crate) fn new(reason: Reason, field: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Rejection { reason, field, detail: detail.into() }
+    }
+    pub(crate) fn field(reason: Reason, field: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(reason, Some(field), detail)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{} ({}): {}", self.reason, field, self.detail),
+            None => write!(f, "{}: {}", self.reason, self.detail),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,156 @@
+//! Fast conversions between UTC milliseconds and the two fixed textual forms the wire
+//! formats use most: RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fff]Z` and Asterisk's
+//! `YYYY-MM-DD HH:MM:SS`. Anything else (offsets, other precisions) goes through jiff.
+//! The fast paths are checked against jiff by property tests.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[inline]
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]).
+#[inline]
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+#[inline]
+fn digits<const N: usize>(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in &b[..N] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as u32;
+    }
+    Some(v)
+}
+
+/// Parses `YYYY-MM-DD?HH:MM:SS` (any separator at `?`) into seconds since the epoch of that
+/// wall-clock time read as UTC. `None` if it is not exactly that shape or not a real time.
+#[inline]
+pub fn parse_wall_seconds(b: &[u8]) -> Option<i64> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (digits::<4>(b)? as i64, digits::<2>(&b[5..])?, digits::<2>(&b[8..])?);
+    let (h, mi, s) = (digits::<2>(&b[11..])?, digits::<2>(&b[14..])?, digits::<2>(&b[17..])?);
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60 + s) as i64)
+}
+
+/// Parses an RFC 3339 instant into UTC milliseconds: the fast path takes
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`; every other valid form goes through jiff.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() >= 20 && b[10] == b'T' && b[b.len() - 1] == b'Z' {
+        let secs = parse_wall_seconds(b)?;
+        let frac = &b[19..b.len() - 1];
+        let ms = match frac {
+            [] => 0,
+            [b'.', rest @ ..] if (1..=9).contains(&rest.len()) && rest.iter().all(u8::is_ascii_digit) => {
+                let mut ms = 0;
+                for i in 0..3 {
+                    ms = ms * 10 + rest.get(i).map_or(0, |c| (c - b'0') as i64);
+                }
+                ms
+            }
+            _ => return None,
+        };
+        return Some(secs * 1000 + ms);
+    }
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// Formats UTC milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, the generator's
+/// form) into `out`, returning the text. Years 0–9999 only.
+#[inline]
+pub fn format_rfc3339_secs(ms: i64, out: &mut [u8; 20]) -> &str {
+    format_wall(ms.div_euclid(1000), b'T', &mut out[..19]);
+    out[19] = b'Z';
+    std::str::from_utf8(out).expect("ASCII")
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DD?HH:MM:SS` with `sep` at `?`.
+#[inline]
+pub fn format_wall(secs: i64, sep: u8, out: &mut [u8]) {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u32;
+    let put = |out: &mut [u8], at: usize, v: u32, n: usize| {
+        let mut v = v;
+        for i in (0..n).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(out, 0, y as u32, 4);
+    out[4] = b'-';
+    put(out, 5, m, 2);
+    out[7] = b'-';
+    put(out, 8, d, 2);
+    out[10] = sep;
+    put(out, 11, sod / 3600, 2);
+    out[13] = b':';
+    put(out, 14, sod / 60 % 60, 2);
+    out[16] = b':';
+    put(out, 17, sod % 60, 2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fast_paths_agree_with_jiff(secs in EARLY..LATE, ms in 0i64..1000) {
+            let t = secs * 1000 + ms;
+            let mut buf = [0u8; 20];
+            let text = format_rfc3339_secs(t, &mut buf).to_string();
+            let j = jiff::Timestamp::from_millisecond(t).unwrap();
+            prop_assert_eq!(&text, &j.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            prop_assert_eq!(parse_rfc3339_ms(&text), Some(secs * 1000));
+            let with_ms = format!("{}.{:03}Z", &text[..19], ms);
+            prop_assert_eq!(parse_rfc3339_ms(&with_ms), Some(t));
+        }
+    }
+
+    const EARLY: i64 = -2_000_000_000;
+    const LATE: i64 = 250_000_000_000;
+
+    #[test]
+    fn rejects_impossible_dates_and_shapes() {
+        for bad in ["2022-02-29T00:00:00Z", "2022-13-01T00:00:00Z", "2022-01-01T24:00:00Z", "2022-01-01T00:00:00",
+            "2022-01-01T00:00:00.Z", "2022-01-01T00:00:00.1234567890Z", "2022-1-01T00:00:00Z", "x"] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+        assert_eq!(parse_rfc3339_ms("2024-02-29T12:00:00+03:00"), Some(1_709_197_200_000));
+    }
+}

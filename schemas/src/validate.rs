@@ -1,0 +1,274 @@
+//! Validation shared by every wire format: a decoder reads its format into a [`Draft`],
+//! and [`Decoder::finish`] checks the draft against the registries and the plausibility
+//! limits, hashes the caller and returns the [`Cdr`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
+use crate::line::LineRegistry;
+use crate::pseudonym::Pseudonymiser;
+use crate::region::{RegionCode, Regions};
+use crate::reject::{Reason, Rejection};
+
+/// 2000-01-01T00:00:00Z in milliseconds: anything earlier is `too_old`.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// Plausibility limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted message, bytes (default 64 KiB).
+    pub max_message_bytes: usize,
+    /// Longest accepted call, start to end, ms (default 24 h).
+    pub max_call_ms: i64,
+    /// How far past the clock an instant may be, ms (default 24 h: feeds' clocks drift).
+    pub future_tolerance_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_bytes: 64 * 1024, max_call_ms: 86_400_000, future_tolerance_ms: 86_400_000 }
+    }
+}
+
+/// Longest accepted text fields, bytes.
+pub mod max_len {
+    /// `call_id`, `linked_id`.
+    pub const ID: usize = 128;
+    /// `topic`, `transfer_to`, `operator_id`, `queue_id`.
+    pub const LABEL: usize = 64;
+}
+
+/// The clock that `in_future` is judged against.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A fixed instant (UTC ms), for reproducible runs and tests.
+    Fixed(i64),
+}
+
+impl Clock {
+    fn now_ms(self) -> i64 {
+        match self {
+            Clock::System => jiff::Timestamp::now().as_millisecond(),
+            Clock::Fixed(ms) => ms,
+        }
+    }
+}
+
+/// A record read off the wire, before validation. Strings borrow from the message.
+#[derive(Debug, Default)]
+pub(crate) struct Draft<'a> {
+    pub call_id: Cow<'a, str>,
+    pub linked_id: Option<Cow<'a, str>>,
+    pub region: u8,
+    pub dialled: Cow<'a, str>,
+    pub caller: Option<Cow<'a, str>>,
+    pub start_ms: i64,
+    pub answer_ms: Option<i64>,
+    pub end_ms: i64,
+    /// As the feed stated it; derived from the instants when absent.
+    pub queue_wait_ms: Option<i64>,
+    /// As the feed stated it; derived from the instants when absent.
+    pub talk_ms: Option<i64>,
+    pub disposition: Option<Disposition>,
+    pub transfer_to: Option<Cow<'a, str>>,
+    pub topic: Option<Cow<'a, str>>,
+    pub age_band: Option<AgeBand>,
+    pub channel: Option<Channel>,
+    pub operator_id: Option<Cow<'a, str>>,
+    pub queue_id: Option<Cow<'a, str>>,
+}
+
+/// Decodes and validates records of every wire format. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    /// Dialled number → line.
+    pub lines: Arc<LineRegistry>,
+    /// Hashes caller numbers.
+    pub pseudonymiser: Pseudonymiser,
+    /// Plausibility limits.
+    pub limits: Limits,
+    /// What "now" is for `in_future`.
+    pub clock: Clock,
+}
+
+impl Decoder {
+    /// A decoder with the default limits and the system clock.
+    pub fn new(lines: Arc<LineRegistry>, pseudonymiser: Pseudonymiser) -> Self {
+        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System }
+    }
+
+    /// Checks the size and the encoding of a message, before any format parsing.
+    pub(crate) fn check_bytes<'m>(&self, msg: &'m [u8]) -> Result<&'m str, Rejection> {
+        if msg.len() > self.limits.max_message_bytes {
+            return Err(Rejection::new(
+                Reason::Oversized,
+                None,
+                format!("{} bytes, limit {}", msg.len(), self.limits.max_message_bytes),
+            ));
+        }
+        std::str::from_utf8(msg).map_err(|e| {
+            Rejection::new(Reason::NotUtf8, None, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+        })
+    }
+
+    /// Validates a draft and turns it into a CDR.
+    pub(crate) fn finish(&self, d: Draft<'_>) -> Result<Cdr, Rejection> {
+        use Reason::*;
+        let call_id = id_text(d.call_id, "call_id")?.ok_or_else(|| Rejection::field(MissingField, "call_id", "empty"))?;
+        let linked_id = match d.linked_id {
+            Some(s) => id_text(s, "linked_id")?,
+            None => None,
+        };
+        let region = RegionCode(d.region);
+        if Regions::get().by_code(d.region).is_none() {
+            return Err(Rejection::field(UnknownRegion, "region", format!("{} is not a federal subject code", d.region)));
+        }
+        if d.dialled.is_empty() {
+            return Err(Rejection::field(MissingField, "dialled", "empty"));
+        }
+        let dialled = crate::line::normalise_number(&d.dialled)
+            .ok_or_else(|| Rejection::field(InvalidValue, "dialled", "not a phone number"))?;
+        let line = self
+            .lines
+            .by_number(&dialled)
+            .ok_or_else(|| Rejection::field(UnknownLine, "dialled", format!("{dialled} is not a line in the registry")))?;
+        let caller = match d.caller.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(
+                self.pseudonymiser
+                    .hash(raw)
+                    // Never echo the raw value: it may be a real number with a typo.
+                    .ok_or_else(|| Rejection::field(InvalidValue, "caller", "not a phone number"))?,
+            ),
+        };
+
+        // Instants.
+        let now = self.clock.now_ms();
+        for (ms, field) in [(d.start_ms, "start"), (d.end_ms, "end")].into_iter().chain(d.answer_ms.map(|a| (a, "answer"))) {
+            if ms < EARLIEST_MS {
+                return Err(Rejection::field(TooOld, field, "before 2000-01-01"));
+            }
+            if ms > now.saturating_add(self.limits.future_tolerance_ms) {
+                return Err(Rejection::field(InFuture, field, "further in the future than the tolerance"));
+            }
+        }
+        if d.end_ms < d.start_ms {
+            return Err(Rejection::field(EndBeforeStart, "end", format!("ends {} s before it starts", (d.start_ms - d.end_ms) / 1000)));
+        }
+        let call_ms = d.end_ms - d.start_ms;
+        if call_ms > self.limits.max_call_ms {
+            return Err(Rejection::field(AbsurdDuration, "end", format!("call lasts {} h", call_ms / 3_600_000)));
+        }
+        if let Some(a) = d.answer_ms
+            && (a < d.start_ms || a > d.end_ms)
+        {
+            return Err(Rejection::field(AnswerOutsideCall, "answer", "answer instant outside [start, end]"));
+        }
+
+        // Disposition against the instants.
+        let disposition = d.disposition.ok_or_else(|| Rejection::field(MissingField, "disposition", "absent"))?;
+        match (disposition, d.answer_ms) {
+            (Disposition::Answered, None) => {
+                return Err(Rejection::field(InconsistentDisposition, "answer", "answered call without an answer instant"));
+            }
+            (other, Some(_)) if other != Disposition::Answered => {
+                return Err(Rejection::field(
+                    InconsistentDisposition,
+                    "answer",
+                    format!("{} call with an answer instant", other.code()),
+                ));
+            }
+            _ => {}
+        }
+
+        // Durations: stated ones must be non-negative, bounded and fit the instants.
+        let waited_until = d.answer_ms.unwrap_or(d.end_ms);
+        let queue_wait_ms = match d.queue_wait_ms {
+            Some(w) => duration(w, "queue_wait_s", waited_until - d.start_ms, &self.limits)?,
+            None => waited_until - d.start_ms,
+        };
+        let talk_span = d.answer_ms.map_or(0, |a| d.end_ms - a);
+        let talk_ms = match d.talk_ms {
+            Some(t) => duration(t, "talk_s", talk_span, &self.limits)?,
+            None => talk_span,
+        };
+
+        Ok(Cdr {
+            call_id,
+            linked_id,
+            region,
+            line,
+            dialled,
+            caller,
+            start_ms: d.start_ms,
+            answer_ms: d.answer_ms,
+            end_ms: d.end_ms,
+            queue_wait_ms: queue_wait_ms as u32,
+            talk_ms: talk_ms as u32,
+            disposition,
+            transfer_to: label(d.transfer_to, "transfer_to", false)?,
+            topic: label(d.topic, "topic", true)?,
+            age_band: d.age_band,
+            channel: d.channel.unwrap_or(Channel::Voice),
+            operator_id: label(d.operator_id, "operator_id", false)?,
+            queue_id: label(d.queue_id, "queue_id", false)?,
+        })
+    }
+}
+
+/// Slack for stated durations against the instants: feeds round to whole seconds.
+const ROUNDING_SLACK_MS: i64 = 1000;
+
+fn duration(ms: i64, field: &'static str, span_ms: i64, limits: &Limits) -> Result<i64, Rejection> {
+    if ms < 0 {
+        return Err(Rejection::field(Reason::NegativeDuration, field, "negative"));
+    }
+    if ms > limits.max_call_ms {
+        return Err(Rejection::field(Reason::AbsurdDuration, field, format!("{} h", ms / 3_600_000)));
+    }
+    if ms > span_ms + ROUNDING_SLACK_MS {
+        return Err(Rejection::field(
+            Reason::InconsistentDurations,
+            field,
+            format!("{} s stated, but the instants allow {} s", ms / 1000, span_ms / 1000),
+        ));
+    }
+    Ok(ms.min(span_ms))
+}
+
+fn id_text(s: Cow<'_, str>, field: &'static str) -> Result<Option<String>, Rejection> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > max_len::ID {
+        return Err(Rejection::field(Reason::FieldTooLong, field, format!("{} bytes, limit {}", s.len(), max_len::ID)));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Rejection::field(Reason::InvalidValue, field, "control character"));
+    }
+    Ok(Some(s.into_owned()))
+}
+
+/// A short label; topics must be slugs (`[a-z0-9_-]`), others only free of control characters.
+fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Option<String>, Rejection> {
+    let Some(s) = s else { return Ok(None) };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > max_len::LABEL {
+        return Err(Rejection::field(Reason::FieldTooLong, field, format!("{} bytes, limit {}", s.len(), max_len::LABEL)));
+    }
+    let ok = if slug {
+        s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    } else {
+        !s.chars().any(char::is_control)
+    };
+    if !ok {
+        let what = if slug { "must be a slug of a-z, 0-9, _ and -" } else { "control character" };
+        return Err(Rejection::field(Reason::InvalidValue, field, what));
+    }
+    Ok(Some(s.into_owned()))
+}

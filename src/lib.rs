@@ -1,0 +1,16 @@
+//! # cdrflow
+//!
+//! The `cdrflow` binary's library: the commands that are not a worker of their own crate.
+//!
+//! - [`synthetic`] — the synthetic national feed and its ground truth (`cdrflow generate`);
+//! - [`validate`] — feed onboarding (`cdrflow validate`);
+//! - [`broker`] — the embedded mock Kafka cluster for tests and the demo (`cdrflow broker`);
+//! - [`kafka`] — producing to Kafka.
+//!
+//! The CDR itself is defined once, in [`cdrflow_schemas`].
+
+pub mod broker;
+pub mod kafka;
+pub mod signals;
+pub mod synthetic;
+pub mod validate;

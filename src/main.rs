@@ -1,0 +1,291 @@
+//! `cdrflow` — call-detail records of citizen hotlines, from Kafka to a Parquet archive and
+//! to hourly counters in ClickHouse. A thin command line over the workspace's crates.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cdrflow::synthetic::{FeedOptions, Generator, Message};
+use cdrflow_schemas::{CsvFeed, Format, LineRegistry, RegionCode, Regions};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "cdrflow", version, about = "Call-detail records of citizen hotlines (122, 117, 112, 8-800, governors' lines): Kafka → Parquet archive and hourly ClickHouse counters", long_about = None)]
+struct Cli {
+    /// Log as JSON lines instead of text (for log shippers).
+    #[arg(long, global = true, env = "CDRFLOW_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the synthetic national feed (deterministic from --seed) to a file, stdout or Kafka, with its ground truth.
+    Generate(GenerateArgs),
+    /// Check a file of records (one per line) against the CDR contract; prints {"accepted","rejected","reasons"} as JSON.
+    Validate(ValidateArgs),
+    /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
+    Broker(BrokerArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WireFormat {
+    /// One JSON object per record (see the README's CDR contract).
+    Json,
+    /// Asterisk cdr_csv lines.
+    AsteriskCsv,
+}
+
+impl From<WireFormat> for Format {
+    fn from(f: WireFormat) -> Format {
+        match f {
+            WireFormat::Json => Format::Json,
+            WireFormat::AsteriskCsv => Format::AsteriskCsv,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Messages to produce (good, re-sent and bad together).
+    #[arg(long, default_value_t = 100_000)]
+    cdrs: u64,
+    /// Seed: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Wire format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: WireFormat,
+    /// Write to this file instead of stdout (ignored with --brokers).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Produce to Kafka at these bootstrap servers instead of writing lines.
+    #[arg(long, requires = "topic")]
+    brokers: Option<String>,
+    /// Kafka topic (with --brokers).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Messages per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Write the exact expected counters per (region, line, UTC hour) here, as JSON lines;
+    /// the summary (messages, valid, bad by reason, …) goes to FILE.summary.json.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// First instant of the feed (RFC 3339).
+    #[arg(long, default_value = "2022-02-01T00:00:00Z")]
+    start: String,
+    /// National calls per day at the mean (sets how much time N calls span).
+    #[arg(long, default_value_t = 320_000.0)]
+    calls_per_day: f64,
+    /// Only this region's centre (a CSV feed of one PBX); default all regions.
+    #[arg(long)]
+    region: Option<u8>,
+    /// Share of deliberately bad records.
+    #[arg(long, default_value_t = 0.005)]
+    bad_share: f64,
+    /// Share of records delivered 10 min–6 h late.
+    #[arg(long, default_value_t = 0.01)]
+    late_share: f64,
+    /// Share of records sent a second time.
+    #[arg(long, default_value_t = 0.002)]
+    resent_share: f64,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// Wire format of the records.
+    #[arg(long, value_enum)]
+    format: WireFormat,
+    /// For asterisk-csv: the region whose PBX wrote the file. Without it, each line's
+    /// accountcode must hold the region code.
+    #[arg(long)]
+    region: Option<u8>,
+    /// Write each rejected line here as `reason<TAB>detail<TAB>line`.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Line registry file (default: the built-in one).
+    #[arg(long, env = "CDRFLOW_LINES")]
+    lines: Option<PathBuf>,
+    /// The records, one per line ("-" for stdin).
+    #[arg(default_value = "-")]
+    file: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Number of brokers.
+    #[arg(long, default_value_t = 3)]
+    brokers: i32,
+    /// Topic to create (repeatable).
+    #[arg(long = "topic", default_value = "cdrs")]
+    topics: Vec<String>,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Also write the bootstrap address to this file.
+    #[arg(long)]
+    address_file: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let result = match cli.command {
+        Command::Generate(a) => generate(a),
+        Command::Validate(a) => validate(a),
+        Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
+            brokers: a.brokers,
+            topics: a.topics,
+            partitions: a.partitions,
+            address_file: a.address_file,
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CDRFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { b.json().init() } else { b.init() }
+}
+
+fn region_arg(code: Option<u8>) -> Result<Option<RegionCode>> {
+    code.map(|c| {
+        Regions::get().by_code(c).map(|r| r.code).with_context(|| format!("--region {c} is not a federal subject code (e.g. 38 for Irkutsk Oblast)"))
+    })
+    .transpose()
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let start: jiff::Timestamp = a.start.parse().with_context(|| format!("--start {}: expected an RFC 3339 instant such as 2022-02-01T00:00:00Z", a.start))?;
+    for (name, v) in [("--bad-share", a.bad_share), ("--late-share", a.late_share), ("--resent-share", a.resent_share)] {
+        if !(0.0..=0.5).contains(&v) {
+            bail!("{name} must be between 0 and 0.5");
+        }
+    }
+    if a.calls_per_day.is_nan() || a.calls_per_day <= 0.0 {
+        bail!("--calls-per-day must be positive");
+    }
+    let opts = FeedOptions {
+        cdrs: a.cdrs,
+        seed: a.seed,
+        format: a.format.into(),
+        start_ms: start.as_millisecond(),
+        calls_per_day: a.calls_per_day,
+        region: region_arg(a.region)?,
+        bad_share: a.bad_share,
+        late_share: a.late_share,
+        resent_share: a.resent_share,
+    };
+    let mut feed = Generator::new(opts);
+    let bar = indicatif::ProgressBar::new(a.cdrs).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} CDRs {per_sec} eta {eta} {wide_bar}").expect("template"),
+    );
+    let started = Instant::now();
+    let pace = |n: u64| {
+        if n % 1024 == 0 {
+            bar.set_position(n);
+            if let Some(rate) = a.rate {
+                let due = Duration::from_secs_f64(n as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    };
+    let mut n = 0u64;
+    match (&a.brokers, &a.topic) {
+        (Some(brokers), Some(topic)) => {
+            let producer = cdrflow::kafka::producer(brokers)?;
+            let mut sink = |m: Message<'_>| -> std::io::Result<()> {
+                cdrflow::kafka::send(&producer, topic, m.key, m.payload).map_err(std::io::Error::other)
+            };
+            while feed.emit_next(&mut sink)? {
+                n += 1;
+                pace(n);
+            }
+            let delivered = cdrflow::kafka::flush(&producer, Duration::from_secs(120))?;
+            tracing::info!(delivered, topic, "produced");
+        }
+        _ => {
+            let out: Box<dyn Write> = match &a.out {
+                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut out = BufWriter::with_capacity(1 << 20, out);
+            let mut sink = |m: Message<'_>| -> std::io::Result<()> {
+                out.write_all(m.payload)?;
+                out.write_all(b"\n")
+            };
+            while feed.emit_next(&mut sink)? {
+                n += 1;
+                pace(n);
+            }
+            out.flush().context("writing the feed")?;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let summary = feed.summary();
+    if let Some(path) = &a.truth {
+        let mut w = BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+        feed.write_truth(&mut w)?;
+        w.flush()?;
+        let sp = summary_path(path);
+        std::fs::write(&sp, serde_json::to_vec_pretty(summary)?).with_context(|| format!("writing {}", sp.display()))?;
+    }
+    tracing::info!(
+        messages = summary.messages,
+        valid = summary.valid_messages,
+        resent = summary.resent,
+        late = summary.late,
+        bad = summary.bad,
+        seconds = format!("{secs:.2}"),
+        per_second = format!("{:.0}", summary.messages as f64 / secs),
+        "feed generated"
+    );
+    Ok(())
+}
+
+/// Where `--truth FILE` puts the summary.
+fn summary_path(truth: &std::path::Path) -> PathBuf {
+    let mut s = truth.as_os_str().to_owned();
+    s.push(".summary.json");
+    PathBuf::from(s)
+}
+
+fn validate(a: ValidateArgs) -> Result<()> {
+    let lines = match &a.lines {
+        Some(p) => std::sync::Arc::new(LineRegistry::from_toml_file(p).map_err(anyhow::Error::msg)?),
+        None => LineRegistry::builtin(),
+    };
+    let csv = match region_arg(a.region)? {
+        Some(r) => CsvFeed::Region(r),
+        None => CsvFeed::FromAccountcode,
+    };
+    let input: Box<dyn BufRead> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?,
+        ))
+    };
+    let mut rejects = match &a.rejects {
+        Some(p) => Some(BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        None => None,
+    };
+    let report = cdrflow::validate::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
+    if let Some(w) = rejects.as_mut() {
+        w.flush()?;
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
