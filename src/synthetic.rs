@@ -84,7 +84,7 @@ impl Default for FeedOptions {
 }
 
 /// What was emitted, for checking any run against it.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct FeedSummary {
     /// Messages emitted.
     pub messages: u64,

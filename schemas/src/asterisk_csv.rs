@@ -148,7 +148,7 @@ impl Decoder {
                 return Ok(None);
             }
             let local = parse_wall_seconds(s.as_bytes())
-                .filter(|_| s.len() == 19)
+                .filter(|_| s.len() == 19 && s.as_bytes()[10] == b' ')
                 .ok_or_else(|| Rejection::field(Reason::BadTimestamp, field, "expected YYYY-MM-DD HH:MM:SS"))?;
             Ok(Some(local_to_utc_ms(local, zone)))
         };

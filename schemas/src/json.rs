@@ -202,6 +202,10 @@ impl Decoder {
     /// Decodes and validates one JSON message.
     pub fn decode_json(&self, msg: &[u8]) -> Result<Cdr, Rejection> {
         let text = self.check_bytes(msg)?;
+        // serde would also read a struct from an array; the contract is an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(Rejection::new(Reason::Malformed, None, "not a JSON object"));
+        }
         let w: WireJson<'_> = serde_json::from_str(text)
             .map_err(|e| Rejection::new(Reason::Malformed, None, format!("not a JSON object of the v1 contract: {e}")))?;
         let region = match w.region {
