@@ -30,17 +30,17 @@
 //! Same seed and options, same bytes: the generator uses one seeded PCG stream and no
 //! clock, hash-map order or thread timing.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Write;
 
 use cdrflow_schemas::{
-    AgeBand, Cdr, Channel, Counters, Disposition, Format, HourKey, LineIdx, LineRegistry, Reason, RegionCode, Regions,
+    AgeBand, Cdr, Channel, CompactString, Counters, Disposition, Format, HourKey, LineIdx, LineRegistry, Reason, RegionCode, Regions,
     classify, encode_asterisk_csv, encode_json,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal};
 use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// What to generate.
@@ -122,6 +122,7 @@ const WEEKLY: [f64; 7] = [1.22, 1.1, 1.05, 1.03, 1.0, 0.83, 0.77];
 
 struct LineModel {
     id: &'static str,
+    queue: &'static str,
     share: f64,
     mean_wait_s: f64,
     mean_patience_s: f64,
@@ -129,11 +130,11 @@ struct LineModel {
 }
 
 const LINES: [LineModel; 5] = [
-    LineModel { id: "122", share: 0.55, mean_wait_s: 16.0, mean_patience_s: 75.0, median_talk_s: 150.0 },
-    LineModel { id: "112", share: 0.25, mean_wait_s: 4.0, mean_patience_s: 40.0, median_talk_s: 95.0 },
-    LineModel { id: "117", share: 0.07, mean_wait_s: 22.0, mean_patience_s: 80.0, median_talk_s: 240.0 },
-    LineModel { id: "social", share: 0.08, mean_wait_s: 28.0, mean_patience_s: 90.0, median_talk_s: 210.0 },
-    LineModel { id: "governor", share: 0.05, mean_wait_s: 35.0, mean_patience_s: 90.0, median_talk_s: 180.0 },
+    LineModel { id: "122", queue: "q122", share: 0.55, mean_wait_s: 16.0, mean_patience_s: 75.0, median_talk_s: 150.0 },
+    LineModel { id: "112", queue: "q112", share: 0.25, mean_wait_s: 4.0, mean_patience_s: 40.0, median_talk_s: 95.0 },
+    LineModel { id: "117", queue: "q117", share: 0.07, mean_wait_s: 22.0, mean_patience_s: 80.0, median_talk_s: 240.0 },
+    LineModel { id: "social", queue: "qsocial", share: 0.08, mean_wait_s: 28.0, mean_patience_s: 90.0, median_talk_s: 210.0 },
+    LineModel { id: "governor", queue: "qgovernor", share: 0.05, mean_wait_s: 35.0, mean_patience_s: 90.0, median_talk_s: 180.0 },
 ];
 
 /// Age bands in `AgeBand::ALL` order (the Irkutsk report: under 20 is "the rest").
@@ -179,6 +180,34 @@ fn topic(rng: &mut Pcg64Mcg, line: &str, at_ms: i64) -> Option<&'static str> {
     }
 }
 
+/// `RR-NNNNNNNNN`: region and sequence, zero-padded.
+fn call_id(region: RegionCode, seq: u64) -> CompactString {
+    let mut buf = [b'0'; 32];
+    let n = zero_pad(&mut buf, 0, region.0 as u64, 2);
+    buf[n] = b'-';
+    let n = zero_pad(&mut buf, n + 1, seq, 9);
+    CompactString::from_utf8(&buf[..n]).expect("ASCII digits")
+}
+
+/// `prefix` then `n` zero-padded to `width` digits (prefix ≤ 8 bytes).
+fn padded(prefix: &str, n: u64, width: usize) -> CompactString {
+    let mut buf = [b'0'; 32];
+    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    let end = zero_pad(&mut buf, prefix.len(), n, width);
+    CompactString::from_utf8(&buf[..end]).expect("ASCII")
+}
+
+/// Writes `n` at `at`, zero-padded to `width` digits, into a buffer pre-filled with '0';
+/// returns the end.
+fn zero_pad(buf: &mut [u8; 32], at: usize, n: u64, width: usize) -> usize {
+    let mut digits = itoa::Buffer::new();
+    let d = digits.format(n).as_bytes();
+    let start = at + width.saturating_sub(d.len());
+    buf[at..start].fill(b'0');
+    buf[start..start + d.len()].copy_from_slice(d);
+    start + d.len()
+}
+
 fn pick(rng: &mut Pcg64Mcg, weights: &[f64]) -> usize {
     let total: f64 = weights.iter().sum();
     let mut u = rng.random::<f64>() * total;
@@ -195,11 +224,33 @@ fn pick(rng: &mut Pcg64Mcg, weights: &[f64]) -> usize {
 
 /// A leg waiting to be emitted (at its end, or later).
 struct Pending {
-    cdr: Cdr,
-    caller: Option<String>,
+    /// When it is due, UTC ms.
+    at: i64,
+    /// Tie-breaker: creation order, so equal instants come out deterministically.
+    seq: u64,
+    cdr: Box<Cdr>,
+    caller: Option<CompactString>,
     late: bool,
-    /// `Some(bytes)` for a re-send of an already emitted message.
-    resend: Option<(Vec<u8>, Vec<u8>)>,
+    /// `Some((key, bytes))` for a re-send of an already emitted message.
+    resend: Option<Box<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    /// Reversed: the heap's top is the earliest due.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
 }
 
 /// Streams the synthetic feed.
@@ -218,9 +269,9 @@ pub struct Generator {
     /// Current arrival time, UTC ms.
     now_ms: i64,
     seq: u64,
-    heap: BinaryHeap<Reverse<(i64, u64)>>,
-    pending: HashMap<u64, Pending>,
-    truth: HashMap<HourKey, Counters>,
+    /// Legs waiting for their end (or their late delivery), earliest first.
+    heap: BinaryHeap<Pending>,
+    truth: FxHashMap<HourKey, Counters>,
     summary: FeedSummary,
     caller_pool: u64,
     key: Vec<u8>,
@@ -250,8 +301,7 @@ impl Generator {
             line_idx,
             seq: 0,
             heap: BinaryHeap::new(),
-            pending: HashMap::new(),
-            truth: HashMap::new(),
+            truth: FxHashMap::default(),
             summary: FeedSummary::default(),
             key: Vec::new(),
             payload: Vec::new(),
@@ -303,7 +353,7 @@ impl Generator {
         if LINES[li].id == "122" && first.disposition == Disposition::Answered && self.rng.random::<f64>() < 0.04 {
             let target = [1usize, 3, 4][pick(&mut self.rng, &[0.5, 0.3, 0.2])];
             let mut first = first;
-            first.transfer_to = Some(LINES[target].id.to_owned());
+            first.transfer_to = Some(CompactString::const_new(LINES[target].id));
             first.linked_id = Some(first.call_id.clone());
             let mut second = self.leg(region, target, first.end_ms, first.topic.clone());
             second.linked_id = Some(first.call_id.clone());
@@ -314,32 +364,46 @@ impl Generator {
         }
     }
 
-    fn caller(&mut self) -> Option<String> {
+    fn caller(&mut self) -> Option<CompactString> {
         if self.rng.random::<f64>() < 0.02 {
             return None;
         }
         let n = 9_000_000_000 + self.rng.random_range(0..self.caller_pool) * 7919 % 999_999_999;
-        let s = n.to_string();
-        Some(match self.rng.random_range(0..10) {
-            0..5 => format!("+7{s}"),
-            5..9 => format!("8{s}"),
-            _ => format!("+7 ({}) {}-{}-{}", &s[..3], &s[3..6], &s[6..8], &s[8..]),
-        })
+        let mut digits = itoa::Buffer::new();
+        let s = digits.format(n);
+        let mut out = CompactString::with_capacity(20);
+        match self.rng.random_range(0..10) {
+            0..5 => {
+                out.push_str("+7");
+                out.push_str(s);
+            }
+            5..9 => {
+                out.push('8');
+                out.push_str(s);
+            }
+            _ => {
+                for (part, text) in [("+7 (", &s[..3]), (") ", &s[3..6]), ("-", &s[6..8]), ("-", &s[8..])] {
+                    out.push_str(part);
+                    out.push_str(text);
+                }
+            }
+        }
+        Some(out)
     }
 
-    fn leg(&mut self, region: RegionCode, li: usize, start_ms: i64, topic_of: Option<String>) -> Cdr {
+    fn leg(&mut self, region: RegionCode, li: usize, start_ms: i64, topic_of: Option<CompactString>) -> Cdr {
         let model = &LINES[li];
         let line = self.line_idx[li];
         self.seq += 1;
-        let call_id = format!("{:02}-{:09}", region.0, self.seq);
+        let call_id = call_id(region, self.seq);
         let spec = self.lines.line(line);
-        let dialled = spec.numbers[region.0 as usize % spec.numbers.len()].clone();
+        let dialled = CompactString::from(spec.numbers[region.0 as usize % spec.numbers.len()].as_str());
         let age_band = {
             let i = pick(&mut self.rng, &[AGE_WEIGHTS[0], AGE_WEIGHTS[1], AGE_WEIGHTS[2], AGE_WEIGHTS[3], AGE_WEIGHTS[4], 0.08]);
             AgeBand::ALL.get(i).copied()
         };
         let channel = Channel::ALL[pick(&mut self.rng, &CHANNEL_WEIGHTS)];
-        let topic = topic_of.or_else(|| topic(&mut self.rng, model.id, start_ms).map(str::to_owned));
+        let topic = topic_of.or_else(|| topic(&mut self.rng, model.id, start_ms).map(CompactString::const_new));
         let mut cdr = Cdr {
             call_id,
             linked_id: None,
@@ -369,7 +433,7 @@ impl Generator {
             return cdr;
         }
         let hour_load = DIURNAL[((start_ms / 3_600_000 + 3) % 24) as usize].max(0.5);
-        cdr.queue_id = Some(format!("q{}", model.id));
+        cdr.queue_id = Some(CompactString::const_new(model.queue));
         let u: f64 = self.rng.random();
         if u < 0.01 {
             cdr.disposition = Disposition::Busy;
@@ -400,19 +464,18 @@ impl Generator {
         cdr.end_ms = start_ms + (wait + talk) * 1000;
         cdr.queue_wait_ms = (wait * 1000) as u32;
         cdr.talk_ms = (talk * 1000) as u32;
-        cdr.operator_id = Some(format!("op{:04}", self.rng.random_range(0..400)));
+        cdr.operator_id = Some(padded("op", self.rng.random_range(0..400u64), 4));
         cdr
     }
 
-    fn queue(&mut self, cdr: Cdr, caller: Option<String>) {
+    fn queue(&mut self, cdr: Cdr, caller: Option<CompactString>) {
         let late = self.rng.random::<f64>() < self.opts.late_share;
         let mut at = cdr.end_ms;
         if late {
             at += self.rng.random_range(600_000..21_600_000);
         }
-        let id = self.seq_pending();
-        self.heap.push(Reverse((at, id)));
-        self.pending.insert(id, Pending { cdr, caller, late, resend: None });
+        let seq = self.seq_pending();
+        self.heap.push(Pending { at, seq, cdr: Box::new(cdr), caller, late, resend: None });
     }
 
     fn seq_pending(&mut self) -> u64 {
@@ -435,13 +498,13 @@ impl Generator {
             return Ok(true);
         }
         // Generate calls until the earliest pending leg is due (its end has passed).
-        while self.heap.peek().is_none_or(|Reverse((at, _))| *at > self.now_ms) {
+        while self.heap.peek().is_none_or(|p| p.at > self.now_ms) {
             self.next_call();
         }
-        let Reverse((_, id)) = self.heap.pop().expect("a due leg");
-        let p = self.pending.remove(&id).expect("pending leg");
+        let p = self.heap.pop().expect("a due leg");
         self.summary.messages += 1;
-        if let Some((key, payload)) = p.resend {
+        if let Some(resend) = p.resend {
+            let (key, payload) = *resend;
             self.summary.resent += 1;
             self.summary.valid_messages += 1;
             return sink(Message { key: &key, payload: &payload }).map(|_| true);
@@ -457,9 +520,9 @@ impl Generator {
         self.summary.late += p.late as u64;
         if self.rng.random::<f64>() < self.opts.resent_share {
             let at = self.now_ms + self.rng.random_range(60_000..1_800_000);
-            let rid = self.seq_pending();
-            self.heap.push(Reverse((at, rid)));
-            self.pending.insert(rid, Pending { cdr: p.cdr, caller: None, late: false, resend: Some((self.key.clone(), self.payload.clone())) });
+            let seq = self.seq_pending();
+            let resend = Some(Box::new((self.key.clone(), self.payload.clone())));
+            self.heap.push(Pending { at, seq, cdr: p.cdr, caller: None, late: false, resend });
         }
         sink(Message { key: &self.key, payload: &self.payload })?;
         Ok(true)
@@ -481,8 +544,8 @@ impl Generator {
         self.seq += 1;
         let region = self.regions[self.rng.random_range(0..self.regions.len())].0;
         let mut c = self.leg(region, 0, self.now_ms - self.now_ms.rem_euclid(1000), None);
-        c.call_id = format!("bad-{:09}", self.seq);
-        let caller = Some("+79990000000".to_owned());
+        c.call_id = padded("bad-", self.seq, 9);
+        let caller = Some(CompactString::const_new("+79990000000"));
         let csv = self.opts.format == Format::AsteriskCsv;
         let mut kinds: Vec<Reason> = Reason::ALL.to_vec();
         if csv && self.opts.region.is_some() {
@@ -526,7 +589,7 @@ impl Generator {
                 c.dialled = "555".into();
             }
             FieldTooLong => {
-                c.call_id = format!("bad-{}", "x".repeat(200));
+                c.call_id = CompactString::from(format!("bad-{}", "x".repeat(200)));
             }
             _ => {}
         }
@@ -590,7 +653,7 @@ impl Generator {
     }
 
     /// The ground-truth counters so far.
-    pub fn truth(&self) -> &HashMap<HourKey, Counters> {
+    pub fn truth(&self) -> &FxHashMap<HourKey, Counters> {
         &self.truth
     }
 }

@@ -1,5 +1,7 @@
 //! The CDR (v1): one call leg as the feed reports it, after validation and pseudonymisation.
 
+use compact_str::CompactString;
+
 use crate::line::LineIdx;
 use crate::pseudonym::CallerHash;
 use crate::region::RegionCode;
@@ -120,18 +122,20 @@ impl AgeBand {
 /// A validated call leg. Instants are UTC milliseconds since the Unix epoch.
 ///
 /// There is no field for the raw caller number: decoders hash it on the way in.
+/// Text fields are [`CompactString`]s: up to 24 bytes live inline, so a typical record
+/// costs no heap allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cdr {
     /// Unique within the feed; the same id twice is a re-send or a correction.
-    pub call_id: String,
+    pub call_id: CompactString,
     /// Joins the legs of one contact (transfers); `None` for a single-leg call.
-    pub linked_id: Option<String>,
+    pub linked_id: Option<CompactString>,
     /// The federal subject whose centre took the call.
     pub region: RegionCode,
     /// The line the dialled number reaches.
     pub line: LineIdx,
     /// The dialled number, normalised (digits only).
-    pub dialled: String,
+    pub dialled: CompactString,
     /// Keyed hash of the normalised caller number; `None` if the number was withheld.
     pub caller: Option<CallerHash>,
     /// When the call reached the centre.
@@ -147,17 +151,17 @@ pub struct Cdr {
     /// How the call ended.
     pub disposition: Disposition,
     /// Where the call was transferred: a line id or a number; `None` if not transferred.
-    pub transfer_to: Option<String>,
+    pub transfer_to: Option<CompactString>,
     /// Topic slug as the operator classified it (`covid`, `mobilisation`, `housing`, …).
-    pub topic: Option<String>,
+    pub topic: Option<CompactString>,
     /// Caller's age band, if recorded.
     pub age_band: Option<AgeBand>,
     /// How the citizen reached the centre.
     pub channel: Channel,
     /// Operator id, if known.
-    pub operator_id: Option<String>,
+    pub operator_id: Option<CompactString>,
     /// Queue id, if known.
-    pub queue_id: Option<String>,
+    pub queue_id: Option<CompactString>,
 }
 
 impl Cdr {

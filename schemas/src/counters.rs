@@ -113,7 +113,7 @@ impl Counters {
         match self.by_topic.get_mut(c.topic.as_deref().unwrap_or(UNKNOWN)) {
             Some(n) => *n += 1,
             None => {
-                self.by_topic.insert(c.topic.clone().unwrap_or_else(|| UNKNOWN.to_owned()), 1);
+                self.by_topic.insert(c.topic.as_deref().unwrap_or(UNKNOWN).to_owned(), 1);
             }
         }
     }

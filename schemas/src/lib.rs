@@ -25,6 +25,7 @@ pub mod reject;
 pub mod time;
 pub mod validate;
 
+pub use compact_str::CompactString;
 pub use asterisk_csv::{CsvFeed, encode_asterisk_csv};
 pub use cdr::{AgeBand, Cdr, Channel, Disposition, SCHEMA_VERSION};
 pub use counters::{Counters, HourKey, classify};

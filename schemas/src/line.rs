@@ -173,10 +173,10 @@ impl LineRegistry {
             for n in &e.numbers {
                 let norm = normalise_number(n)
                     .ok_or_else(|| format!("line {}: `{n}` is not a phone number", e.id))?;
-                if let Some(prev) = by_number.insert(norm.clone(), idx) {
+                if let Some(prev) = by_number.insert(norm.to_string(), idx) {
                     return Err(format!("number {n} belongs to two lines ({} and {})", lines[prev.0 as usize].id, e.id));
                 }
-                numbers.push(norm);
+                numbers.push(norm.to_string());
             }
             lines.push(Line {
                 id: e.id,
@@ -198,7 +198,6 @@ impl LineRegistry {
     pub fn by_number(&self, dialled: &str) -> Option<LineIdx> {
         let mut buf = [0u8; 20];
         let n = normalise_into(dialled, &mut buf)?;
-        // SAFETY of from_utf8: normalise_into writes ASCII digits only.
         self.by_number.get(std::str::from_utf8(&buf[..n]).ok()?).copied()
     }
 
@@ -222,10 +221,11 @@ impl LineRegistry {
 /// Normalises a phone number: digits only (spaces, dashes, brackets and a leading `+`
 /// dropped), and an 11-digit Russian number starting with 7 written with the trunk prefix 8.
 /// Returns `None` if anything else is in it, or it has no digits or more than 20.
-pub fn normalise_number(s: &str) -> Option<String> {
+pub fn normalise_number(s: &str) -> Option<compact_str::CompactString> {
     let mut buf = [0u8; 20];
     let n = normalise_into(s, &mut buf)?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    // normalise_into writes ASCII digits only.
+    std::str::from_utf8(&buf[..n]).ok().map(compact_str::CompactString::from)
 }
 
 fn normalise_into(s: &str, buf: &mut [u8; 20]) -> Option<usize> {

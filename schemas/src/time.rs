@@ -93,9 +93,15 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 /// form) into `out`, returning the text. Years 0–9999 only.
 #[inline]
 pub fn format_rfc3339_secs(ms: i64, out: &mut [u8; 20]) -> &str {
+    std::str::from_utf8(write_rfc3339_secs(ms, out)).expect("ASCII")
+}
+
+/// [`format_rfc3339_secs`] without the UTF-8 check, for writers of bytes.
+#[inline]
+pub fn write_rfc3339_secs(ms: i64, out: &mut [u8; 20]) -> &[u8] {
     format_wall(ms.div_euclid(1000), b'T', &mut out[..19]);
     out[19] = b'Z';
-    std::str::from_utf8(out).expect("ASCII")
+    &out[..]
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DD?HH:MM:SS` with `sep` at `?`.
@@ -103,24 +109,25 @@ pub fn format_rfc3339_secs(ms: i64, out: &mut [u8; 20]) -> &str {
 pub fn format_wall(secs: i64, sep: u8, out: &mut [u8]) {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400) as u32;
-    let put = |out: &mut [u8], at: usize, v: u32, n: usize| {
-        let mut v = v;
-        for i in (0..n).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    let put2 = |out: &mut [u8], at: usize, v: u32| {
+        out[at] = b'0' + (v / 10) as u8;
+        out[at + 1] = b'0' + (v % 10) as u8;
+    };
+    let put = |out: &mut [u8], at: usize, v: u32, _n: usize| {
+        put2(out, at, v / 100);
+        put2(out, at + 2, v % 100);
     };
     put(out, 0, y as u32, 4);
     out[4] = b'-';
-    put(out, 5, m, 2);
+    put2(out, 5, m);
     out[7] = b'-';
-    put(out, 8, d, 2);
+    put2(out, 8, d);
     out[10] = sep;
-    put(out, 11, sod / 3600, 2);
+    put2(out, 11, sod / 3600);
     out[13] = b':';
-    put(out, 14, sod / 60 % 60, 2);
+    put2(out, 14, sod / 60 % 60);
     out[16] = b':';
-    put(out, 17, sod % 60, 2);
+    put2(out, 17, sod % 60);
 }
 
 #[cfg(test)]

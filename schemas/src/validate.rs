@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
 use crate::line::LineRegistry;
 use crate::pseudonym::Pseudonymiser;
@@ -239,7 +241,7 @@ fn duration(ms: i64, field: &'static str, span_ms: i64, limits: &Limits) -> Resu
     Ok(ms.min(span_ms))
 }
 
-fn id_text(s: Cow<'_, str>, field: &'static str) -> Result<Option<String>, Rejection> {
+fn id_text(s: Cow<'_, str>, field: &'static str) -> Result<Option<CompactString>, Rejection> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -249,11 +251,11 @@ fn id_text(s: Cow<'_, str>, field: &'static str) -> Result<Option<String>, Rejec
     if s.chars().any(char::is_control) {
         return Err(Rejection::field(Reason::InvalidValue, field, "control character"));
     }
-    Ok(Some(s.into_owned()))
+    Ok(Some(CompactString::from(s.as_ref())))
 }
 
 /// A short label; topics must be slugs (`[a-z0-9_-]`), others only free of control characters.
-fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Option<String>, Rejection> {
+fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Option<CompactString>, Rejection> {
     let Some(s) = s else { return Ok(None) };
     if s.is_empty() {
         return Ok(None);
@@ -270,5 +272,5 @@ fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Opt
         let what = if slug { "must be a slug of a-z, 0-9, _ and -" } else { "control character" };
         return Err(Rejection::field(Reason::InvalidValue, field, what));
     }
-    Ok(Some(s.into_owned()))
+    Ok(Some(CompactString::from(s.as_ref())))
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what a fresh machine lacks, starts the local ClickHouse, runs
+# the whole test suite (end-to-end and crash tests included), and stops what it started.
+# Slow scale runs are not here: they are benches and scripts (see benches/).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+
+bash deploy/local/prerequisites.sh
+started_ch=0
+if ! bash deploy/local/clickhouse.sh status; then
+    bash deploy/local/clickhouse.sh start
+    started_ch=1
+fi
+cleanup() { [ "$started_ch" = 1 ] && bash deploy/local/clickhouse.sh stop || true; }
+trap cleanup EXIT
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast "$@"
+fi
