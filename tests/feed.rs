@@ -1,7 +1,7 @@
 //! The synthetic feed: exact agreement with the validator, determinism, its ground truth
 //! against independently decoded records, and the shape the field reports describe.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 
 use cdrflow::synthetic::{FeedOptions, FeedSummary, Generator, Message};
@@ -96,7 +96,7 @@ fn truth_matches_the_decoded_feed() {
         let lines = LineRegistry::builtin();
         let decoder = Decoder::new(lines.clone(), Pseudonymiser::ephemeral());
         let mut seen = HashSet::new();
-        let mut counters: HashMap<HourKey, Counters> = HashMap::new();
+        let mut counters: rustc_hash::FxHashMap<HourKey, Counters> = Default::default();
         let (mut resent, mut bad) = (0, 0);
         for m in &msgs {
             let cdr = match format {
