@@ -5,12 +5,10 @@
 //! - [`synthetic`] — the synthetic national feed and its ground truth (`cdrflow generate`);
 //! - [`validate`] — feed onboarding (`cdrflow validate`);
 //! - [`broker`] — the embedded mock Kafka cluster for tests and the demo (`cdrflow broker`);
-//! - [`kafka`] — producing to Kafka.
 //!
 //! The CDR itself is defined once, in [`cdrflow_schemas`].
 
 pub mod broker;
-pub mod kafka;
 pub mod signals;
 pub mod synthetic;
 pub mod validate;

@@ -26,6 +26,10 @@ enum Command {
     Generate(GenerateArgs),
     /// Check a file of records (one per line) against the CDR contract; prints {"accepted","rejected","reasons"} as JSON.
     Validate(ValidateArgs),
+    /// Create or upgrade cdrflow's ClickHouse database, tables and dashboard views (idempotent, versioned).
+    Migrate(MigrateArgs),
+    /// Consume CDRs and keep per-region, per-line, per-hour counters in ClickHouse, exactly once.
+    Aggregate(AggregateArgs),
     /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
     Broker(BrokerArgs),
 }
@@ -114,6 +118,107 @@ struct ValidateArgs {
     file: PathBuf,
 }
 
+#[derive(clap::Args, Clone)]
+struct ClickHouseArgs {
+    /// ClickHouse HTTP interface. User: CDRFLOW_CLICKHOUSE_USER; password: CDRFLOW_CLICKHOUSE_PASSWORD_FILE or CDRFLOW_CLICKHOUSE_PASSWORD.
+    #[arg(long = "clickhouse", env = "CDRFLOW_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    url: String,
+    /// Database for cdrflow's tables.
+    #[arg(long, env = "CDRFLOW_CLICKHOUSE_DATABASE", default_value = "cdrflow")]
+    database: String,
+}
+
+impl ClickHouseArgs {
+    fn config(&self) -> Result<cdrflow_aggregate::clickhouse::ClickHouseConfig> {
+        cdrflow_aggregate::clickhouse::ClickHouseConfig::from_env(&self.url, &self.database)
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "CDRFLOW_BROKERS")]
+    brokers: String,
+    /// Topic of CDRs.
+    #[arg(long, env = "CDRFLOW_TOPIC", default_value = "cdrs")]
+    topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Wire format of the topic.
+    #[arg(long, value_enum, default_value = "json")]
+    format: WireFormat,
+    /// For asterisk-csv: the region of the feed (else each line's accountcode).
+    #[arg(long)]
+    region: Option<u8>,
+    /// Kafka session timeout: how long a dead member's partitions wait before moving on.
+    #[arg(long, default_value_t = 45_000)]
+    session_timeout_ms: u32,
+    /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    /// Passwords are refused here: set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
+    /// Line registry file (default: the built-in one).
+    #[arg(long, env = "CDRFLOW_LINES")]
+    lines: Option<PathBuf>,
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> Result<cdrflow_kafka::KafkaSettings> {
+        let mut extra = Vec::new();
+        for kv in &self.kafka_options {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv}: expected KEY=VALUE"))?;
+            if k.contains("password") || k.contains("secret") {
+                bail!("--kafka-option {k}: secrets do not go on the command line; set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD");
+            }
+            extra.push((k.to_owned(), v.to_owned()));
+        }
+        for (env, key) in [("CDRFLOW_KAFKA_SASL_PASSWORD", "sasl.password"), ("CDRFLOW_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")] {
+            if let Ok(v) = std::env::var(env) {
+                extra.push((key.to_owned(), v));
+            }
+        }
+        Ok(cdrflow_kafka::KafkaSettings { brokers: self.brokers.clone(), extra })
+    }
+
+    fn lines(&self) -> Result<std::sync::Arc<LineRegistry>> {
+        Ok(match &self.lines {
+            Some(p) => std::sync::Arc::new(LineRegistry::from_toml_file(p).map_err(anyhow::Error::msg)?),
+            None => LineRegistry::builtin(),
+        })
+    }
+
+    fn csv(&self) -> Result<CsvFeed> {
+        Ok(match region_arg(self.region)? {
+            Some(r) => CsvFeed::Region(r),
+            None => CsvFeed::FromAccountcode,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+#[derive(clap::Args)]
+struct AggregateArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    /// Flush each partition's counters at least this often (ms).
+    #[arg(long, default_value_t = 5000)]
+    flush_interval_ms: u64,
+    /// Flush early once this many messages are unflushed.
+    #[arg(long, default_value_t = 500_000)]
+    flush_max_messages: u64,
+    /// Send rejected messages here too (by default only the archive worker dead-letters; the aggregator counts).
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct BrokerArgs {
     /// Number of brokers.
@@ -136,6 +241,8 @@ fn main() {
     let result = match cli.command {
         Command::Generate(a) => generate(a),
         Command::Validate(a) => validate(a),
+        Command::Migrate(a) => migrate(a),
+        Command::Aggregate(a) => aggregate(a),
         Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
             brokers: a.brokers,
             topics: a.topics,
@@ -203,15 +310,17 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let mut n = 0u64;
     match (&a.brokers, &a.topic) {
         (Some(brokers), Some(topic)) => {
-            let producer = cdrflow::kafka::producer(brokers)?;
+            let settings = cdrflow_kafka::KafkaSettings { brokers: brokers.clone(), extra: Vec::new() };
+            let producer = cdrflow_kafka::producer::producer(&settings)?;
             let mut sink = |m: Message<'_>| -> std::io::Result<()> {
-                cdrflow::kafka::send(&producer, topic, m.key, m.payload).map_err(std::io::Error::other)
+                let record = rdkafka::producer::BaseRecord::to(topic).key(m.key).payload(m.payload);
+                cdrflow_kafka::producer::send(&producer, record).map_err(std::io::Error::other)
             };
             while feed.emit_next(&mut sink)? {
                 n += 1;
                 pace(n);
             }
-            let delivered = cdrflow::kafka::flush(&producer, Duration::from_secs(120))?;
+            let delivered = cdrflow_kafka::producer::flush(&producer, Duration::from_secs(120))?;
             tracing::info!(delivered, topic, "produced");
         }
         _ => {
@@ -288,4 +397,41 @@ fn validate(a: ValidateArgs) -> Result<()> {
     }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn migrate(a: MigrateArgs) -> Result<()> {
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(a.clickhouse.config()?);
+    let applied = runtime()?.block_on(async {
+        ch.ping().await?;
+        ch.migrate().await
+    })?;
+    if applied.is_empty() {
+        tracing::info!(database = a.clickhouse.database, "schema is up to date");
+    }
+    Ok(())
+}
+
+fn aggregate(a: AggregateArgs) -> Result<()> {
+    let stop = cdrflow::signals::stop_flag()?;
+    let opts = cdrflow_aggregate::AggregateOptions {
+        kafka: a.kafka.settings()?,
+        group: a.kafka.group.clone().unwrap_or_else(|| "cdrflow-aggregate".to_owned()),
+        topic: a.kafka.topic.clone(),
+        format: a.kafka.format.into(),
+        csv: a.kafka.csv()?,
+        clickhouse: a.clickhouse.config()?,
+        flush_interval: Duration::from_millis(a.flush_interval_ms),
+        flush_max_messages: a.flush_max_messages,
+        session_timeout_ms: a.kafka.session_timeout_ms,
+        dead_letter_topic: a.dead_letter_topic,
+        lines: a.kafka.lines()?,
+    };
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(opts.clickhouse.clone());
+    runtime()?.block_on(ch.ping())?;
+    let stats = std::sync::Arc::new(cdrflow_aggregate::worker::AggregateStats::default());
+    cdrflow_aggregate::run(opts, stop, stats)
 }

@@ -9,7 +9,8 @@
 //! - the registries: regions with their IANA time zones ([`region`]) and lines with their
 //!   thresholds and working hours ([`line`]);
 //! - caller pseudonymisation ([`pseudonym`]);
-//! - the counters' definitions ([`counters`]) and the archive's Arrow schema ([`archive`]).
+//! - the counters' definitions ([`counters`]) and the archive's Arrow schema ([`archive`]);
+//! - the ClickHouse DDL and the dashboard queries ([`sql`], files in `schemas/sql/`).
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod line;
 pub mod pseudonym;
 pub mod region;
 pub mod reject;
+pub mod sql;
 pub mod time;
 pub mod validate;
 

@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use crate::KafkaSettings;
 
 /// Counts delivery reports, so that a producer can tell whether everything arrived.
 #[derive(Default)]
@@ -39,27 +40,34 @@ pub type CountingProducer = BaseProducer<Deliveries>;
 /// A producer tuned for throughput with compressed batches (the mock broker keeps only
 /// ~5 MiB per partition, so compression matters there too). Idempotent, so retries after
 /// a broker fault neither lose nor duplicate.
-pub fn producer(brokers: &str) -> Result<CountingProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("compression.type", "lz4")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("enable.idempotence", "true")
-        .create_with_context(Deliveries::default())
-        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+pub fn producer(settings: &KafkaSettings) -> Result<CountingProducer> {
+    let mut c = settings.client_config();
+    for (k, v) in [
+        ("compression.type", "lz4"),
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "500000"),
+        ("enable.idempotence", "true"),
+    ] {
+        if c.get(k).is_none() {
+            c.set(k, v);
+        }
+    }
+    c.create_with_context(Deliveries::default())
+        .with_context(|| format!("creating a Kafka producer for {}", settings.brokers))
 }
 
 /// Sends one message, waiting (and serving delivery reports) while the local queue is full.
-pub fn send(producer: &CountingProducer, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+pub fn send(producer: &CountingProducer, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    let mut record = record;
     loop {
-        match producer.send(BaseRecord::to(topic).key(key).payload(payload)) {
+        match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
                 producer.poll(Duration::from_millis(50));
             }
-            Err((e, _)) => return Err(e).with_context(|| format!("producing to topic {topic}")),
+            Err((e, r)) => return Err(e).with_context(|| format!("producing to topic {}", r.topic)),
         }
     }
 }

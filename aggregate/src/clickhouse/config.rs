@@ -1,0 +1,52 @@
+//! Where ClickHouse is and how to log in.
+
+use anyhow::{Context, Result, bail};
+
+/// Environment variable holding the ClickHouse password.
+pub const PASSWORD_ENV: &str = "CDRFLOW_CLICKHOUSE_PASSWORD";
+/// Environment variable naming a file that holds the ClickHouse password.
+pub const PASSWORD_FILE_ENV: &str = "CDRFLOW_CLICKHOUSE_PASSWORD_FILE";
+
+/// ClickHouse connection settings. The password never comes from a flag.
+#[derive(Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// User name.
+    pub user: String,
+    /// Password (from `CDRFLOW_CLICKHOUSE_PASSWORD_FILE` or `CDRFLOW_CLICKHOUSE_PASSWORD`).
+    pub password: Option<String>,
+    /// Database holding cdrflow's tables.
+    pub database: String,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// Settings for `url` and `database`, user `default`, password from the environment.
+    pub fn from_env(url: &str, database: &str) -> Result<Self> {
+        if !database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || database.is_empty() {
+            bail!("database name `{database}`: use lowercase letters, digits and _");
+        }
+        let password = match std::env::var_os(PASSWORD_FILE_ENV) {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the ClickHouse password file named by {PASSWORD_FILE_ENV}"))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var(PASSWORD_ENV).ok(),
+        };
+        let user = std::env::var("CDRFLOW_CLICKHOUSE_USER").unwrap_or_else(|_| "default".to_owned());
+        Ok(ClickHouseConfig { url: url.trim_end_matches('/').to_owned(), user, password, database: database.to_owned() })
+    }
+}

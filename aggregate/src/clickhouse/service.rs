@@ -1,0 +1,283 @@
+//! Talking to ClickHouse: inserts, positions, migrations and dashboard queries.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use cdrflow_schemas::sql::{self, Param};
+use cdrflow_schemas::{Counters, Regions};
+use serde::{Deserialize, Serialize};
+
+use super::config::ClickHouseConfig;
+use super::encoder::CounterRow;
+
+/// A ClickHouse server holding cdrflow's database.
+#[derive(Clone)]
+pub struct ClickHouse {
+    cfg: ClickHouseConfig,
+    client: clickhouse::Client,
+}
+
+/// Turns a client error into one that names the server and the fix.
+fn explain(e: clickhouse::error::Error, cfg: &ClickHouseConfig, doing: &str) -> anyhow::Error {
+    match &e {
+        clickhouse::error::Error::Network(_) => anyhow!(
+            "ClickHouse at {} did not answer while {doing} ({e}): is it running? Locally: deploy/local/clickhouse.sh start",
+            cfg.url
+        ),
+        _ => anyhow!("ClickHouse at {} failed while {doing}: {e}", cfg.url),
+    }
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct Position {
+    kafka_partition: u16,
+    last: u64,
+}
+
+#[derive(clickhouse::Row, Serialize)]
+struct RegionRow<'a> {
+    region: u8,
+    name_ru: &'a str,
+    name_en: &'a str,
+    time_zone: &'a str,
+}
+
+#[derive(clickhouse::Row, Serialize, Deserialize)]
+struct MigrationRow {
+    version: u32,
+    name: String,
+    applied_at: u32,
+}
+
+/// Counters of one (region, line, hour) as stored, summed over every flush.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct StoredCounters {
+    region: u8,
+    line: String,
+    hour: u32,
+    offered: u64,
+    answered: u64,
+    abandoned: u64,
+    short_abandoned: u64,
+    unanswered: u64,
+    answered_within_sl: u64,
+    abandoned_after_sl: u64,
+    wait_sum_ms: u64,
+    wait_max_ms: u64,
+    talk_sum_ms: u64,
+    transferred_out: u64,
+    out_of_hours: u64,
+}
+
+/// One breakdown entry of one (region, line, hour).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct StoredBreakdown {
+    region: u8,
+    line: String,
+    hour: u32,
+    name: String,
+    calls: u64,
+}
+
+impl ClickHouse {
+    /// A client for `cfg` (validation off: Debian's 18.16 cannot describe tables the way
+    /// the crate expects; rows are typed on our side).
+    pub fn new(cfg: ClickHouseConfig) -> Self {
+        let mut client = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user).with_validation(false);
+        if let Some(p) = &cfg.password {
+            client = client.with_password(p);
+        }
+        ClickHouse { cfg, client }
+    }
+
+    /// The settings this client uses.
+    pub fn config(&self) -> &ClickHouseConfig {
+        &self.cfg
+    }
+
+    /// `database.table`; both are identifiers we checked, so they need no escaping.
+    fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.cfg.database)
+    }
+
+    /// Checks that the server answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.client.query("SELECT 1").execute().await.map_err(|e| explain(e, &self.cfg, "answering SELECT 1"))
+    }
+
+    /// Applies the migrations not yet applied; returns the versions it applied.
+    pub async fn migrate(&self) -> Result<Vec<u32>> {
+        let db = &self.cfg.database;
+        for stmt in sql::statements(&sql::for_database(sql::BOOTSTRAP, db)) {
+            self.client.query(&stmt).execute().await.map_err(|e| explain(e, &self.cfg, "creating the migrations table"))?;
+        }
+        let applied: Vec<u32> = self
+            .client
+            .query(&format!("SELECT version FROM {} ORDER BY version", self.table("schema_migrations")))
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading applied migrations"))?;
+        let mut done = Vec::new();
+        for m in sql::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            for stmt in sql::statements(&sql::for_database(m.sql, db)) {
+                self.client
+                    .query(&stmt)
+                    .execute()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, &format!("applying migration {:03}_{}", m.version, m.name)))?;
+            }
+            let mut ins = self.client.insert_unescaped::<MigrationRow>(&self.table("schema_migrations")).await?;
+            let now = jiff::Timestamp::now().as_second() as u32;
+            ins.write(&MigrationRow { version: m.version, name: m.name.to_owned(), applied_at: now }).await?;
+            ins.end().await.map_err(|e| explain(e, &self.cfg, "recording a migration"))?;
+            tracing::info!(version = m.version, name = m.name, database = db, "migration applied");
+            done.push(m.version);
+        }
+        self.fill_regions().await?;
+        Ok(done)
+    }
+
+    async fn fill_regions(&self) -> Result<()> {
+        let n: u64 = self
+            .client
+            .query(&format!("SELECT count() FROM {}", self.table("regions")))
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "counting regions"))?;
+        if n > 0 {
+            return Ok(());
+        }
+        let mut ins = self.client.insert_unescaped::<RegionRow<'_>>(&self.table("regions")).await?;
+        for r in Regions::get().all() {
+            ins.write(&RegionRow { region: r.code.0, name_ru: r.name_ru, name_en: r.name_en, time_zone: r.time_zone_name }).await?;
+        }
+        ins.end().await.map_err(|e| explain(e, &self.cfg, "filling the regions table"))
+    }
+
+    /// Inserts one flush unit: one INSERT, one block, one part (see the module docs).
+    pub async fn insert_unit(&self, rows: &[CounterRow]) -> Result<()> {
+        let mut ins = self
+            .client
+            .insert_unescaped::<CounterRow>(&self.table("counters_log"))
+            .await?
+            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+        for r in rows {
+            ins.write(r).await.map_err(|e| explain(e, &self.cfg, "inserting counters"))?;
+        }
+        ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting counters"))
+    }
+
+    /// The next offset to read per partition for this group and topic.
+    pub async fn positions(&self, group: &str, topic: &str) -> Result<HashMap<i32, i64>> {
+        let rows: Vec<Position> = self
+            .client
+            .query(&format!(
+                "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition",
+                self.table("counters_log")
+            ))
+            .bind(group)
+            .bind(topic)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading partition positions"))?;
+        Ok(rows.into_iter().map(|p| (p.kafka_partition as i32, p.last as i64 + 1)).collect())
+    }
+
+    /// Every stored (region, line id, UTC hour) with its counters, summed over flushes;
+    /// only this consumer group's rows if given. (Breakdowns are summed through
+    /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.)
+    pub async fn stored_counters(&self, group: Option<&str>) -> Result<Vec<(u8, String, i64, Counters)>> {
+        let filter = if group.is_some() { "AND consumer_group = ?" } else { "" };
+        let q = format!(
+            "SELECT region, line, hour, sum(offered) AS offered, sum(answered) AS answered, sum(abandoned) AS abandoned,
+                sum(short_abandoned) AS short_abandoned, sum(unanswered) AS unanswered,
+                sum(answered_within_sl) AS answered_within_sl, sum(abandoned_after_sl) AS abandoned_after_sl,
+                sum(wait_sum_ms) AS wait_sum_ms, max(wait_max_ms) AS wait_max_ms, sum(talk_sum_ms) AS talk_sum_ms,
+                sum(transferred_out) AS transferred_out, sum(out_of_hours) AS out_of_hours
+             FROM {} WHERE region != 0 {filter} GROUP BY region, line, hour ORDER BY region, line, hour",
+            self.table("counters_log"),
+        );
+        let mut query = self.client.query(&q);
+        if let Some(g) = group {
+            query = query.bind(g);
+        }
+        let rows: Vec<StoredCounters> = query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading counters"))?;
+        let mut out: std::collections::BTreeMap<(u8, String, u32), Counters> = rows
+            .into_iter()
+            .map(|r| {
+                let c = Counters {
+                    offered: r.offered,
+                    answered: r.answered,
+                    abandoned: r.abandoned,
+                    short_abandoned: r.short_abandoned,
+                    unanswered: r.unanswered,
+                    answered_within_sl: r.answered_within_sl,
+                    abandoned_after_sl: r.abandoned_after_sl,
+                    wait_sum_ms: r.wait_sum_ms,
+                    wait_max_ms: r.wait_max_ms,
+                    talk_sum_ms: r.talk_sum_ms,
+                    transferred_out: r.transferred_out,
+                    out_of_hours: r.out_of_hours,
+                    ..Counters::default()
+                };
+                ((r.region, r.line, r.hour), c)
+            })
+            .collect();
+        let age_names = Counters::age_band_names();
+        let channel_names = Counters::channel_names();
+        for (names, counts) in [("topic_names", "topic_calls"), ("age_band_names", "age_band_calls"), ("channel_names", "channel_calls")] {
+            let q = format!(
+                "SELECT region, line, hour, name, sum(count) AS calls FROM {} ARRAY JOIN {names} AS name, {counts} AS count
+                 WHERE region != 0 {filter} GROUP BY region, line, hour, name",
+                self.table("counters_log"),
+            );
+            let mut query = self.client.query(&q);
+            if let Some(g) = group {
+                query = query.bind(g);
+            }
+            let parts: Vec<StoredBreakdown> = query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading breakdowns"))?;
+            for b in parts {
+                let Some(c) = out.get_mut(&(b.region, b.line, b.hour)) else { continue };
+                match names {
+                    "topic_names" => {
+                        c.by_topic.insert(b.name, b.calls);
+                    }
+                    "age_band_names" => {
+                        if let Some(i) = age_names.iter().position(|n| *n == b.name) {
+                            c.by_age_band[i] = b.calls;
+                        }
+                    }
+                    _ => {
+                        if let Some(i) = channel_names.iter().position(|n| *n == b.name) {
+                            c.by_channel[i] = b.calls;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().map(|((region, line, hour), c)| (region, line, hour as i64, c)).collect())
+    }
+
+    /// Runs a named dashboard query from `schemas/sql/dashboards.sql`; rows as JSON objects.
+    pub async fn dashboard(&self, name: &str, params: &[(&str, Param)]) -> Result<Vec<serde_json::Value>> {
+        let q = sql::dashboard_queries()
+            .into_iter()
+            .find(|q| q.name == name)
+            .with_context(|| format!("no dashboard query named {name}"))?;
+        let text = sql::render(&sql::for_database(&q.sql, &self.cfg.database), params).map_err(anyhow::Error::msg)?;
+        let bytes = self
+            .client
+            .query(&text)
+            .fetch_bytes("JSONEachRow")
+            .map_err(|e| explain(e, &self.cfg, &format!("running {name}")))?
+            .collect()
+            .await
+            .map_err(|e| explain(e, &self.cfg, &format!("running {name}")))?;
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).with_context(|| format!("reading a row of {name}")))
+            .collect()
+    }
+}

@@ -1,0 +1,273 @@
+//! The aggregator's loop: consume → decode and validate → roll up per partition → flush
+//! each partition's rollup as one atomic ClickHouse insert → commit offsets for monitoring.
+//!
+//! It runs on one thread: librdkafka's rebalance callbacks fire inside `poll` on this same
+//! thread, so assignment changes and message handling never interleave (see
+//! [`cdrflow_kafka::consumer`]). While ClickHouse is unreachable the loop pauses its
+//! partitions and retries with backoff: nothing is consumed, so memory stays bounded, and
+//! nothing is lost, because positions only advance with a successful insert.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, WorkerConsumer};
+use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Reason, Rejection};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rustc_hash::FxHashMap;
+
+use crate::clickhouse::encoder::{Unit, encode};
+use crate::clickhouse::{ClickHouse, ClickHouseConfig};
+use crate::rollup::PartitionRollup;
+
+/// What an aggregator needs.
+#[derive(Clone, Debug)]
+pub struct AggregateOptions {
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Consumer group.
+    pub group: String,
+    /// Topic of CDRs.
+    pub topic: String,
+    /// Wire format of the topic.
+    pub format: Format,
+    /// Region source for CSV feeds.
+    pub csv: CsvFeed,
+    /// Where the counters go.
+    pub clickhouse: ClickHouseConfig,
+    /// Flush every partition at least this often.
+    pub flush_interval: Duration,
+    /// Flush early when this many messages are unflushed.
+    pub flush_max_messages: u64,
+    /// Kafka session timeout.
+    pub session_timeout_ms: u32,
+    /// Dead-letter topic, if this worker should send rejects (the archive worker does by default).
+    pub dead_letter_topic: Option<String>,
+    /// The line registry.
+    pub lines: Arc<LineRegistry>,
+}
+
+/// Running totals, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct AggregateStats {
+    /// Messages read.
+    pub consumed: AtomicU64,
+    /// Valid CDRs rolled up.
+    pub accepted: AtomicU64,
+    /// Rejected messages.
+    pub rejected: AtomicU64,
+    /// Units written to ClickHouse.
+    pub flushes: AtomicU64,
+    /// Rows written to ClickHouse.
+    pub rows: AtomicU64,
+    /// Failed ClickHouse calls.
+    pub clickhouse_errors: AtomicU64,
+}
+
+/// Positions for the consumer, read from ClickHouse.
+struct ClickHousePositions {
+    ch: ClickHouse,
+    group: String,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl PositionStore for ClickHousePositions {
+    fn next_offsets(&self, topic: &str, _partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        self.rt.block_on(self.ch.positions(&self.group, topic))
+    }
+    fn describe(&self) -> String {
+        format!("ClickHouse at {}", self.ch.config().url)
+    }
+}
+
+/// Everything the loop carries between messages.
+struct State {
+    /// Unflushed work per assigned partition.
+    partitions: FxHashMap<i32, PartitionRollup>,
+    /// Messages read and not yet flushed, over all partitions.
+    unflushed: u64,
+    /// When the last flush finished.
+    last_flush: Instant,
+}
+
+/// Runs an aggregator until `stop` is set (then flushes and returns).
+pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<AggregateStats>) -> Result<()> {
+    let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
+    let ch = ClickHouse::new(opts.clickhouse.clone());
+    let store = Arc::new(ClickHousePositions { ch: ch.clone(), group: opts.group.clone(), rt: rt.clone() });
+    let consumer = WorkerConsumer::new(&opts.kafka, &opts.group, &opts.topic, opts.session_timeout_ms, store, stop)?;
+    let mut dead_letters = match &opts.dead_letter_topic {
+        Some(t) => Some(DeadLetters::new(&opts.kafka, t, &opts.group)?),
+        None => None,
+    };
+    // Counters need no caller identity: hashes are never written here.
+    let decoder = Decoder::new(opts.lines.clone(), Pseudonymiser::ephemeral());
+    let mut state = State { partitions: FxHashMap::default(), unflushed: 0, last_flush: Instant::now() };
+    let mut last_report = Instant::now();
+    tracing::info!(group = opts.group, topic = opts.topic, clickhouse = opts.clickhouse.url, "aggregator started");
+
+    while !stop.load(Ordering::Relaxed) {
+        let msg = consumer.consumer.poll(Duration::from_millis(100));
+        apply_changes(&consumer, &mut state);
+        if let Some(msg) = msg {
+            match msg {
+                Ok(m) => {
+                    let partition = m.partition();
+                    // A message of a partition we no longer hold cannot arrive (same
+                    // thread as the revoke), but be strict about it all the same.
+                    let Some(part) = state.partitions.get_mut(&partition) else {
+                        continue;
+                    };
+                    part.saw(m.offset());
+                    state.unflushed += 1;
+                    stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    let payload = m.payload().unwrap_or(&[]);
+                    let decoded = if payload.is_empty() {
+                        Err(Rejection { reason: Reason::Malformed, field: None, detail: "empty message".into() })
+                    } else {
+                        match opts.format {
+                            Format::Json => decoder.decode_json(payload),
+                            Format::AsteriskCsv => decoder.decode_asterisk_csv(payload, &opts.csv),
+                        }
+                    };
+                    match decoded {
+                        Ok(cdr) => {
+                            part.add(&cdr, &opts.lines);
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(why) => {
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            if let Some(dl) = dead_letters.as_mut() {
+                                dl.send(&opts.topic, partition, m.offset(), m.key(), payload, &why)?;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
+            }
+        }
+        if state.unflushed >= opts.flush_max_messages || state.last_flush.elapsed() >= opts.flush_interval {
+            flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+        }
+        if let Some(dl) = dead_letters.as_ref() {
+            dl.poll();
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            tracing::info!(
+                consumed = stats.consumed.load(Ordering::Relaxed),
+                accepted = stats.accepted.load(Ordering::Relaxed),
+                rejected = stats.rejected.load(Ordering::Relaxed),
+                flushes = stats.flushes.load(Ordering::Relaxed),
+                assigned = ?state.partitions.keys().collect::<Vec<_>>(),
+                "aggregating"
+            );
+        }
+    }
+    tracing::info!("stopping: flushing what was read");
+    flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+    consumer.consumer.unsubscribe();
+    Ok(())
+}
+
+/// Applies assignment changes: new partitions start empty, revoked ones are abandoned.
+fn apply_changes(consumer: &WorkerConsumer, state: &mut State) {
+    for change in consumer.take_changes() {
+        match change {
+            GroupChange::Assigned(parts) => {
+                for p in parts {
+                    state.partitions.entry(p).or_default();
+                }
+            }
+            GroupChange::Revoked(parts) => {
+                for p in parts {
+                    if let Some(r) = state.partitions.remove(&p) {
+                        state.unflushed -= r.messages;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Flushes every partition with unflushed work: dead letters first (so no reject is lost
+/// once its offset is recorded), then one insert per partition, retried with backoff while
+/// ClickHouse is down, with the partitions paused meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn flush(
+    opts: &AggregateOptions,
+    rt: &tokio::runtime::Runtime,
+    ch: &ClickHouse,
+    consumer: &WorkerConsumer,
+    dead_letters: &mut Option<DeadLetters>,
+    state: &mut State,
+    stats: &AggregateStats,
+    stop: &'static AtomicBool,
+) -> Result<()> {
+    state.last_flush = Instant::now();
+    if state.unflushed == 0 {
+        return Ok(());
+    }
+    if let Some(dl) = dead_letters.as_mut() {
+        dl.flush()?;
+    }
+    let mut committed = HashMap::new();
+    let mut paused = false;
+    let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
+    pending.sort_unstable();
+    for p in pending {
+        let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
+        state.unflushed -= rollup.messages;
+        let flushed_at = jiff::Timestamp::now().as_second() as u32;
+        let unit = Unit { group: &opts.group, topic: &opts.topic, partition: p, flushed_at };
+        let rows = encode(&unit, &rollup, &opts.lines);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match rt.block_on(ch.insert_unit(&rows)) {
+                Ok(()) => break,
+                Err(e) => {
+                    stats.clickhouse_errors.fetch_add(1, Ordering::Relaxed);
+                    // The outcome may be unknown: ask before inserting again.
+                    if let Ok(pos) = rt.block_on(ch.positions(&opts.group, &opts.topic))
+                        && pos.get(&p).is_some_and(|&next| next > rollup.last_offset)
+                    {
+                        tracing::warn!(partition = p, "the insert had landed after all; not repeating it");
+                        break;
+                    }
+                    if !paused {
+                        consumer.set_paused(true);
+                        paused = true;
+                    }
+                    tracing::error!(error = format!("{e:#}"), partition = p, retry_in = ?backoff,
+                        "cannot write counters; consumption paused, nothing is lost");
+                    // Serve the group while waiting; a revoke here abandons the unit.
+                    let _ = consumer.consumer.poll(backoff);
+                    apply_changes(consumer, state);
+                    if !state.partitions.contains_key(&p) {
+                        tracing::warn!(partition = p, "partition revoked while ClickHouse was down; its new owner re-reads the unit");
+                        break;
+                    }
+                    if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
+                        anyhow::bail!("stopping with an unwritten unit for partition {p}; it will be re-read from Kafka on restart");
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if state.partitions.contains_key(&p) {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            committed.insert(p, rollup.last_offset + 1);
+        }
+    }
+    if paused {
+        consumer.set_paused(false);
+        tracing::info!("ClickHouse answers again; consuming");
+    }
+    consumer.commit_for_monitoring(&committed);
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! A consumer-group member whose read positions live in the sink.
+//!
+//! # The rebalance protocol
+//!
+//! Kafka's committed offsets are for lag monitoring only; the truth about how far a
+//! partition has been processed is written by the sink in the same atomic step as the data
+//! (a Parquet file's name, a ClickHouse insert's `last_offset`). So:
+//!
+//! 1. **Assign.** When the group hands this member partitions, librdkafka calls
+//!    [`SinkPositioned::rebalance`] from inside `poll`, on the worker's own thread. Before
+//!    assigning, it asks the sink ([`PositionStore::next_offsets`]) where each partition
+//!    stands and assigns each partition *at that offset* (or at the beginning if the sink
+//!    has nothing for it). If the sink cannot be read, it retries with backoff: assigning
+//!    at any other offset could lose or repeat data. The worker then sees
+//!    [`GroupChange::Assigned`].
+//! 2. **Revoke.** When partitions are taken away, the callback records
+//!    [`GroupChange::Revoked`] and unassigns before it returns. The worker drains the
+//!    changes right after `poll` returns and **abandons** its unflushed work for those
+//!    partitions: nothing of it has reached the sink, so the next owner, reading its
+//!    position from the sink, re-reads exactly that work. Because callbacks and message
+//!    handling share one thread, no message of a revoked partition is handled after the
+//!    revoke, and no flush for it can be under way while it happens.
+//! 3. **Flush.** A worker writes a unit (data + the offsets it covers) to the sink in one
+//!    atomic step, then commits the offsets to Kafka, for monitoring.
+//!
+//! A member that is killed simply stops; its partitions move on after the session timeout
+//! and their new owner starts from what the sink holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Offset;
+
+use crate::KafkaSettings;
+
+/// Where a sink says each partition stands.
+pub trait PositionStore: Send + Sync + 'static {
+    /// The next offset to read for each of these partitions of `topic`; a partition the
+    /// sink has never written is absent (read it from the beginning).
+    fn next_offsets(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>>;
+    /// The sink, for log lines ("ClickHouse at …", "archive at …").
+    fn describe(&self) -> String;
+}
+
+/// A change of this member's assignment, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// These partitions are now ours, positioned where the sink says.
+    Assigned(Vec<i32>),
+    /// These partitions are no longer ours: abandon their unflushed work.
+    Revoked(Vec<i32>),
+}
+
+/// The consumer context that positions partitions from the sink.
+pub struct SinkPositioned {
+    /// Where positions are read.
+    store: Arc<dyn PositionStore>,
+    /// The one topic this worker reads.
+    topic: String,
+    /// Changes not yet seen by the worker.
+    changes: Mutex<Vec<GroupChange>>,
+    /// Set when the process is stopping: give up waiting for the sink.
+    stopping: &'static AtomicBool,
+}
+
+impl ClientContext for SinkPositioned {}
+
+impl SinkPositioned {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        let mut p: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        p.sort_unstable();
+        p
+    }
+
+    /// Reads positions, retrying with backoff while the sink is unreachable.
+    fn positions(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.store.next_offsets(&self.topic, partitions) {
+                Ok(p) => return Some(p),
+                Err(e) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    tracing::error!(error = format!("{e:#}"), sink = self.store.describe(), retry_in = ?backoff,
+                        "cannot read partition positions from the sink; not consuming until it answers");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SinkPositioned {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts = self.partitions(tpl);
+                let Some(positions) = self.positions(&parts) else {
+                    return;
+                };
+                for &p in &parts {
+                    let at = positions.get(&p).map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, p, at) {
+                        tracing::error!(partition = p, error = %e, "cannot set the partition's position");
+                    }
+                }
+                tracing::info!(topic = self.topic, partitions = ?parts, positions = ?positions, sink = self.store.describe(),
+                    "partitions assigned at the positions the sink holds");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                self.changes.lock().expect("not poisoned").push(GroupChange::Assigned(parts));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts = self.partitions(tpl);
+                tracing::info!(topic = self.topic, partitions = ?parts, "partitions revoked; unflushed work for them is abandoned");
+                self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                let _ = consumer.unassign();
+                let parts = self.partitions(tpl);
+                self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            // Nothing new to commit: not an error.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "committing offsets for lag monitoring failed (positions live in the sink; nothing is lost)"),
+        }
+    }
+}
+
+/// A worker's consumer: one topic, one group, positions from the sink.
+pub struct WorkerConsumer {
+    /// The librdkafka consumer.
+    pub consumer: BaseConsumer<SinkPositioned>,
+    /// The topic.
+    pub topic: String,
+}
+
+impl WorkerConsumer {
+    /// Joins `group` on `topic`. `session_timeout_ms` bounds how long a killed member's
+    /// partitions wait before moving on (librdkafka's default 45 s; tests use ~6 s).
+    pub fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        topic: &str,
+        session_timeout_ms: u32,
+        store: Arc<dyn PositionStore>,
+        stopping: &'static AtomicBool,
+    ) -> Result<Self> {
+        let mut c = settings.client_config();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (session_timeout_ms / 4).max(100).to_string())
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set("fetch.wait.max.ms", "100");
+        let ctx = SinkPositioned { store, topic: topic.to_owned(), changes: Mutex::new(Vec::new()), stopping };
+        let consumer: BaseConsumer<SinkPositioned> =
+            c.create_with_context(ctx).with_context(|| format!("creating a Kafka consumer for {}", settings.brokers))?;
+        consumer.subscribe(&[topic]).with_context(|| format!("subscribing to {topic}"))?;
+        Ok(WorkerConsumer { consumer, topic: topic.to_owned() })
+    }
+
+    /// Assignment changes since the last call, in order.
+    pub fn take_changes(&self) -> Vec<GroupChange> {
+        std::mem::take(&mut *self.consumer.context().changes.lock().expect("not poisoned"))
+    }
+
+    /// Commits `next offset` per partition to Kafka, asynchronously, for lag monitoring.
+    pub fn commit_for_monitoring(&self, next: &HashMap<i32, i64>) {
+        if next.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in next {
+            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "async commit not queued");
+        }
+    }
+
+    /// Pauses or resumes every assigned partition (while the sink is down).
+    pub fn set_paused(&self, paused: bool) {
+        if let Ok(tpl) = self.consumer.assignment() {
+            let r = if paused { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, paused, "pause/resume failed");
+            }
+        }
+    }
+
+    /// Consumer lag per assigned partition: high watermark minus the next offset to read.
+    pub fn lag(&self, next: &HashMap<i32, i64>) -> HashMap<i32, i64> {
+        next.iter()
+            .filter_map(|(&p, &o)| {
+                let (_, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_millis(500)).ok()?;
+                Some((p, (high - o).max(0)))
+            })
+            .collect()
+    }
+}

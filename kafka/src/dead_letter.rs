@@ -1,0 +1,76 @@
+//! The dead-letter topic: every rejected message, with its original bytes and key, and
+//! headers saying why and where it came from:
+//!
+//! | header                     | value                               |
+//! |----------------------------|-------------------------------------|
+//! | `cdrflow-reason`           | the reason code (`missing_field`, …) |
+//! | `cdrflow-field`            | the wire field, if any              |
+//! | `cdrflow-detail`           | a human explanation                 |
+//! | `cdrflow-source-topic`     | topic it was read from              |
+//! | `cdrflow-source-partition` | partition (decimal)                 |
+//! | `cdrflow-source-offset`    | offset (decimal)                    |
+//! | `cdrflow-group`            | the consumer group that rejected it |
+//!
+//! Delivery is at least once: a worker flushes the dead letters of a unit of work before
+//! it records that unit's offsets in its sink, so a crash can re-send a dead letter (same
+//! source partition/offset: readers de-duplicate on those) but never lose one.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use cdrflow_schemas::Rejection;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use crate::KafkaSettings;
+use crate::producer::{CountingProducer, flush, producer, send};
+
+/// Sends rejected messages to the dead-letter topic.
+pub struct DeadLetters {
+    producer: CountingProducer,
+    topic: String,
+    group: String,
+    /// Dead letters sent and not yet flushed.
+    unflushed: u64,
+}
+
+impl DeadLetters {
+    /// A dead-letter sender to `topic`.
+    pub fn new(settings: &KafkaSettings, topic: &str, group: &str) -> Result<Self> {
+        Ok(DeadLetters { producer: producer(settings)?, topic: topic.to_owned(), group: group.to_owned(), unflushed: 0 })
+    }
+
+    /// Queues one rejected message.
+    pub fn send(&mut self, source_topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8], why: &Rejection) -> Result<()> {
+        let (p, o) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "cdrflow-reason", value: Some(why.reason.code()) })
+            .insert(Header { key: "cdrflow-field", value: Some(why.field.unwrap_or("")) })
+            .insert(Header { key: "cdrflow-detail", value: Some(why.detail.as_str()) })
+            .insert(Header { key: "cdrflow-source-topic", value: Some(source_topic) })
+            .insert(Header { key: "cdrflow-source-partition", value: Some(p.as_str()) })
+            .insert(Header { key: "cdrflow-source-offset", value: Some(o.as_str()) })
+            .insert(Header { key: "cdrflow-group", value: Some(self.group.as_str()) });
+        let mut record = BaseRecord::to(&self.topic).payload(payload).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        send(&self.producer, record)?;
+        self.unflushed += 1;
+        Ok(())
+    }
+
+    /// Waits until every queued dead letter is in Kafka; call before recording offsets.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.unflushed > 0 {
+            flush(&self.producer, Duration::from_secs(60))?;
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
+
+    /// Serves delivery reports; call now and then.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+}

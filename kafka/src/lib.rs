@@ -1,0 +1,17 @@
+//! # cdrflow-kafka — the Kafka side of every worker
+//!
+//! - [`consumer`]: a consumer-group member whose read positions come from the sink, not
+//!   from Kafka's committed offsets (the exactly-once protocol of DESIGN.md);
+//! - [`dead_letter`]: rejected messages, with their original bytes and the reason, to the
+//!   dead-letter topic;
+//! - [`producer`]: the producer settings every cdrflow producer shares;
+//! - [`settings`]: connection settings (brokers, TLS/SASL pass-through).
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod producer;
+pub mod settings;
+
+pub use consumer::{GroupChange, PositionStore, SinkPositioned, WorkerConsumer};
+pub use dead_letter::DeadLetters;
+pub use settings::KafkaSettings;

@@ -1,0 +1,99 @@
+-- cdrflow dashboard queries: each is named, documented and run by a test against the real
+-- server and checked against ground truth; CI also runs them through chdb (ClickHouse 26).
+-- Parameters are written {name:Type} (ClickHouse's own query-parameter syntax); cdrflow
+-- renders them from typed, validated values only, never from record content.
+-- Times are UTC; `local_hour`/`local_day` are each region's wall clock.
+
+-- name: national_calls_per_hour
+-- National calls per UTC hour: offered, answered, abandoned (the national view adds up UTC hours).
+SELECT
+    hour,
+    sum(offered) AS offered,
+    sum(answered) AS answered,
+    sum(abandoned) AS abandoned
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+GROUP BY hour
+ORDER BY hour;
+
+-- name: region_local_day
+-- Per region per local day (the region's own calendar), with the region's name.
+SELECT
+    region,
+    name_en,
+    local_day,
+    offered,
+    answered,
+    abandoned
+FROM
+(
+    SELECT
+        region,
+        toDate(local_hour) AS local_day,
+        sum(offered) AS offered,
+        sum(answered) AS answered,
+        sum(abandoned) AS abandoned
+    FROM cdrflow.hourly
+    WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+    GROUP BY region, local_day
+)
+ANY LEFT JOIN cdrflow.regions USING (region)
+ORDER BY region, local_day;
+
+-- name: line_region_quality
+-- Per line and region: abandon rate (abandoned / offered), service level in the ICMI form
+-- (answered within the line's threshold / (answered + abandoned after it)) and ASA
+-- (average queue wait of answered calls, seconds).
+SELECT
+    line,
+    region,
+    sum(offered) AS offered_calls,
+    sum(answered) AS answered_calls,
+    sum(abandoned) AS abandoned_calls,
+    if(offered_calls = 0, 0, abandoned_calls / offered_calls) AS abandon_rate,
+    if(answered_calls + sum(abandoned_after_sl) = 0, 0,
+       sum(answered_within_sl) / (answered_calls + sum(abandoned_after_sl))) AS service_level,
+    if(answered_calls = 0, 0, sum(wait_sum_ms) / answered_calls / 1000) AS asa_s
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+GROUP BY line, region
+ORDER BY line, region;
+
+-- name: top_regions
+-- The regions with the most offered calls.
+SELECT
+    region,
+    name_en,
+    offered
+FROM
+(
+    SELECT region, sum(offered) AS offered
+    FROM cdrflow.hourly
+    WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+    GROUP BY region
+)
+ANY LEFT JOIN cdrflow.regions USING (region)
+ORDER BY offered DESC, region
+LIMIT {limit:UInt32};
+
+-- name: topic_shares
+-- Share of offered calls by topic (`unknown` when none was recorded).
+SELECT
+    topic,
+    sum(calls) AS topic_calls,
+    topic_calls / (SELECT sum(offered) FROM cdrflow.hourly WHERE hour >= {from:DateTime} AND hour < {to:DateTime}) AS share
+FROM cdrflow.hourly_topics
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+GROUP BY topic
+ORDER BY topic_calls DESC, topic;
+
+-- name: age_band_shares
+-- Share of offered calls by caller age band (`unknown` when none was recorded).
+SELECT
+    age_band,
+    sum(calls) AS band_calls,
+    band_calls / (SELECT sum(offered) FROM cdrflow.hourly WHERE hour >= {from:DateTime} AND hour < {to:DateTime}) AS share
+FROM cdrflow.hourly_age_bands
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+GROUP BY age_band
+ORDER BY band_calls DESC, age_band;

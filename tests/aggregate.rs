@@ -1,0 +1,106 @@
+//! The aggregator end to end on real parts: `cdrflow broker` → `cdrflow aggregate` →
+//! Debian's ClickHouse, checked counter by counter against the generator's ground truth.
+
+mod common;
+
+use std::time::Duration;
+
+use cdrflow_schemas::sql::Param;
+use common::*;
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn counters_and_dashboards_equal_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::shared();
+    let ch = server.fresh_database("aggregate_e2e");
+    let broker = Broker::start(4, &["cdrs"]);
+    let truth_path = dir.path().join("truth.jsonl");
+    generate(&["--cdrs", "60000", "--seed", "21", "--resent-share", "0", "--brokers", &broker.bootstrap, "--topic", "cdrs",
+        "--truth", truth_path.to_str().unwrap()]);
+    let log = dir.path().join("aggregate.log");
+    let mut worker = spawn(
+        &args(&["aggregate", "--brokers", &broker.bootstrap, "--topic", "cdrs", "--group", "agg-e2e", "--session-timeout-ms", "6000",
+            "--flush-interval-ms", "500", "--clickhouse", &server.url(), "--database", "t_aggregate_e2e"]),
+        &log,
+    );
+    let marks = broker.watermarks("cdrs", 4);
+    let rt = runtime();
+    wait_until(Duration::from_secs(90), "the aggregator to catch up", || {
+        rt.block_on(ch.positions("agg-e2e", "cdrs")).unwrap_or_default() == marks
+    });
+    assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
+
+    let truth = read_truth(&truth_path);
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some("agg-e2e")), &truth);
+
+    // Every dashboard query, against the same truth.
+    let (from, to) = (Param::DateTime(1_640_995_200), Param::DateTime(1_672_531_200)); // 2022
+    let p = [("from", from), ("to", to), ("limit", Param::UInt(5))];
+    let q = |name: &str| rt.block_on(ch.dashboard(name, &p)).unwrap();
+    let sum = |f: &dyn Fn(&cdrflow::synthetic::TruthRow) -> bool, v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| {
+        truth.values().filter(|r| f(r)).map(v).sum::<u64>()
+    };
+    let num = |v: &serde_json::Value| -> u64 { v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
+    let float = |v: &serde_json::Value| -> f64 { v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
+
+    let hours = q("national_calls_per_hour");
+    let hours_in_truth: std::collections::BTreeSet<&String> = truth.values().map(|r| &r.hour).collect();
+    assert_eq!(hours.len(), hours_in_truth.len());
+    for h in &hours {
+        let hour = h["hour"].as_str().unwrap().replace(' ', "T") + "Z";
+        assert_eq!(num(&h["offered"]), sum(&|r| r.hour == hour, &|r| r.offered), "offered at {hour}");
+        assert_eq!(num(&h["answered"]), sum(&|r| r.hour == hour, &|r| r.answered));
+        assert_eq!(num(&h["abandoned"]), sum(&|r| r.hour == hour, &|r| r.abandoned));
+    }
+
+    let days = q("region_local_day");
+    let total_offered: u64 = truth.values().map(|r| r.offered).sum();
+    assert_eq!(days.iter().map(|d| num(&d["offered"])).sum::<u64>(), total_offered);
+    let irkutsk: u64 = days.iter().filter(|d| num(&d["region"]) == 38).map(|d| num(&d["offered"])).sum();
+    assert_eq!(irkutsk, sum(&|r| r.region == 38, &|r| r.offered));
+    assert!(days.iter().any(|d| d["name_en"] == "Irkutsk Oblast"));
+
+    for row in q("line_region_quality") {
+        let (line, region) = (row["line"].as_str().unwrap().to_owned(), num(&row["region"]) as u8);
+        let of = |v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| sum(&|r| r.line == line && r.region == region, v);
+        let (offered, answered, abandoned) = (of(&|r| r.offered), of(&|r| r.answered), of(&|r| r.abandoned));
+        assert_eq!(num(&row["offered_calls"]), offered);
+        assert_eq!(num(&row["answered_calls"]), answered);
+        let sl_den = answered + of(&|r| r.abandoned_after_sl);
+        let sl = if sl_den == 0 { 0.0 } else { of(&|r| r.answered_within_sl) as f64 / sl_den as f64 };
+        assert!((float(&row["service_level"]) - sl).abs() < 1e-9, "{line}/{region} service level");
+        let ar = if offered == 0 { 0.0 } else { abandoned as f64 / offered as f64 };
+        assert!((float(&row["abandon_rate"]) - ar).abs() < 1e-9);
+        let asa = if answered == 0 { 0.0 } else { of(&|r| r.wait_sum_ms) as f64 / answered as f64 / 1000.0 };
+        assert!((float(&row["asa_s"]) - asa).abs() < 1e-6, "{line}/{region} ASA");
+    }
+
+    let top = q("top_regions");
+    let mut by_region: Vec<(u64, u8)> = (1..=95u8).map(|g| (sum(&|r| r.region == g, &|r| r.offered), g)).filter(|x| x.0 > 0).collect();
+    by_region.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let got: Vec<(u64, u8)> = top.iter().map(|r| (num(&r["offered"]), num(&r["region"]) as u8)).collect();
+    assert_eq!(got, by_region[..5].to_vec());
+    assert_eq!(top[0]["name_en"], "Moscow");
+
+    for (query, field, name) in [("topic_shares", "topics", "topic"), ("age_band_shares", "age_bands", "age_band")] {
+        let rows = q(query);
+        let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+        for r in truth.values() {
+            let map = if field == "topics" { &r.topics } else { &r.age_bands };
+            for (k, v) in map {
+                *want.entry(k.clone()).or_default() += v;
+            }
+        }
+        assert_eq!(rows.len(), want.len(), "{query}");
+        for row in rows {
+            let k = row[name].as_str().unwrap();
+            let calls = num(row.as_object().unwrap().iter().find(|(k, _)| k.ends_with("_calls")).unwrap().1);
+            assert_eq!(calls, want[k], "{query} {k}");
+            assert!((float(&row["share"]) - calls as f64 / total_offered as f64).abs() < 1e-9);
+        }
+    }
+}

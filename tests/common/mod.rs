@@ -1,0 +1,206 @@
+//! Test harness: real processes on real parts — the `cdrflow broker` mock Kafka in its own
+//! process, Debian's ClickHouse started by `deploy/local/clickhouse.sh`, and `cdrflow`
+//! workers that tests kill with SIGKILL.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cdrflow::synthetic::TruthRow;
+use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cdrflow");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `cdrflow broker` process; killed on drop.
+pub struct Broker {
+    pub child: Child,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    pub fn start(partitions: u32, topics: &[&str]) -> Broker {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["broker", "--brokers", "3", "--partitions", &partitions.to_string()]);
+        for t in topics {
+            cmd.args(["--topic", t]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("cdrflow broker starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Broker { child, bootstrap: line.trim().to_owned() }
+    }
+
+    /// High watermark per partition.
+    pub fn watermarks(&self, topic: &str, partitions: u32) -> HashMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        (0..partitions as i32).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1)).collect()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ClickHouse server for a test. The shared one (127.0.0.1:8123, started by the test
+/// command) unless a test needs one of its own to restart.
+pub struct Server {
+    pub http_port: u16,
+    pub tcp_port: u16,
+    /// Set for a private server: its directory (stopped on drop).
+    own_dir: Option<PathBuf>,
+}
+
+impl Server {
+    pub fn shared() -> Server {
+        let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None };
+        assert!(s.script("status"), "ClickHouse is not running on 127.0.0.1:8123: run the tests with deploy/local/test.sh (or deploy/local/clickhouse.sh start)");
+        s
+    }
+
+    /// A private server on its own ports and data directory, for tests that restart it.
+    pub fn private(dir: &Path, http_port: u16, tcp_port: u16) -> Server {
+        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()) };
+        assert!(s.script("start"), "private ClickHouse starts");
+        s
+    }
+
+    pub fn script(&self, action: &str) -> bool {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("deploy/local/clickhouse.sh")).arg(action);
+        cmd.env("CDRFLOW_CH_HTTP_PORT", self.http_port.to_string()).env("CDRFLOW_CH_TCP_PORT", self.tcp_port.to_string());
+        if let Some(d) = &self.own_dir {
+            cmd.env("CDRFLOW_LOCAL_DIR", d);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// A fresh database (dropped first) with cdrflow's schema, migrated by `cdrflow migrate`.
+    pub fn fresh_database(&self, name: &str) -> ClickHouse {
+        let db = format!("t_{name}");
+        let ch = ClickHouse::new(ClickHouseConfig { url: self.url(), user: "default".into(), password: None, database: db.clone() });
+        let out = Command::new("clickhouse-client")
+            .args(["--port", &self.tcp_port.to_string(), "--query", &format!("DROP DATABASE IF EXISTS {db}")])
+            .status()
+            .unwrap();
+        assert!(out.success());
+        let status = Command::new(BIN)
+            .args(["migrate", "--clickhouse", &self.url(), "--database", &db])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cdrflow migrate");
+        ch
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.own_dir.is_some() {
+            self.script("stop");
+        }
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The ground truth written by `cdrflow generate --truth`.
+pub fn read_truth(path: &Path) -> BTreeMap<(u8, String, String), TruthRow> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: TruthRow = serde_json::from_str(l).unwrap();
+            ((r.region, r.line.clone(), r.hour.clone()), r)
+        })
+        .collect()
+}
+
+/// What ClickHouse holds, in the truth file's shape. `rt` must be the runtime the client
+/// was first used on: its pooled connections belong to that runtime.
+pub fn stored_as_truth(rt: &tokio::runtime::Runtime, ch: &ClickHouse, group: Option<&str>) -> BTreeMap<(u8, String, String), TruthRow> {
+    let lines = LineRegistry::builtin();
+    rt.block_on(ch.stored_counters(group))
+        .unwrap()
+        .into_iter()
+        .map(|(region, line, hour, c)| {
+            let key = HourKey { region: RegionCode(region), line: lines.by_id(&line).expect("known line"), hour };
+            let r = TruthRow::new(&key, &c, &lines);
+            ((r.region, r.line.clone(), r.hour.clone()), r)
+        })
+        .collect()
+}
+
+/// Asserts two counter sets are equal, naming the first differing row.
+pub fn assert_same_counters(got: &BTreeMap<(u8, String, String), TruthRow>, want: &BTreeMap<(u8, String, String), TruthRow>) {
+    for (k, w) in want {
+        match got.get(k) {
+            None => panic!("row {k:?} is missing (want offered={})", w.offered),
+            Some(g) => assert_eq!(g, w, "row {k:?} differs"),
+        }
+    }
+    for k in got.keys() {
+        assert!(want.contains_key(k), "row {k:?} is not in the truth");
+    }
+}
+
+/// Runs `cdrflow generate` to completion.
+pub fn generate(args: &[&str]) {
+    let status = Command::new(BIN).arg("generate").args(args).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success(), "cdrflow generate {args:?}");
+}
+
+/// Spawns a `cdrflow` subcommand with its logs in `log`.
+pub fn spawn(args: &[String], log: &Path) -> Child {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(BIN).args(args).env("CDRFLOW_LOG", "info").stdout(Stdio::null()).stderr(f).spawn().unwrap()
+}
+
+pub fn sigkill(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// SIGTERM, then waits; returns whether it exited 0.
+pub fn sigterm(child: &mut Child) -> bool {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap().success()
+}
+
+/// Waits until `done` holds, polling; panics with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A tiny deterministic random source for kill timings (no extra dependency).
+pub struct Jitter(pub u64);
+impl Jitter {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
