@@ -15,6 +15,10 @@ fi
 cleanup() { [ "$started_ch" = 1 ] && bash deploy/local/clickhouse.sh stop || true; }
 trap cleanup EXIT
 
+# Every DDL statement and dashboard query on a modern ClickHouse too (chdb-core, PyPI).
+python3 -c "import chdb" 2>/dev/null || python3 -m pip install -q "chdb-core>=26,<27"
+python3 deploy/local/check_sql_modern.py
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -36,8 +36,8 @@ FROM
     FROM cdrflow.hourly
     WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
     GROUP BY region, local_day
-)
-ANY LEFT JOIN cdrflow.regions USING (region)
+) AS per_day
+ANY LEFT JOIN cdrflow.regions AS names USING (region)
 ORDER BY region, local_day;
 
 -- name: line_region_quality
@@ -71,8 +71,8 @@ FROM
     FROM cdrflow.hourly
     WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
     GROUP BY region
-)
-ANY LEFT JOIN cdrflow.regions USING (region)
+) AS per_region
+ANY LEFT JOIN cdrflow.regions AS names USING (region)
 ORDER BY offered DESC, region
 LIMIT {limit:UInt32};
 
