@@ -28,6 +28,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Create or upgrade cdrflow's ClickHouse database, tables and dashboard views (idempotent, versioned).
     Migrate(MigrateArgs),
+    /// Consume CDRs and archive them as Parquet under dt=YYYY-MM-DD/region=NN/, exactly once.
+    /// The caller-hashing key comes from CDRFLOW_CALLER_KEY_FILE or CDRFLOW_CALLER_KEY.
+    Ingest(IngestArgs),
     /// Consume CDRs and keep per-region, per-line, per-hour counters in ClickHouse, exactly once.
     Aggregate(AggregateArgs),
     /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
@@ -220,6 +223,30 @@ struct AggregateArgs {
 }
 
 #[derive(clap::Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Archive root directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Close a unit (and its files) at this many rows.
+    #[arg(long, default_value_t = 500_000)]
+    max_rows: usize,
+    /// Close a unit at about this many MiB of buffered records.
+    #[arg(long, default_value_t = 256)]
+    max_mib: usize,
+    /// Close a unit this many ms after its first record, even on a quiet partition.
+    #[arg(long, default_value_t = 30_000)]
+    max_age_ms: u64,
+    /// Dead-letter topic for rejected records (default: TOPIC.dlq).
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// Count rejected records without sending them anywhere.
+    #[arg(long, conflicts_with = "dead_letter_topic")]
+    no_dead_letters: bool,
+}
+
+#[derive(clap::Args)]
 struct BrokerArgs {
     /// Number of brokers.
     #[arg(long, default_value_t = 3)]
@@ -243,6 +270,7 @@ fn main() {
         Command::Validate(a) => validate(a),
         Command::Migrate(a) => migrate(a),
         Command::Aggregate(a) => aggregate(a),
+        Command::Ingest(a) => ingest(a),
         Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
             brokers: a.brokers,
             topics: a.topics,
@@ -434,4 +462,28 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
     runtime()?.block_on(ch.ping())?;
     let stats = std::sync::Arc::new(cdrflow_aggregate::worker::AggregateStats::default());
     cdrflow_aggregate::run(opts, stop, stats)
+}
+
+fn ingest(a: IngestArgs) -> Result<()> {
+    let out = a.out.to_string_lossy();
+    if out.contains("://") {
+        bail!("--out {out}: only a local directory is supported in this version (object storage via object_store is planned); mount the bucket or archive locally");
+    }
+    let pseudonymiser = cdrflow_schemas::Pseudonymiser::from_env()?;
+    let stop = cdrflow::signals::stop_flag()?;
+    let opts = cdrflow_ingest::IngestOptions {
+        kafka: a.kafka.settings()?,
+        group: a.kafka.group.clone().unwrap_or_else(|| "cdrflow-ingest".to_owned()),
+        topic: a.kafka.topic.clone(),
+        format: a.kafka.format.into(),
+        csv: a.kafka.csv()?,
+        out: a.out.clone(),
+        max_rows: a.max_rows,
+        max_bytes: a.max_mib << 20,
+        max_age: Duration::from_millis(a.max_age_ms),
+        session_timeout_ms: a.kafka.session_timeout_ms,
+        dead_letter_topic: if a.no_dead_letters { None } else { Some(a.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", a.kafka.topic))) },
+        lines: a.kafka.lines()?,
+    };
+    cdrflow_ingest::run(opts, pseudonymiser, stop, std::sync::Arc::new(cdrflow_ingest::IngestStats::default()))
 }

@@ -59,7 +59,7 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     });
     assert!(sigterm(&mut worker));
     let logs: String = (0..kills).map(|i| std::fs::read_to_string(dir.path().join(format!("aggregate-{i}.log"))).unwrap()).collect();
-    assert!(logs.contains("cannot write counters") || logs.contains("cannot read partition positions"),
+    assert!(logs.contains("writing counters to ClickHouse failed") || logs.contains("cannot read partition positions"),
         "the ClickHouse restart was felt by a live worker");
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("agg-crash")), &read_truth(&truth));
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, WorkerConsumer};
+use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, Retried, WorkerConsumer};
 use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Reason, Rejection};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -176,17 +176,21 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<Aggrega
 /// Applies assignment changes: new partitions start empty, revoked ones are abandoned.
 fn apply_changes(consumer: &WorkerConsumer, state: &mut State) {
     for change in consumer.take_changes() {
-        match change {
-            GroupChange::Assigned(parts) => {
-                for p in parts {
-                    state.partitions.entry(p).or_default();
-                }
+        apply(change, state);
+    }
+}
+
+fn apply(change: GroupChange, state: &mut State) {
+    match change {
+        GroupChange::Assigned(parts) => {
+            for p in parts {
+                state.partitions.entry(p).or_default();
             }
-            GroupChange::Revoked(parts) => {
-                for p in parts {
-                    if let Some(r) = state.partitions.remove(&p) {
-                        state.unflushed -= r.messages;
-                    }
+        }
+        GroupChange::Revoked(parts) => {
+            for p in parts {
+                if let Some(r) = state.partitions.remove(&p) {
+                    state.unflushed -= r.messages;
                 }
             }
         }
@@ -196,7 +200,6 @@ fn apply_changes(consumer: &WorkerConsumer, state: &mut State) {
 /// Flushes every partition with unflushed work: dead letters first (so no reject is lost
 /// once its offset is recorded), then one insert per partition, retried with backoff while
 /// ClickHouse is down, with the partitions paused meanwhile.
-#[allow(clippy::too_many_arguments)]
 fn flush(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
@@ -215,7 +218,6 @@ fn flush(
         dl.flush()?;
     }
     let mut committed = HashMap::new();
-    let mut paused = false;
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
     pending.sort_unstable();
     for p in pending {
@@ -224,49 +226,28 @@ fn flush(
         let flushed_at = jiff::Timestamp::now().as_second() as u32;
         let unit = Unit { group: &opts.group, topic: &opts.topic, partition: p, flushed_at };
         let rows = encode(&unit, &rollup, &opts.lines);
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match rt.block_on(ch.insert_unit(&rows)) {
-                Ok(()) => break,
-                Err(e) => {
-                    stats.clickhouse_errors.fetch_add(1, Ordering::Relaxed);
-                    // The outcome may be unknown: ask before inserting again.
-                    if let Ok(pos) = rt.block_on(ch.positions(&opts.group, &opts.topic))
-                        && pos.get(&p).is_some_and(|&next| next > rollup.last_offset)
-                    {
-                        tracing::warn!(partition = p, "the insert had landed after all; not repeating it");
-                        break;
-                    }
-                    if !paused {
-                        consumer.set_paused(true);
-                        paused = true;
-                    }
-                    tracing::error!(error = format!("{e:#}"), partition = p, retry_in = ?backoff,
-                        "cannot write counters; consumption paused, nothing is lost");
-                    // Serve the group while waiting; a revoke here abandons the unit.
-                    let _ = consumer.consumer.poll(backoff);
-                    apply_changes(consumer, state);
-                    if !state.partitions.contains_key(&p) {
-                        tracing::warn!(partition = p, "partition revoked while ClickHouse was down; its new owner re-reads the unit");
-                        break;
-                    }
-                    if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
-                        anyhow::bail!("stopping with an unwritten unit for partition {p}; it will be re-read from Kafka on restart");
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+        let mut failed_before = false;
+        let attempt = || -> Result<()> {
+            // After a failure the outcome may be unknown: ask before inserting again.
+            if std::mem::replace(&mut failed_before, true)
+                && rt.block_on(ch.positions(&opts.group, &opts.topic))?.get(&p).is_some_and(|&next| next > rollup.last_offset)
+            {
+                tracing::warn!(partition = p, "the insert had landed after all; not repeating it");
+                return Ok(());
             }
-        }
-        if state.partitions.contains_key(&p) {
+            rt.block_on(ch.insert_unit(&rows)).inspect_err(|_| {
+                stats.clickhouse_errors.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let outcome = consumer.retry_paused(p, "writing counters to ClickHouse", stop, attempt, |change| {
+            apply(change, state);
+            state.partitions.contains_key(&p)
+        })?;
+        if outcome == Retried::Done(()) {
             stats.flushes.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
             committed.insert(p, rollup.last_offset + 1);
         }
-    }
-    if paused {
-        consumer.set_paused(false);
-        tracing::info!("ClickHouse answers again; consuming");
     }
     consumer.commit_for_monitoring(&committed);
     Ok(())

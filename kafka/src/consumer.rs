@@ -221,3 +221,68 @@ impl WorkerConsumer {
             .collect()
     }
 }
+
+/// What [`WorkerConsumer::retry_paused`] ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retried<T> {
+    /// The attempt succeeded.
+    Done(T),
+    /// The partition was revoked while waiting: abandon the unit (its new owner re-reads it).
+    Revoked,
+}
+
+impl WorkerConsumer {
+    /// Runs `attempt` until it succeeds. After a failure, consumption is paused (memory
+    /// stays bounded), the group is served while waiting with backoff (`on_change` sees
+    /// every assignment change), and the unit is abandoned if `partition` is revoked.
+    /// Gives up with an error only when the process is stopping.
+    pub fn retry_paused<T>(
+        &self,
+        partition: i32,
+        what: &str,
+        stopping: &AtomicBool,
+        mut attempt: impl FnMut() -> Result<T>,
+        mut on_change: impl FnMut(GroupChange) -> bool,
+    ) -> Result<Retried<T>> {
+        let mut backoff = Duration::from_millis(200);
+        let mut paused = false;
+        let result = loop {
+            match attempt() {
+                Ok(v) => break Ok(Retried::Done(v)),
+                Err(e) => {
+                    if !paused {
+                        self.set_paused(true);
+                        paused = true;
+                    }
+                    tracing::error!(error = format!("{e:#}"), partition, retry_in = ?backoff,
+                        "{what} failed; consumption paused, nothing is lost");
+                    if stopping.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
+                        break Err(e.context(format!("stopping with partition {partition}'s unit unwritten; it is re-read on restart")));
+                    }
+                    let _ = self.consumer.poll(backoff);
+                    let mut revoked = false;
+                    for change in self.take_changes() {
+                        if let GroupChange::Revoked(parts) = &change
+                            && parts.contains(&partition)
+                        {
+                            revoked = true;
+                        }
+                        if !on_change(change) {
+                            revoked = true;
+                        }
+                    }
+                    if revoked {
+                        tracing::warn!(partition, "partition revoked while waiting; its new owner re-reads the unit");
+                        break Ok(Retried::Revoked);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if paused {
+            self.set_paused(false);
+            tracing::info!("{what} works again; consuming");
+        }
+        result
+    }
+}

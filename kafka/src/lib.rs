@@ -12,6 +12,6 @@ pub mod dead_letter;
 pub mod producer;
 pub mod settings;
 
-pub use consumer::{GroupChange, PositionStore, SinkPositioned, WorkerConsumer};
+pub use consumer::{GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
 pub use settings::KafkaSettings;

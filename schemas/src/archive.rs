@@ -14,7 +14,9 @@ pub fn arrow_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("call_id", DataType::Utf8, false),
         Field::new("linked_id", DataType::Utf8, true),
-        Field::new("region", DataType::UInt8, false),
+        // Int32, as Hive-partition readers (pyarrow, DuckDB, Spark) infer `region=NN`; the
+        // value is constant within a file, so the wider type costs nothing once encoded.
+        Field::new("region", DataType::Int32, false),
         Field::new("line", DataType::Utf8, false),
         Field::new("dialled", DataType::Utf8, false),
         Field::new("caller_hash", DataType::FixedSizeBinary(16), true),

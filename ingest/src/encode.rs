@@ -1,0 +1,124 @@
+//! CDRs → Arrow record batches → Parquet bytes, in the archive's schema
+//! ([`cdrflow_schemas::archive::arrow_schema`]).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{
+    ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder,
+};
+use arrow::record_batch::RecordBatch;
+use cdrflow_schemas::archive::{META_SCHEMA_VERSION, arrow_schema};
+use cdrflow_schemas::{Cdr, LineRegistry, SCHEMA_VERSION};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+/// A valid CDR with its lineage.
+#[derive(Debug, Clone)]
+pub struct ArchivedCdr {
+    /// Kafka partition it was read from.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// The record (caller already pseudonymised).
+    pub cdr: Cdr,
+}
+
+/// Builds one record batch from rows (in the order given).
+pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut call_id = StringBuilder::with_capacity(n, n * 16);
+    let mut linked_id = StringBuilder::with_capacity(n, n * 4);
+    let mut region = Int32Builder::with_capacity(n);
+    let mut line = StringBuilder::with_capacity(n, n * 4);
+    let mut dialled = StringBuilder::with_capacity(n, n * 6);
+    let mut caller = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut answer = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut wait = UInt32Builder::with_capacity(n);
+    let mut talk = UInt32Builder::with_capacity(n);
+    let mut disposition = StringBuilder::with_capacity(n, n * 8);
+    let mut transfer_to = StringBuilder::with_capacity(n, n);
+    let mut topic = StringBuilder::with_capacity(n, n * 8);
+    let mut age_band = StringBuilder::with_capacity(n, n * 5);
+    let mut channel = StringBuilder::with_capacity(n, n * 5);
+    let mut operator_id = StringBuilder::with_capacity(n, n * 6);
+    let mut queue_id = StringBuilder::with_capacity(n, n * 4);
+    let mut kafka_partition = Int32Builder::with_capacity(n);
+    let mut kafka_offset = Int64Builder::with_capacity(n);
+    for r in rows {
+        let c = &r.cdr;
+        call_id.append_value(&c.call_id);
+        linked_id.append_option(c.linked_id.as_deref());
+        region.append_value(c.region.0 as i32);
+        line.append_value(&lines.line(c.line).id);
+        dialled.append_value(&c.dialled);
+        match &c.caller {
+            Some(h) => caller.append_value(h.0).context("16-byte caller hash")?,
+            None => caller.append_null(),
+        }
+        start.append_value(c.start_ms);
+        answer.append_option(c.answer_ms);
+        end.append_value(c.end_ms);
+        wait.append_value(c.queue_wait_ms);
+        talk.append_value(c.talk_ms);
+        disposition.append_value(c.disposition.code());
+        transfer_to.append_option(c.transfer_to.as_deref());
+        topic.append_option(c.topic.as_deref());
+        age_band.append_option(c.age_band.map(|b| b.code()));
+        channel.append_value(c.channel.code());
+        operator_id.append_option(c.operator_id.as_deref());
+        queue_id.append_option(c.queue_id.as_deref());
+        kafka_partition.append_value(r.partition);
+        kafka_offset.append_value(r.offset);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(call_id.finish()),
+        Arc::new(linked_id.finish()),
+        Arc::new(region.finish()),
+        Arc::new(line.finish()),
+        Arc::new(dialled.finish()),
+        Arc::new(caller.finish()),
+        Arc::new(start.finish()),
+        Arc::new(answer.finish()),
+        Arc::new(end.finish()),
+        Arc::new(wait.finish()),
+        Arc::new(talk.finish()),
+        Arc::new(disposition.finish()),
+        Arc::new(transfer_to.finish()),
+        Arc::new(topic.finish()),
+        Arc::new(age_band.finish()),
+        Arc::new(channel.finish()),
+        Arc::new(operator_id.finish()),
+        Arc::new(queue_id.finish()),
+        Arc::new(kafka_partition.finish()),
+        Arc::new(kafka_offset.finish()),
+    ];
+    RecordBatch::try_new(arrow_schema(), columns).context("building the archive's record batch")
+}
+
+/// Writer settings: zstd, page statistics, 128k-row groups, the schema version and the
+/// unit's lineage in key-value metadata.
+pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
+    let mut kv = vec![KeyValue::new(META_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string())];
+    kv.extend(metadata.iter().map(|(k, v)| KeyValue::new(format!("cdrflow.{k}"), v.clone())));
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_key_value_metadata(Some(kv))
+        .build()
+}
+
+/// Encodes one batch as a complete Parquet file.
+pub fn parquet_bytes(batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 3);
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties(metadata))).context("starting a Parquet file")?;
+    w.write(batch).context("encoding Parquet")?;
+    w.close().context("finishing a Parquet file")?;
+    Ok(out)
+}

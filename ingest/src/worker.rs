@@ -1,0 +1,295 @@
+//! The ingest loop: consume → decode, validate, pseudonymise → buffer per partition →
+//! rotate (by rows, bytes or age, also for a quiet partition) → write the unit's Parquet
+//! files and commit it ([`crate::archive`]) → commit offsets for monitoring.
+//!
+//! One thread: librdkafka's rebalance callbacks run inside `poll` here, so assignment
+//! changes never interleave with handling or writing ([`cdrflow_kafka::consumer`]). When the
+//! archive cannot be written (disk full, read-only, unreachable) the partitions are paused
+//! and the write retried with backoff: memory stays bounded and nothing is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, Retried, WorkerConsumer};
+use cdrflow_schemas::time::civil_from_days;
+use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Reason, Rejection};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rustc_hash::FxHashMap;
+
+use crate::archive::{Archive, UnitFile, UnitManifest};
+use crate::encode::{ArchivedCdr, parquet_bytes, record_batch};
+
+/// What an ingest worker needs.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Consumer group.
+    pub group: String,
+    /// Topic of CDRs.
+    pub topic: String,
+    /// Wire format of the topic.
+    pub format: Format,
+    /// Region source for CSV feeds.
+    pub csv: CsvFeed,
+    /// Archive root directory.
+    pub out: PathBuf,
+    /// Close a unit at this many rows.
+    pub max_rows: usize,
+    /// Close a unit at about this many bytes of buffered CDRs.
+    pub max_bytes: usize,
+    /// Close a unit this long after its first message, even if no other arrives.
+    pub max_age: Duration,
+    /// Kafka session timeout.
+    pub session_timeout_ms: u32,
+    /// Dead-letter topic (`None`: rejects are only counted).
+    pub dead_letter_topic: Option<String>,
+    /// The line registry.
+    pub lines: Arc<LineRegistry>,
+}
+
+/// Running totals, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Messages read.
+    pub consumed: AtomicU64,
+    /// Valid CDRs archived (after their unit committed).
+    pub archived: AtomicU64,
+    /// Rejected messages.
+    pub rejected: AtomicU64,
+    /// Parquet files written.
+    pub files: AtomicU64,
+    /// Units committed.
+    pub units: AtomicU64,
+    /// Failed archive writes.
+    pub write_errors: AtomicU64,
+}
+
+/// Unflushed work of one partition.
+#[derive(Debug, Default)]
+struct PartitionBuffer {
+    /// First offset since the last unit.
+    first_offset: Option<i64>,
+    /// Last offset read.
+    last_offset: i64,
+    /// Messages read (valid or not).
+    messages: u64,
+    /// Rejected among them.
+    rejected: u64,
+    /// The valid CDRs.
+    rows: Vec<ArchivedCdr>,
+    /// Rough size of `rows`.
+    bytes: usize,
+    /// When the first message of this unit arrived.
+    opened: Option<Instant>,
+}
+
+struct ArchivePositions(Archive);
+
+impl PositionStore for ArchivePositions {
+    fn next_offsets(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        self.0.positions(topic, partitions)
+    }
+    fn describe(&self) -> String {
+        format!("archive at {}", self.0.root().display())
+    }
+}
+
+/// Runs an ingest worker until `stop` is set (then writes what it holds and returns).
+pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static AtomicBool, stats: Arc<IngestStats>) -> Result<()> {
+    let archive = Archive::open(&opts.out)?;
+    let consumer = WorkerConsumer::new(
+        &opts.kafka,
+        &opts.group,
+        &opts.topic,
+        opts.session_timeout_ms,
+        Arc::new(ArchivePositions(archive.clone())),
+        stop,
+    )?;
+    let mut dead_letters = match &opts.dead_letter_topic {
+        Some(t) => Some(DeadLetters::new(&opts.kafka, t, &opts.group)?),
+        None => None,
+    };
+    let decoder = Decoder::new(opts.lines.clone(), pseudonymiser);
+    let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
+    let mut last_report = Instant::now();
+    tracing::info!(group = opts.group, topic = opts.topic, archive = %opts.out.display(), "ingest worker started");
+
+    while !stop.load(Ordering::Relaxed) {
+        let msg = consumer.consumer.poll(Duration::from_millis(100));
+        for change in consumer.take_changes() {
+            apply(change, &mut buffers);
+        }
+        if let Some(msg) = msg {
+            match msg {
+                Ok(m) => {
+                    let p = m.partition();
+                    let Some(buf) = buffers.get_mut(&p) else { continue };
+                    stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    buf.first_offset.get_or_insert(m.offset());
+                    buf.last_offset = m.offset();
+                    buf.messages += 1;
+                    buf.opened.get_or_insert_with(Instant::now);
+                    let payload = m.payload().unwrap_or(&[]);
+                    let decoded = if payload.is_empty() {
+                        Err(Rejection { reason: Reason::Malformed, field: None, detail: "empty message".into() })
+                    } else {
+                        match opts.format {
+                            Format::Json => decoder.decode_json(payload),
+                            Format::AsteriskCsv => decoder.decode_asterisk_csv(payload, &opts.csv),
+                        }
+                    };
+                    match decoded {
+                        Ok(cdr) => {
+                            buf.bytes += 160 + cdr.call_id.len() + cdr.dialled.len();
+                            buf.rows.push(ArchivedCdr { partition: p, offset: m.offset(), cdr });
+                        }
+                        Err(why) => {
+                            buf.rejected += 1;
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            if let Some(dl) = dead_letters.as_mut() {
+                                dl.send(&opts.topic, p, m.offset(), m.key(), payload, &why)?;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
+            }
+        }
+        // Rotate every partition whose unit is full or old enough (quiet ones too).
+        let due: Vec<i32> = buffers
+            .iter()
+            .filter(|(_, b)| {
+                b.messages > 0
+                    && (b.rows.len() >= opts.max_rows || b.bytes >= opts.max_bytes || b.opened.is_some_and(|t| t.elapsed() >= opts.max_age))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
+        }
+        if let Some(dl) = dead_letters.as_ref() {
+            dl.poll();
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            tracing::info!(
+                consumed = stats.consumed.load(Ordering::Relaxed),
+                archived = stats.archived.load(Ordering::Relaxed),
+                rejected = stats.rejected.load(Ordering::Relaxed),
+                files = stats.files.load(Ordering::Relaxed),
+                assigned = ?buffers.keys().collect::<Vec<_>>(),
+                "ingesting"
+            );
+        }
+    }
+    tracing::info!("stopping: writing what was read");
+    let mut held: Vec<i32> = buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect();
+    held.sort_unstable();
+    for p in held {
+        write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
+    }
+    consumer.consumer.unsubscribe();
+    Ok(())
+}
+
+fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
+    match change {
+        GroupChange::Assigned(parts) => {
+            for p in parts {
+                buffers.entry(p).or_default();
+            }
+        }
+        GroupChange::Revoked(parts) => {
+            for p in parts {
+                buffers.remove(&p);
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a UTC instant in ms.
+fn utc_date(ms: i64) -> String {
+    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Writes and commits partition `p`'s unit.
+#[allow(clippy::too_many_arguments)]
+fn write_unit(
+    opts: &IngestOptions,
+    archive: &Archive,
+    consumer: &WorkerConsumer,
+    dead_letters: &mut Option<DeadLetters>,
+    buffers: &mut FxHashMap<i32, PartitionBuffer>,
+    p: i32,
+    stats: &IngestStats,
+    stop: &'static AtomicBool,
+) -> Result<()> {
+    let Some(buf) = buffers.get_mut(&p).map(std::mem::take) else { return Ok(()) };
+    if buf.messages == 0 {
+        return Ok(());
+    }
+    // Dead letters reach Kafka before their offsets are recorded as done.
+    if let Some(dl) = dead_letters.as_mut() {
+        dl.flush()?;
+    }
+    let (first, last) = (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
+    let mut groups: BTreeMap<(String, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
+    for r in &buf.rows {
+        groups.entry((utc_date(r.cdr.start_ms), r.cdr.region.0)).or_default().push(r);
+    }
+    let mut files = Vec::with_capacity(groups.len());
+    let mut encoded = Vec::with_capacity(groups.len());
+    for ((dt, region), mut rows) in groups {
+        rows.sort_by_key(|r| (r.cdr.start_ms, r.offset));
+        let batch = record_batch(&rows, &opts.lines)?;
+        let meta = [
+            ("topic", opts.topic.clone()),
+            ("partition", p.to_string()),
+            ("first_offset", first.to_string()),
+            ("last_offset", last.to_string()),
+        ];
+        let bytes = parquet_bytes(&batch, &meta)?;
+        let path = Archive::data_path(&opts.topic, p, first, last, &dt, region);
+        files.push(UnitFile { path: path.clone(), rows: rows.len() as u64 });
+        encoded.push((path, bytes));
+    }
+    let manifest = UnitManifest {
+        topic: opts.topic.clone(),
+        partition: p,
+        first_offset: first,
+        last_offset: last,
+        rows: buf.rows.len() as u64,
+        rejected: buf.rejected,
+        files,
+    };
+    let attempt = || -> Result<()> {
+        archive.begin(&manifest)?;
+        for (path, bytes) in &encoded {
+            archive.put_atomic(path, bytes)?;
+        }
+        archive.commit(&manifest)
+    };
+    let attempt = || attempt().inspect_err(|_| {
+        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+    });
+    let outcome = consumer
+        .retry_paused(p, "writing the archive", stop, attempt, |change| {
+            apply(change, buffers);
+            buffers.contains_key(&p)
+        })
+        .context("writing the archive")?;
+    if outcome == Retried::Done(()) {
+        stats.units.fetch_add(1, Ordering::Relaxed);
+        stats.files.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        stats.archived.fetch_add(manifest.rows, Ordering::Relaxed);
+        consumer.commit_for_monitoring(&HashMap::from([(p, last + 1)]));
+    }
+    Ok(())
+}
