@@ -204,3 +204,93 @@ impl Jitter {
         self.0 % n
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What an archive holds, read back with the parquet crate.
+pub struct ArchiveContents {
+    pub rows: u64,
+    pub call_ids: std::collections::HashMap<String, u32>,
+    /// Every text and binary value of every row, for scanning.
+    pub texts: Vec<Vec<u8>>,
+    pub parquet_files: usize,
+}
+
+pub fn read_archive(dir: &Path) -> ArchiveContents {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    let mut out = ArchiveContents { rows: 0, call_ids: Default::default(), texts: Vec::new(), parquet_files: 0 };
+    for f in files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")) {
+        out.parquet_files += 1;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            out.rows += batch.num_rows() as u64;
+            let ids = batch.column_by_name("call_id").unwrap().as_string::<i32>();
+            for i in 0..ids.len() {
+                *out.call_ids.entry(ids.value(i).to_owned()).or_default() += 1;
+            }
+            for col in batch.columns() {
+                match col.data_type() {
+                    DataType::Utf8 => {
+                        let a = col.as_string::<i32>();
+                        out.texts.extend((0..a.len()).filter(|&i| a.is_valid(i)).map(|i| a.value(i).as_bytes().to_vec()));
+                    }
+                    DataType::FixedSizeBinary(_) => {
+                        let a = col.as_fixed_size_binary();
+                        out.texts.extend((0..a.len()).filter(|&i| a.is_valid(i)).map(|i| a.value(i).to_vec()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Caller numbers (digits only, last ten) of a generated feed, regenerated from its seed.
+pub fn generated_callers(args: &[&str]) -> std::collections::HashSet<String> {
+    let out = Command::new(BIN).arg("generate").args(args).stderr(Stdio::null()).output().unwrap();
+    let mut callers = std::collections::HashSet::new();
+    for line in out.stdout.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if let Some(c) = v["caller"].as_str() {
+            let digits: String = c.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() >= 10 {
+                callers.insert(digits[digits.len() - 10..].to_owned());
+            }
+        }
+    }
+    callers
+}
+
+/// Asserts that no caller number appears in any of these byte strings.
+pub fn assert_no_callers(callers: &std::collections::HashSet<String>, haystacks: &[Vec<u8>], what: &str) {
+    for h in haystacks {
+        let text = String::from_utf8_lossy(h);
+        // Every run of ten digits in the text, checked against the callers.
+        let digits: Vec<char> = text.chars().collect();
+        for w in digits.windows(10) {
+            if w.iter().all(char::is_ascii_digit) {
+                let s: String = w.iter().collect();
+                assert!(!callers.contains(&s), "a raw caller number ({s}) appears in {what}");
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The ingest workers end to end on real parts: `cdrflow broker` → two `cdrflow ingest`
+//! workers in one group → the Parquet archive, read back with the parquet crate.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use cdrflow::synthetic::FeedSummary;
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const KEY: &str = "test-caller-key-0123456789";
+
+fn ingest_args(bootstrap: &str, out: &std::path::Path, group: &str) -> Vec<String> {
+    ["ingest", "--brokers", bootstrap, "--topic", "cdrs", "--group", group, "--session-timeout-ms", "6000", "--max-age-ms", "700",
+        "--max-rows", "5000", "--out", out.to_str().unwrap()]
+        .map(String::from)
+        .to_vec()
+}
+
+fn spawn_ingest(args: &[String], log: &std::path::Path) -> std::process::Child {
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    std::process::Command::new(BIN).args(args).env("CDRFLOW_CALLER_KEY", KEY).stdout(std::process::Stdio::null()).stderr(f).spawn().unwrap()
+}
+
+/// The archive's committed positions per partition (next offset), from its commit markers.
+fn archive_positions(out: &std::path::Path, partitions: i32) -> std::collections::HashMap<i32, i64> {
+    let a = cdrflow_ingest::archive::Archive::open(out).unwrap();
+    (0..partitions).filter_map(|p| a.committed("cdrs", p).unwrap().iter().map(|u| u.last_offset + 1).max().map(|n| (p, n))).collect()
+}
+
+#[test]
+fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let truth = dir.path().join("truth.jsonl");
+    let feed = ["--cdrs", "40000", "--seed", "41", "--resent-share", "0", "--bad-share", "0.01"];
+    let mut args: Vec<&str> = feed.to_vec();
+    args.extend(["--brokers", &broker.bootstrap, "--topic", "cdrs", "--truth", truth.to_str().unwrap()]);
+    generate(&args);
+    let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+
+    let mut a = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e"), &dir.path().join("a.log"));
+    let mut b = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e"), &dir.path().join("b.log"));
+    let marks = broker.watermarks("cdrs", 4);
+    wait_until(Duration::from_secs(120), "both workers to archive the feed", || archive_positions(&out, 4) == marks);
+    assert!(sigterm(&mut a) && sigterm(&mut b), "SIGTERM: drain and exit 0");
+    let logs = std::fs::read_to_string(dir.path().join("a.log")).unwrap() + &std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(logs.matches("partitions assigned").count() >= 2, "both workers took part in the group");
+
+    // Every valid record exactly once.
+    let archived = read_archive(&out);
+    assert_eq!(archived.rows, summary.valid_messages);
+    assert_eq!(archived.call_ids.len() as u64, summary.distinct_calls);
+    assert_eq!(summary.valid_messages, summary.distinct_calls, "no re-sends in this feed");
+    assert!(archived.parquet_files > 89, "files per dt/region");
+    assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
+
+    // Every bad record in the dead-letter topic, with its original bytes' reason.
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "dlq-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let dlq_parts = c.fetch_metadata(Some("cdrs.dlq"), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    for p in 0..dlq_parts {
+        tpl.add_partition_offset("cdrs.dlq", p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = HashSet::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut idle = 0;
+    while idle < 10 {
+        match c.poll(Duration::from_millis(300)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let h = m.headers().expect("dead letters carry headers");
+                let get = |k: &str| h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned());
+                let source = (get("cdrflow-source-partition").unwrap(), get("cdrflow-source-offset").unwrap());
+                assert!(!m.payload().unwrap_or_default().is_empty(), "original bytes kept");
+                if seen.insert(source) {
+                    *reasons.entry(get("cdrflow-reason").unwrap()).or_default() += 1;
+                }
+            }
+            _ => idle += 1,
+        }
+    }
+    assert_eq!(seen.len() as u64, summary.bad);
+    assert_eq!(reasons, summary.bad_by_reason);
+
+    // No raw caller number at rest: not in any archived value, any file's bytes, or the logs.
+    let callers = generated_callers(&feed);
+    assert!(callers.len() > 10_000);
+    assert_no_callers(&callers, &archived.texts, "an archived value");
+    let all_bytes: Vec<Vec<u8>> = files_under(&out).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_no_callers(&callers, &all_bytes, "an archive file");
+    assert_no_callers(&callers, &[logs.into_bytes()], "the workers' logs");
+}
+
+#[test]
+fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let truth = dir.path().join("truth.jsonl");
+    let mut feed = spawn(
+        &["generate", "--cdrs", "50000", "--seed", "43", "--resent-share", "0", "--rate", "700", "--brokers", &broker.bootstrap,
+            "--topic", "cdrs", "--truth", truth.to_str().unwrap()]
+        .map(String::from),
+        &dir.path().join("generate.log"),
+    );
+    let args = ingest_args(&broker.bootstrap, &out, "ingest-crash");
+    let mut jitter = Jitter(0x2545_f491_4f6c_dd1d);
+    for kill in 0..11 {
+        let log = dir.path().join(format!("ingest-{kill}.log"));
+        let mut w = spawn_ingest(&args, &log);
+        wait_until(Duration::from_secs(60), "an assignment", || std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned"));
+        std::thread::sleep(Duration::from_millis(100 + jitter.below(2500)));
+        sigkill(&mut w);
+    }
+    assert!(feed.wait().unwrap().success());
+    let mut w = spawn_ingest(&args, &dir.path().join("ingest-final.log"));
+    let marks = broker.watermarks("cdrs", 4);
+    wait_until(Duration::from_secs(120), "the last worker to catch up", || archive_positions(&out, 4) == marks);
+    assert!(sigterm(&mut w));
+
+    let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let archived = read_archive(&out);
+    let doubled: Vec<_> = archived.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
+    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
+    assert_eq!(archived.rows, summary.valid_messages, "every valid record, once");
+    // The commit markers account for every file and row; nothing uncommitted is left.
+    let a = cdrflow_ingest::archive::Archive::open(&out).unwrap();
+    let mut listed = HashSet::new();
+    let mut rows = 0;
+    for p in 0..4 {
+        let units = a.committed("cdrs", p).unwrap();
+        for w in units.windows(2) {
+            assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
+        }
+        for u in units {
+            rows += u.rows;
+            listed.extend(u.files.into_iter().map(|f| out.join(f.path)));
+        }
+    }
+    assert_eq!(rows, summary.valid_messages);
+    let on_disk: HashSet<_> = files_under(&out).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
+    assert_eq!(on_disk, listed, "exactly the committed files are in the archive");
+}
