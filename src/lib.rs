@@ -5,10 +5,13 @@
 //! - [`synthetic`] — the synthetic national feed and its ground truth (`cdrflow generate`);
 //! - [`validate`] — feed onboarding (`cdrflow validate`);
 //! - [`broker`] — the embedded mock Kafka cluster for tests and the demo (`cdrflow broker`);
+//! - [`demo`] — the whole pipeline on this machine (`cdrflow demo`);
 //!
 //! The CDR itself is defined once, in [`cdrflow_schemas`].
 
 pub mod broker;
+pub mod demo;
+pub mod kafka_tools;
 pub mod signals;
 pub mod synthetic;
 pub mod validate;

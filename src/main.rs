@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline here: embedded Kafka, local ClickHouse (installed if missing), a national feed,
+    /// ingest and aggregate; print national and regional summaries; stop everything.
+    Demo(DemoArgs),
     /// Generate the synthetic national feed (deterministic from --seed) to a file, stdout or Kafka, with its ground truth.
     Generate(GenerateArgs),
     /// Check a file of records (one per line) against the CDR contract; prints {"accepted","rejected","reasons"} as JSON.
@@ -247,6 +250,22 @@ struct IngestArgs {
 }
 
 #[derive(clap::Args)]
+struct DemoArgs {
+    /// CDRs in the generated national feed.
+    #[arg(long, default_value_t = 300_000)]
+    cdrs: u64,
+    /// Seed of the feed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the feed, the archive and the logs go (cleared first).
+    #[arg(long, default_value = "cdrflow-demo")]
+    workdir: PathBuf,
+    /// Kafka partitions of the embedded broker.
+    #[arg(long, default_value_t = 12)]
+    partitions: u32,
+}
+
+#[derive(clap::Args)]
 struct BrokerArgs {
     /// Number of brokers.
     #[arg(long, default_value_t = 3)]
@@ -266,6 +285,7 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let result = match cli.command {
+        Command::Demo(a) => cdrflow::demo::run(cdrflow::demo::DemoOptions { cdrs: a.cdrs, seed: a.seed, workdir: a.workdir, partitions: a.partitions }),
         Command::Generate(a) => generate(a),
         Command::Validate(a) => validate(a),
         Command::Migrate(a) => migrate(a),

@@ -79,6 +79,17 @@ fn counters_and_dashboards_equal_the_ground_truth() {
         assert!((float(&row["asa_s"]) - asa).abs() < 1e-6, "{line}/{region} ASA");
     }
 
+    for row in q("region_quality") {
+        let region = num(&row["region"]) as u8;
+        let of = |v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| sum(&|r| r.region == region, v);
+        let (offered, answered) = (of(&|r| r.offered), of(&|r| r.answered));
+        assert_eq!((num(&row["offered_calls"]), num(&row["answered_calls"])), (offered, answered), "region {region}");
+        let sl = of(&|r| r.answered_within_sl) as f64 / (answered + of(&|r| r.abandoned_after_sl)) as f64;
+        assert!((float(&row["service_level"]) - sl).abs() < 1e-9, "region {region} service level");
+        let asa = of(&|r| r.wait_sum_ms) as f64 / answered as f64 / 1000.0;
+        assert!((float(&row["asa_s"]) - asa).abs() < 1e-6, "region {region} ASA");
+    }
+
     let top = q("top_regions");
     let mut by_region: Vec<(u64, u8)> = (1..=95u8).map(|g| (sum(&|r| r.region == g, &|r| r.offered), g)).filter(|x| x.0 > 0).collect();
     by_region.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

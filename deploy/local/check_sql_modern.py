@@ -81,6 +81,7 @@ def main():
             "top_regions": "38,Irkutsk Oblast,10",
             "topic_shares": "covid,6,0.42857142857142855",
             "age_band_shares": "30_40,5,0.35714285714285715",
+            "region_quality": "38,Irkutsk Oblast,10,8,0.1,0.7777777777777778,10",
         }
         for name, sql in dashboard_queries((SQL / "dashboards.sql").read_text()):
             try:

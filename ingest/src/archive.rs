@@ -174,7 +174,21 @@ impl Archive {
         Ok(committed.iter().map(|u| u.last_offset + 1).max())
     }
 
-    /// Next offsets for these partitions (recovering each first).
+    /// Next offsets per partition from the commit markers alone, without recovering: for
+    /// readers (progress, reconcile) while a worker may be writing. Only the partition's
+    /// owner may [`Archive::recover`].
+    pub fn committed_positions(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        let mut out = HashMap::new();
+        for &p in partitions {
+            if let Some(next) = self.committed(topic, p)?.iter().map(|u| u.last_offset + 1).max() {
+                out.insert(p, next);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Next offsets for these partitions, recovering each first: for the partition's owner,
+    /// on assignment.
     pub fn positions(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
         let mut out = HashMap::new();
         for &p in partitions {

@@ -97,3 +97,30 @@ FROM cdrflow.hourly_age_bands
 WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
 GROUP BY age_band
 ORDER BY band_calls DESC, age_band;
+
+-- name: region_quality
+-- Per region: offered, answered, abandon rate, service level (ICMI) and ASA over every line.
+SELECT
+    region,
+    name_en,
+    offered_calls,
+    answered_calls,
+    abandon_rate,
+    service_level,
+    asa_s
+FROM
+(
+    SELECT
+        region,
+        sum(offered) AS offered_calls,
+        sum(answered) AS answered_calls,
+        if(offered_calls = 0, 0, sum(abandoned) / offered_calls) AS abandon_rate,
+        if(answered_calls + sum(abandoned_after_sl) = 0, 0,
+           sum(answered_within_sl) / (answered_calls + sum(abandoned_after_sl))) AS service_level,
+        if(answered_calls = 0, 0, sum(wait_sum_ms) / answered_calls / 1000) AS asa_s
+    FROM cdrflow.hourly
+    WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+    GROUP BY region
+) AS per_region
+ANY LEFT JOIN cdrflow.regions AS names USING (region)
+ORDER BY offered_calls DESC, region;

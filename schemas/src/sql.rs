@@ -128,7 +128,7 @@ mod tests {
         assert!(m.iter().all(|s| !s.contains(';')), "one statement each");
         let q = dashboard_queries();
         let names: Vec<&str> = q.iter().map(|q| q.name.as_str()).collect();
-        assert_eq!(names, ["national_calls_per_hour", "region_local_day", "line_region_quality", "top_regions", "topic_shares", "age_band_shares"]);
+        assert_eq!(names, ["national_calls_per_hour", "region_local_day", "line_region_quality", "top_regions", "topic_shares", "age_band_shares", "region_quality"]);
         assert!(q.iter().all(|q| !q.doc.is_empty() && q.sql.starts_with("SELECT")));
         let r = render(&q[0].sql, &[("from", Param::DateTime(0)), ("to", Param::DateTime(3600))]).unwrap();
         assert!(r.contains("toDateTime('1970-01-01 01:00:00', 'UTC')"), "{r}");

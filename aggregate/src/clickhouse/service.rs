@@ -155,6 +155,15 @@ impl ClickHouse {
         ins.end().await.map_err(|e| explain(e, &self.cfg, "filling the regions table"))
     }
 
+    /// Drops the whole database (the demo starts from nothing; workers never call it).
+    pub async fn drop_database(&self) -> Result<()> {
+        self.client
+            .query(&format!("DROP DATABASE IF EXISTS {}", self.cfg.database))
+            .execute()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "dropping the demo database"))
+    }
+
     /// Inserts one flush unit: one INSERT, one block, one part (see the module docs).
     pub async fn insert_unit(&self, rows: &[CounterRow]) -> Result<()> {
         let mut ins = self

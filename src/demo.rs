@@ -1,0 +1,257 @@
+//! `cdrflow demo`: the whole pipeline on this machine, from nothing.
+//!
+//! Starts the embedded mock Kafka (`cdrflow broker`) and the local ClickHouse
+//! (`deploy/local/clickhouse.sh`, which installs Debian's package if missing), generates a
+//! national feed, runs one ingest worker and one aggregator as real processes, waits until
+//! both have caught up, prints a national summary and a per-region table from ClickHouse,
+//! checks them against the feed's ground truth, says where the Parquet archive is, and
+//! stops everything it started.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_schemas::sql::Param;
+
+/// What the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// CDRs in the generated feed.
+    pub cdrs: u64,
+    /// Seed of the feed.
+    pub seed: u64,
+    /// Where the feed, the archive and the logs go.
+    pub workdir: PathBuf,
+    /// Kafka partitions.
+    pub partitions: u32,
+}
+
+const TOPIC: &str = "cdrs";
+const DATABASE: &str = "cdrflow_demo";
+
+/// Processes the demo started; killed when dropped, whatever happened.
+struct Started {
+    children: Vec<(String, Child)>,
+    clickhouse_script: Option<PathBuf>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for (name, child) in self.children.iter_mut().rev() {
+            // SIGTERM first: workers drain; the broker just goes.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            tracing::debug!(name, "stopped");
+        }
+        if let Some(script) = &self.clickhouse_script {
+            let _ = Command::new("bash").arg(script).arg("stop").stdout(Stdio::null()).status();
+            eprintln!("demo: stopped the local ClickHouse it had started");
+        }
+    }
+}
+
+fn clickhouse_script() -> Result<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/clickhouse.sh");
+    if !p.exists() {
+        bail!("{} is missing: run the demo from a checkout of the cdrflow repository", p.display());
+    }
+    Ok(p)
+}
+
+fn spawn_self(args: &[&str], log: &Path, envs: &[(&str, &str)]) -> Result<Child> {
+    let exe = std::env::current_exe().context("finding the cdrflow binary")?;
+    let f = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(Stdio::null()).stderr(f);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().with_context(|| format!("starting cdrflow {}", args[0]))
+}
+
+/// Runs the demo.
+pub fn run(opts: DemoOptions) -> Result<()> {
+    let t0 = Instant::now();
+    let work = &opts.workdir;
+    if work.exists() {
+        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    std::fs::create_dir_all(work.join("logs"))?;
+    let work = std::fs::canonicalize(work)?;
+    let mut started = Started { children: Vec::new(), clickhouse_script: None };
+
+    // ClickHouse: use a running one, or install and start the local one.
+    let script = clickhouse_script()?;
+    let running = Command::new("bash").arg(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    if !running {
+        eprintln!("demo: starting the local ClickHouse (installing Debian's clickhouse-server if missing)…");
+        let ok = Command::new("bash").arg(&script).arg("start").status()?.success();
+        if !ok {
+            bail!("could not start the local ClickHouse; see the messages above and {}", script.display());
+        }
+        started.clickhouse_script = Some(script);
+    }
+    let ch = ClickHouse::new(ClickHouseConfig::from_env("http://127.0.0.1:8123", DATABASE)?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        ch.ping().await?;
+        ch.drop_database().await?;
+        ch.migrate().await
+    })?;
+
+    // Kafka: the embedded mock cluster in its own process.
+    let exe = std::env::current_exe()?;
+    let mut broker = Command::new(&exe)
+        .args(["broker", "--brokers", "3", "--partitions", &opts.partitions.to_string(), "--topic", TOPIC, "--topic", "cdrs.dlq"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(work.join("logs/broker.log"))?)
+        .spawn()
+        .context("starting the embedded Kafka")?;
+    let mut bootstrap = String::new();
+    BufReader::new(broker.stdout.take().expect("piped")).read_line(&mut bootstrap)?;
+    let bootstrap = bootstrap.trim().to_owned();
+    started.children.push(("broker".into(), broker));
+    eprintln!("demo: embedded Kafka at {bootstrap} ({} partitions)", opts.partitions);
+
+    // A throw-away caller-hashing key for the demo archive.
+    let key_file = work.join("caller.key");
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))?;
+    std::fs::write(&key_file, key.iter().map(|b| format!("{b:02x}")).collect::<String>())?;
+    let key_env = key_file.to_string_lossy().into_owned();
+
+    // Workers first, so that they read while the feed is produced.
+    let archive = work.join("archive");
+    let archive_s = archive.to_string_lossy().into_owned();
+    let common = ["--brokers", &bootstrap, "--topic", TOPIC, "--session-timeout-ms", "6000"];
+    let mut ingest: Vec<&str> = vec!["ingest"];
+    ingest.extend(common);
+    ingest.extend(["--out", &archive_s, "--max-age-ms", "2000"]);
+    started.children.push(("ingest".into(), spawn_self(&ingest, &work.join("logs/ingest.log"), &[("CDRFLOW_CALLER_KEY_FILE", &key_env)])?));
+    let mut aggregate: Vec<&str> = vec!["aggregate"];
+    aggregate.extend(common);
+    aggregate.extend(["--database", DATABASE, "--flush-interval-ms", "1000"]);
+    started.children.push(("aggregate".into(), spawn_self(&aggregate, &work.join("logs/aggregate.log"), &[])?));
+
+    let truth = work.join("truth.jsonl");
+    let (cdrs, seed) = (opts.cdrs.to_string(), opts.seed.to_string());
+    eprintln!("demo: generating {} CDRs of the national feed (seed {})…", opts.cdrs, opts.seed);
+    let status = Command::new(&exe)
+        .args(["generate", "--cdrs", &cdrs, "--seed", &seed, "--resent-share", "0", "--brokers", &bootstrap, "--topic", TOPIC, "--truth"])
+        .arg(&truth)
+        .stderr(std::fs::File::create(work.join("logs/generate.log"))?)
+        .status()?;
+    if !status.success() {
+        bail!("the feed generator failed; see {}", work.join("logs/generate.log").display());
+    }
+
+    // Wait until the archive and ClickHouse hold every partition up to its end.
+    let watermarks = crate::kafka_tools::watermarks(&bootstrap, TOPIC, opts.partitions)?;
+    let total: i64 = watermarks.values().sum();
+    let bar = indicatif::ProgressBar::new(total as u64 * 2).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%").expect("template"),
+    );
+    let ingest_archive = cdrflow_ingest::archive::Archive::open(&archive)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ch_pos = rt.block_on(ch.positions("cdrflow-aggregate", TOPIC)).unwrap_or_default();
+        let ar_pos = ingest_archive.committed_positions(TOPIC, &watermarks.keys().copied().collect::<Vec<_>>())?;
+        let done = |pos: &std::collections::HashMap<i32, i64>| watermarks.iter().map(|(p, w)| pos.get(p).copied().unwrap_or(0).min(*w)).sum::<i64>();
+        let (a, c) = (done(&ar_pos), done(&ch_pos));
+        bar.set_position((a + c) as u64);
+        bar.set_message(format!("archive {a}/{total}, ClickHouse {c}/{total}"));
+        if a == total && c == total {
+            break;
+        }
+        for (name, child) in started.children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited early ({status}); see {}", work.join(format!("logs/{name}.log")).display());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the workers did not catch up within 10 minutes; see the logs in {}", work.join("logs").display());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bar.finish_and_clear();
+
+    // What the dashboards show.
+    let params = [("from", Param::DateTime(0)), ("to", Param::DateTime(4_102_444_800)), ("limit", Param::UInt(15))];
+    let regions = rt.block_on(ch.dashboard("region_quality", &params))?;
+    let topics = rt.block_on(ch.dashboard("topic_shares", &params))?;
+    let num = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
+    let stored = rt.block_on(ch.stored_counters(Some("cdrflow-aggregate")))?;
+    let mut national = cdrflow_schemas::Counters::default();
+    for (_, _, _, c) in &stored {
+        national.merge(c);
+    }
+    let truth_rows = std::fs::read_to_string(&truth)?;
+    let mut truth_total = cdrflow_schemas::Counters::default();
+    let mut truth_offered = 0u64;
+    for line in truth_rows.lines() {
+        let r: crate::synthetic::TruthRow = serde_json::from_str(line)?;
+        truth_offered += r.offered;
+        truth_total.answered += r.answered;
+        truth_total.abandoned += r.abandoned;
+    }
+    let summary: crate::synthetic::FeedSummary = serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nNational summary ({} CDRs from {} regions, {:.1} s end to end)", national.offered, regions.len(), t0.elapsed().as_secs_f64())?;
+    writeln!(out, "  offered {:>9}   answered {:>9}   abandoned {:>7}   short abandons {:>6}   out of hours {:>6}",
+        national.offered, national.answered, national.abandoned, national.short_abandoned, national.out_of_hours)?;
+    writeln!(out, "  service level (ICMI) {:.1} %   ASA {:.1} s   abandon rate {:.1} %   transfers {}",
+        100.0 * national.service_level().unwrap_or(0.0), national.asa_s().unwrap_or(0.0),
+        100.0 * national.abandoned as f64 / national.offered.max(1) as f64, national.transferred_out)?;
+    let top_topics: Vec<String> = topics.iter().take(5).map(|t| format!("{} {:.0} %", t["topic"].as_str().unwrap_or("?"), 100.0 * num(&t["share"]))).collect();
+    writeln!(out, "  topics: {}", top_topics.join(", "))?;
+    writeln!(out, "\nTop regions by offered calls")?;
+    writeln!(out, "  {:<4} {:<34} {:>9} {:>9} {:>9} {:>8} {:>7}", "code", "region", "offered", "answered", "abandon%", "SL %", "ASA s")?;
+    for r in regions.iter().take(15) {
+        writeln!(out, "  {:<4} {:<34} {:>9} {:>9} {:>9.1} {:>8.1} {:>7.1}", r["region"].as_u64().unwrap_or(0), r["name_en"].as_str().unwrap_or("?"),
+            num(&r["offered_calls"]), num(&r["answered_calls"]), 100.0 * num(&r["abandon_rate"]), 100.0 * num(&r["service_level"]), num(&r["asa_s"]))?;
+    }
+    let matches = national.offered == truth_offered && national.answered == truth_total.answered && national.abandoned == truth_total.abandoned;
+    writeln!(out, "\nClickHouse ({DATABASE} at 127.0.0.1:8123) against the feed's ground truth: {}",
+        if matches { "every national total matches" } else { "MISMATCH" })?;
+    let parquet = count_parquet(&archive);
+    let mut archived = 0;
+    for p in watermarks.keys() {
+        archived += ingest_archive.committed(TOPIC, *p)?.iter().map(|u| u.rows).sum::<u64>();
+    }
+    let archive_ok = archived == summary.valid_messages;
+    writeln!(out, "Parquet archive: {} ({} files, {} CDRs: {}; {} rejected records went to the dead-letter topic)",
+        archive.display(), parquet, archived,
+        if archive_ok { "every valid record of the feed, once" } else { "MISMATCH with the feed" }, summary.bad)?;
+    writeln!(out, "Logs: {}", work.join("logs").display())?;
+    out.flush()?;
+    drop(started);
+    if !matches || !archive_ok {
+        bail!("the results do not match the feed's ground truth");
+    }
+    Ok(())
+}
+
+fn count_parquet(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { count_parquet(&p) } else { p.extension().is_some_and(|x| x == "parquet") as usize }
+        })
+        .sum()
+}
