@@ -1,0 +1,116 @@
+//! Criterion benches of each step of the hot path, on inputs from the synthetic national
+//! feed (not one repeated record), each reporting elements/s and bytes/s:
+//! JSON decode+validate, Asterisk CSV decode+validate, pseudonymise, rollup update,
+//! Arrow append, Parquet encode (zstd), ClickHouse row encoding.
+//!
+//! ```sh
+//! cargo bench -p cdrflow-benches --bench hot_path
+//! ```
+
+use std::hint::black_box;
+
+use cdrflow::synthetic::{FeedOptions, Generator, Message};
+use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
+use cdrflow_aggregate::rollup::PartitionRollup;
+use cdrflow_ingest::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_schemas::{Cdr, CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const N: usize = 20_000;
+
+fn feed(format: Format) -> Vec<Vec<u8>> {
+    let mut g = Generator::new(FeedOptions { cdrs: N as u64, seed: 3, format, bad_share: 0.0, ..FeedOptions::default() });
+    let mut out = Vec::with_capacity(N);
+    while g
+        .emit_next(&mut |m: Message<'_>| {
+            out.push(m.payload.to_vec());
+            Ok(())
+        })
+        .unwrap()
+    {}
+    out
+}
+
+fn decoder() -> Decoder {
+    Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap())
+}
+
+fn bytes(msgs: &[Vec<u8>]) -> u64 {
+    msgs.iter().map(|m| m.len() as u64).sum()
+}
+
+fn decode(c: &mut Criterion) {
+    let d = decoder();
+    let json = feed(Format::Json);
+    let csv = feed(Format::AsteriskCsv);
+    let mut g = c.benchmark_group("decode_validate_pseudonymise");
+    g.throughput(Throughput::Elements(json.len() as u64));
+    g.bench_function("json", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
+    g.throughput(Throughput::Bytes(bytes(&json)));
+    g.bench_function("json_bytes", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
+    g.throughput(Throughput::Elements(csv.len() as u64));
+    g.bench_function("asterisk_csv", |b| b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count()));
+    g.throughput(Throughput::Bytes(bytes(&csv)));
+    g.bench_function("asterisk_csv_bytes", |b| b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count()));
+    g.finish();
+}
+
+fn cdrs() -> Vec<Cdr> {
+    let d = decoder();
+    feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
+}
+
+fn pseudonymise(c: &mut Criterion) {
+    let p = Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap();
+    let callers: Vec<String> = feed(Format::Json)
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m).ok()?["caller"].as_str().map(str::to_owned))
+        .collect();
+    let mut g = c.benchmark_group("pseudonymise");
+    g.throughput(Throughput::Elements(callers.len() as u64));
+    g.bench_function("hmac_sha256", |b| b.iter(|| callers.iter().filter(|n| p.hash(black_box(n)).is_some()).count()));
+    g.throughput(Throughput::Bytes(callers.iter().map(|c| c.len() as u64).sum()));
+    g.bench_function("hmac_sha256_bytes", |b| b.iter(|| callers.iter().filter(|n| p.hash(black_box(n)).is_some()).count()));
+    g.finish();
+}
+
+fn rollup(c: &mut Criterion) {
+    let lines = LineRegistry::builtin();
+    let cdrs = cdrs();
+    let mut g = c.benchmark_group("rollup");
+    g.throughput(Throughput::Elements(cdrs.len() as u64));
+    g.bench_function("update", |b| {
+        b.iter_batched(PartitionRollup::default, |mut r| {
+            for c in &cdrs {
+                r.add(black_box(c), &lines);
+            }
+            r
+        }, BatchSize::SmallInput)
+    });
+    let mut r = PartitionRollup::default();
+    for (i, c) in cdrs.iter().enumerate() {
+        r.saw(i as i64);
+        r.add(c, &lines);
+    }
+    let unit = Unit { group: "bench", topic: "cdrs", partition: 0, flushed_at: 1_700_000_000 };
+    g.throughput(Throughput::Elements(r.rows.len() as u64));
+    g.bench_function("clickhouse_row_encoding", |b| b.iter(|| encode(black_box(&unit), &r, &lines).len()));
+    g.finish();
+}
+
+fn archive(c: &mut Criterion) {
+    let lines = LineRegistry::builtin();
+    let rows: Vec<ArchivedCdr> = cdrs().into_iter().enumerate().map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr }).collect();
+    let refs: Vec<&ArchivedCdr> = rows.iter().collect();
+    let mut g = c.benchmark_group("archive");
+    g.throughput(Throughput::Elements(rows.len() as u64));
+    g.bench_function("arrow_append", |b| b.iter(|| record_batch(black_box(&refs), &lines).unwrap().num_rows()));
+    let batch = record_batch(&refs, &lines).unwrap();
+    g.bench_function("parquet_encode_zstd", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));
+    g.throughput(Throughput::Bytes(batch.get_array_memory_size() as u64));
+    g.bench_function("parquet_encode_zstd_bytes", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));
+    g.finish();
+}
+
+criterion_group!(name = hot_path; config = Criterion::default().sample_size(20); targets = decode, pseudonymise, rollup, archive);
+criterion_main!(hot_path);
