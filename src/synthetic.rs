@@ -104,7 +104,9 @@ pub struct FeedSummary {
 
 /// One emitted message.
 pub struct Message<'a> {
-    /// Kafka key: the call id (so re-sends go to the same partition).
+    /// Kafka key: the region code, as hotline PBXs of one region feed one producer: each
+    /// partition then carries a few regions (few archive files per unit), and a re-sent or
+    /// corrected CDR lands in the same partition as its first version.
     pub key: &'a [u8],
     /// The record's bytes.
     pub payload: &'a [u8],
@@ -510,7 +512,7 @@ impl Generator {
             return sink(Message { key: &key, payload: &payload }).map(|_| true);
         }
         self.key.clear();
-        self.key.extend_from_slice(p.cdr.call_id.as_bytes());
+        self.key.extend_from_slice(p.cdr.region.to_string().as_bytes());
         self.payload.clear();
         self.encode(&p.cdr, p.caller.as_deref());
         let (hour_key, ooh) = classify(&p.cdr, &self.lines);
@@ -632,7 +634,7 @@ impl Generator {
         };
         self.payload = bytes;
         self.key.clear();
-        self.key.extend_from_slice(c.call_id.as_bytes());
+        self.key.extend_from_slice(c.region.to_string().as_bytes());
         Ok(reason)
     }
 

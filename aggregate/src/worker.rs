@@ -197,9 +197,11 @@ fn apply(change: GroupChange, state: &mut State) {
     }
 }
 
-/// Flushes every partition with unflushed work: dead letters first (so no reject is lost
-/// once its offset is recorded), then one insert per partition, retried with backoff while
-/// ClickHouse is down, with the partitions paused meanwhile.
+/// Flushes every partition with unflushed work in ONE insert (atomic: one block, one
+/// part; see [`crate::clickhouse`]): dead letters first (so no reject is lost once its
+/// offset is recorded), then the insert, retried with backoff while ClickHouse is down,
+/// with consumption paused meanwhile. A partition revoked while waiting is dropped from
+/// the insert (its new owner re-reads it).
 fn flush(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
@@ -217,38 +219,52 @@ fn flush(
     if let Some(dl) = dead_letters.as_mut() {
         dl.flush()?;
     }
-    let mut committed = HashMap::new();
+    let flushed_at = jiff::Timestamp::now().as_second() as u32;
+    let mut units: Vec<(i32, i64, Vec<crate::clickhouse::encoder::CounterRow>)> = Vec::new();
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
     pending.sort_unstable();
     for p in pending {
         let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
         state.unflushed -= rollup.messages;
-        let flushed_at = jiff::Timestamp::now().as_second() as u32;
         let unit = Unit { group: &opts.group, topic: &opts.topic, partition: p, flushed_at };
-        let rows = encode(&unit, &rollup, &opts.lines);
+        units.push((p, rollup.last_offset, encode(&unit, &rollup, &opts.lines)));
+    }
+    loop {
+        let rows: Vec<_> = units.iter().flat_map(|(_, _, r)| r.iter().cloned()).collect();
         let mut failed_before = false;
         let attempt = || -> Result<()> {
-            // After a failure the outcome may be unknown: ask before inserting again.
-            if std::mem::replace(&mut failed_before, true)
-                && rt.block_on(ch.positions(&opts.group, &opts.topic))?.get(&p).is_some_and(|&next| next > rollup.last_offset)
-            {
-                tracing::warn!(partition = p, "the insert had landed after all; not repeating it");
-                return Ok(());
+            // After a failure the outcome may be unknown: ask before inserting again. The
+            // insert is atomic, so one partition's position tells for all of them.
+            if std::mem::replace(&mut failed_before, true) {
+                let pos = rt.block_on(ch.positions(&opts.group, &opts.topic))?;
+                let (p, last, _) = &units[0];
+                if pos.get(p).is_some_and(|&next| next > *last) {
+                    tracing::warn!("the insert had landed after all; not repeating it");
+                    return Ok(());
+                }
             }
             rt.block_on(ch.insert_unit(&rows)).inspect_err(|_| {
                 stats.clickhouse_errors.fetch_add(1, Ordering::Relaxed);
             })
         };
-        let outcome = consumer.retry_paused(p, "writing counters to ClickHouse", stop, attempt, |change| {
+        // Any revoke of a partition in the insert ends the wait, so its rows leave the
+        // insert before the next attempt (its new owner re-reads them).
+        let first = units[0].0;
+        let ours: Vec<i32> = units.iter().map(|u| u.0).collect();
+        let outcome = consumer.retry_paused(first, "writing counters to ClickHouse", stop, attempt, |change| {
             apply(change, state);
-            state.partitions.contains_key(&p)
+            ours.iter().all(|p| state.partitions.contains_key(p))
         })?;
         if outcome == Retried::Done(()) {
-            stats.flushes.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-            committed.insert(p, rollup.last_offset + 1);
+            break;
+        }
+        units.retain(|(p, _, _)| state.partitions.contains_key(p));
+        if units.is_empty() {
+            return Ok(());
         }
     }
-    consumer.commit_for_monitoring(&committed);
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    stats.rows.fetch_add(units.iter().map(|u| u.2.len() as u64).sum(), Ordering::Relaxed);
+    consumer.commit_for_monitoring(&units.iter().map(|(p, last, _)| (*p, last + 1)).collect());
     Ok(())
 }

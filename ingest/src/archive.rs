@@ -88,6 +88,47 @@ impl Archive {
         format!("dt={dt}/region={region:02}/{topic}-p{partition:03}-{}.parquet", range_name(first, last))
     }
 
+    /// Writes many files, each atomically, and makes them durable together: all are written
+    /// under temporary names, the filesystem is synced once (`syncfs`), all are renamed
+    /// into place, and it is synced again. Two syncs per unit instead of two per file: a
+    /// unit may write a file for every (`dt`, `region`) it touches.
+    pub fn put_all_atomic(&self, files: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut staged = Vec::with_capacity(files.len());
+        let result = (|| -> Result<()> {
+            for (rel, bytes) in files {
+                let path = self.root.join(rel);
+                let dir = path.parent().expect("archive paths have a directory");
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
+                staged.push((tmp.clone(), path.clone()));
+                let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                f.write_all(bytes).with_context(|| format!("writing {} (is the disk full?)", tmp.display()))?;
+            }
+            self.sync_filesystem()?;
+            for (tmp, path) in &staged {
+                fs::rename(tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+            }
+            self.sync_filesystem()
+        })();
+        if result.is_err() {
+            for (tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result
+    }
+
+    /// Flushes every written byte and rename of the archive's filesystem to disk.
+    fn sync_filesystem(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let root = File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
+        // SAFETY: syncfs takes any open descriptor on the filesystem; `root` outlives the call.
+        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("syncing the filesystem of {}", self.root.display()));
+        }
+        Ok(())
+    }
+
     /// Writes `bytes` at `rel` atomically: temporary name, fsync, rename, fsync the directory.
     pub fn put_atomic(&self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.root.join(rel);

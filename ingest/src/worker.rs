@@ -271,9 +271,7 @@ fn write_unit(
     };
     let attempt = || -> Result<()> {
         archive.begin(&manifest)?;
-        for (path, bytes) in &encoded {
-            archive.put_atomic(path, bytes)?;
-        }
+        archive.put_all_atomic(&encoded)?;
         archive.commit(&manifest)
     };
     let attempt = || attempt().inspect_err(|_| {

@@ -6,14 +6,15 @@
 //!
 //! # Why an interrupted flush cannot leave half a unit
 //!
-//! A flush of one Kafka partition is one `INSERT … FORMAT RowBinary` of a few hundred rows
-//! at most, far below `max_insert_block_size`, so the server forms **one block**; the
-//! table's partition key `(kafka_partition, toYYYYMM(flushed_at))` is constant within the
-//! insert (one Kafka partition, one `flushed_at`), so the block becomes **one part**. A
+//! A flush is one `INSERT … FORMAT RowBinary` holding the unit of every assigned Kafka
+//! partition with unflushed work (rows per partition ≤ regions × lines × hours touched,
+//! capped well below `max_insert_block_size` by the flush triggers), so the server forms
+//! **one block**; the table's partition key `toYYYYMM(flushed_at)` is constant within the
+//! insert (one `flushed_at` per flush), so the block becomes **one part**. A
 //! MergeTree part is written into a `tmp_insert_*` directory and renamed into place only
 //! when complete; if the client dies, the connection drops or the server is killed before
 //! that, the temporary directory is discarded on the next start. So either the whole unit
-//! — its counters *and* its `last_offset` — is visible, or none of it is. When an insert's
+//! — the counters *and* the `last_offset` of every partition in it — is visible, or none of it is. When an insert's
 //! outcome is unknown (the connection broke after sending), the sink reads the partition's
 //! position back before retrying, so a unit that did land is not inserted twice.
 //!

@@ -5,15 +5,16 @@
 
 CREATE DATABASE IF NOT EXISTS cdrflow;
 
--- The aggregator's log of flushes: one row per (region, line, UTC hour) per flush of one
--- Kafka partition, carrying the offset range [first_offset, last_offset] the flush covers.
--- Each flush is ONE insert of ONE block, and the partition key (kafka_partition, month of
--- flushed_at) is constant within it, so it becomes exactly one part: ClickHouse writes a
--- part to a temporary directory and renames it into place when complete, so an
--- interrupted insert leaves nothing, and a finished one leaves the data and its offsets
--- together. On start-up an aggregator reads max(last_offset) per partition back from here
--- and continues after it. A flush that held only rejected records writes one checkpoint
--- row with region 0 and zero counters, so its offsets still advance.
+-- The aggregator's log of flushes: one row per (Kafka partition, region, line, UTC hour)
+-- per flush, carrying the offset range [first_offset, last_offset] of that partition the
+-- flush covers. Each flush is ONE insert of ONE block holding every partition's unit, and
+-- the partition key (month of flushed_at) is constant within it, so it becomes exactly one
+-- part: ClickHouse writes a part to a temporary directory and renames it into place when
+-- complete, so an interrupted insert leaves nothing, and a finished one leaves the data
+-- and its offsets together. On start-up an aggregator reads max(last_offset) per
+-- partition back from here and continues after it. A partition's unit that held only
+-- rejected records writes one checkpoint row with region 0 and zero counters, so its
+-- offsets still advance.
 CREATE TABLE IF NOT EXISTS cdrflow.counters_log
 (
     consumer_group String,
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS cdrflow.counters_log
     channel_calls Array(UInt64)
 )
 ENGINE = MergeTree
-PARTITION BY (kafka_partition, toYYYYMM(flushed_at))
+PARTITION BY toYYYYMM(flushed_at)
 ORDER BY (consumer_group, topic, kafka_partition, last_offset, region, line, hour);
 
 -- The regions, for names and zones in dashboards (filled from the registry by `cdrflow migrate`).
