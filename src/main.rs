@@ -194,6 +194,20 @@ impl KafkaArgs {
         })
     }
 
+    /// What a worker reads; `default_group` unless --group; `dead_letters` as decided by the worker.
+    fn source(&self, default_group: &str, dead_letter_topic: Option<String>) -> Result<cdrflow_kafka::SourceOptions> {
+        Ok(cdrflow_kafka::SourceOptions {
+            kafka: self.settings()?,
+            group: self.group.clone().unwrap_or_else(|| default_group.to_owned()),
+            topic: self.topic.clone(),
+            format: self.format.into(),
+            csv: self.csv()?,
+            session_timeout_ms: self.session_timeout_ms,
+            dead_letter_topic,
+            lines: self.lines()?,
+        })
+    }
+
     fn csv(&self) -> Result<CsvFeed> {
         Ok(match region_arg(self.region)? {
             Some(r) => CsvFeed::Region(r),
@@ -466,17 +480,10 @@ fn migrate(a: MigrateArgs) -> Result<()> {
 fn aggregate(a: AggregateArgs) -> Result<()> {
     let stop = cdrflow::signals::stop_flag()?;
     let opts = cdrflow_aggregate::AggregateOptions {
-        kafka: a.kafka.settings()?,
-        group: a.kafka.group.clone().unwrap_or_else(|| "cdrflow-aggregate".to_owned()),
-        topic: a.kafka.topic.clone(),
-        format: a.kafka.format.into(),
-        csv: a.kafka.csv()?,
+        source: a.kafka.source("cdrflow-aggregate", a.dead_letter_topic.clone())?,
         clickhouse: a.clickhouse.config()?,
         flush_interval: Duration::from_millis(a.flush_interval_ms),
         flush_max_messages: a.flush_max_messages,
-        session_timeout_ms: a.kafka.session_timeout_ms,
-        dead_letter_topic: a.dead_letter_topic,
-        lines: a.kafka.lines()?,
     };
     let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(opts.clickhouse.clone());
     runtime()?.block_on(ch.ping())?;
@@ -491,19 +498,13 @@ fn ingest(a: IngestArgs) -> Result<()> {
     }
     let pseudonymiser = cdrflow_schemas::Pseudonymiser::from_env()?;
     let stop = cdrflow::signals::stop_flag()?;
+    let dead_letters = if a.no_dead_letters { None } else { Some(a.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", a.kafka.topic))) };
     let opts = cdrflow_ingest::IngestOptions {
-        kafka: a.kafka.settings()?,
-        group: a.kafka.group.clone().unwrap_or_else(|| "cdrflow-ingest".to_owned()),
-        topic: a.kafka.topic.clone(),
-        format: a.kafka.format.into(),
-        csv: a.kafka.csv()?,
+        source: a.kafka.source("cdrflow-ingest", dead_letters)?,
         out: a.out.clone(),
         max_rows: a.max_rows,
         max_bytes: a.max_mib << 20,
         max_age: Duration::from_millis(a.max_age_ms),
-        session_timeout_ms: a.kafka.session_timeout_ms,
-        dead_letter_topic: if a.no_dead_letters { None } else { Some(a.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", a.kafka.topic))) },
-        lines: a.kafka.lines()?,
     };
     cdrflow_ingest::run(opts, pseudonymiser, stop, std::sync::Arc::new(cdrflow_ingest::IngestStats::default()))
 }

@@ -704,9 +704,6 @@ pub struct TruthRow {
 impl TruthRow {
     /// The row of one key.
     pub fn new(k: &HourKey, c: &Counters, lines: &LineRegistry) -> Self {
-        let nonzero = |names: &[&str], counts: &[u64]| {
-            names.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(k, n)| (k.to_string(), *n)).collect()
-        };
         let mut hour = [0u8; 20];
         TruthRow {
             region: k.region.0,
@@ -724,8 +721,8 @@ impl TruthRow {
             talk_sum_ms: c.talk_sum_ms,
             transferred_out: c.transferred_out,
             out_of_hours: c.out_of_hours,
-            age_bands: nonzero(&Counters::age_band_names(), &c.by_age_band),
-            channels: nonzero(&Counters::channel_names(), &c.by_channel),
+            age_bands: c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).collect(),
+            channels: c.named_channels().map(|(k, n)| (k.to_owned(), n)).collect(),
             topics: c.by_topic.clone(),
         }
     }

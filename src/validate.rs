@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
-use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Rejection};
+use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
 use serde::Serialize;
 
 /// The report printed on stdout.
@@ -17,14 +17,6 @@ pub struct ValidationReport {
     pub rejected: u64,
     /// Rejected records by reason code.
     pub reasons: BTreeMap<String, u64>,
-}
-
-/// Decodes one message of `format`.
-pub fn decode(decoder: &Decoder, format: Format, csv: CsvFeed, msg: &[u8]) -> Result<cdrflow_schemas::Cdr, Rejection> {
-    match format {
-        Format::Json => decoder.decode_json(msg),
-        Format::AsteriskCsv => decoder.decode_asterisk_csv(msg, &csv),
-    }
 }
 
 /// Validates every line of `input`; writes each rejected line with its reason to `rejects`
@@ -47,7 +39,7 @@ pub fn validate(
         if line.is_empty() {
             continue;
         }
-        match decode(&decoder, format, csv, &line) {
+        match decoder.decode(format, &csv, &line) {
             Ok(_) => report.accepted += 1,
             Err(rej) => {
                 report.rejected += 1;

@@ -60,6 +60,19 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     assert!(archived.parquet_files > 89, "files per dt/region");
     assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
 
+    // Any Parquet reader reads it: pyarrow (PyPI, installed by the test command), with the
+    // Hive partitions as columns.
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys, pyarrow.dataset as ds; t = ds.dataset(sys.argv[1], format='parquet', partitioning='hive').to_table(); \
+              print(t.num_rows, len(set(t.column('call_id').to_pylist())), t.column('region').type, t.column('dt').type)")
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(py.status.success(), "pyarrow reads the archive: {}", String::from_utf8_lossy(&py.stderr));
+    let seen = String::from_utf8_lossy(&py.stdout).trim().to_owned();
+    assert_eq!(seen, format!("{} {} int32 date32[day]", summary.valid_messages, summary.valid_messages), "pyarrow's view");
+
     // Every bad record in the dead-letter topic, with its original bytes' reason.
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "dlq-reader").create().unwrap();
     let mut tpl = TopicPartitionList::new();

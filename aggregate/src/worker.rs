@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, Retried, WorkerConsumer};
-use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Reason, Rejection};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer};
+use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
@@ -26,28 +26,14 @@ use crate::rollup::PartitionRollup;
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
 pub struct AggregateOptions {
-    /// Kafka connection.
-    pub kafka: KafkaSettings,
-    /// Consumer group.
-    pub group: String,
-    /// Topic of CDRs.
-    pub topic: String,
-    /// Wire format of the topic.
-    pub format: Format,
-    /// Region source for CSV feeds.
-    pub csv: CsvFeed,
+    /// What it reads (the archive worker dead-letters by default; this one counts).
+    pub source: SourceOptions,
     /// Where the counters go.
     pub clickhouse: ClickHouseConfig,
     /// Flush every partition at least this often.
     pub flush_interval: Duration,
     /// Flush early when this many messages are unflushed.
     pub flush_max_messages: u64,
-    /// Kafka session timeout.
-    pub session_timeout_ms: u32,
-    /// Dead-letter topic, if this worker should send rejects (the archive worker does by default).
-    pub dead_letter_topic: Option<String>,
-    /// The line registry.
-    pub lines: Arc<LineRegistry>,
 }
 
 /// Running totals, for logs and metrics.
@@ -96,18 +82,19 @@ struct State {
 /// Runs an aggregator until `stop` is set (then flushes and returns).
 pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<AggregateStats>) -> Result<()> {
     let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
+    let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
-    let store = Arc::new(ClickHousePositions { ch: ch.clone(), group: opts.group.clone(), rt: rt.clone() });
-    let consumer = WorkerConsumer::new(&opts.kafka, &opts.group, &opts.topic, opts.session_timeout_ms, store, stop)?;
-    let mut dead_letters = match &opts.dead_letter_topic {
-        Some(t) => Some(DeadLetters::new(&opts.kafka, t, &opts.group)?),
+    let store = Arc::new(ClickHousePositions { ch: ch.clone(), group: src.group.clone(), rt: rt.clone() });
+    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop)?;
+    let mut dead_letters = match &src.dead_letter_topic {
+        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group)?),
         None => None,
     };
     // Counters need no caller identity: hashes are never written here.
-    let decoder = Decoder::new(opts.lines.clone(), Pseudonymiser::ephemeral());
+    let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::ephemeral());
     let mut state = State { partitions: FxHashMap::default(), unflushed: 0, last_flush: Instant::now() };
     let mut last_report = Instant::now();
-    tracing::info!(group = opts.group, topic = opts.topic, clickhouse = opts.clickhouse.url, "aggregator started");
+    tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
 
     while !stop.load(Ordering::Relaxed) {
         let msg = consumer.consumer.poll(Duration::from_millis(100));
@@ -125,23 +112,15 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<Aggrega
                     state.unflushed += 1;
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let payload = m.payload().unwrap_or(&[]);
-                    let decoded = if payload.is_empty() {
-                        Err(Rejection { reason: Reason::Malformed, field: None, detail: "empty message".into() })
-                    } else {
-                        match opts.format {
-                            Format::Json => decoder.decode_json(payload),
-                            Format::AsteriskCsv => decoder.decode_asterisk_csv(payload, &opts.csv),
-                        }
-                    };
-                    match decoded {
+                    match decoder.decode(src.format, &src.csv, payload) {
                         Ok(cdr) => {
-                            part.add(&cdr, &opts.lines);
+                            part.add(&cdr, &src.lines);
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(why) => {
                             stats.rejected.fetch_add(1, Ordering::Relaxed);
                             if let Some(dl) = dead_letters.as_mut() {
-                                dl.send(&opts.topic, partition, m.offset(), m.key(), payload, &why)?;
+                                dl.send(&src.topic, partition, m.offset(), m.key(), payload, &why)?;
                             }
                         }
                     }
@@ -226,8 +205,8 @@ fn flush(
     for p in pending {
         let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
         state.unflushed -= rollup.messages;
-        let unit = Unit { group: &opts.group, topic: &opts.topic, partition: p, flushed_at };
-        units.push((p, rollup.last_offset, encode(&unit, &rollup, &opts.lines)));
+        let unit = Unit { group: &opts.source.group, topic: &opts.source.topic, partition: p, flushed_at };
+        units.push((p, rollup.last_offset, encode(&unit, &rollup, &opts.source.lines)));
     }
     loop {
         let rows: Vec<_> = units.iter().flat_map(|(_, _, r)| r.iter().cloned()).collect();
@@ -236,7 +215,7 @@ fn flush(
             // After a failure the outcome may be unknown: ask before inserting again. The
             // insert is atomic, so one partition's position tells for all of them.
             if std::mem::replace(&mut failed_before, true) {
-                let pos = rt.block_on(ch.positions(&opts.group, &opts.topic))?;
+                let pos = rt.block_on(ch.positions(&opts.source.group, &opts.source.topic))?;
                 let (p, last, _) = &units[0];
                 if pos.get(p).is_some_and(|&next| next > *last) {
                     tracing::warn!("the insert had landed after all; not repeating it");

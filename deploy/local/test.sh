@@ -17,6 +17,8 @@ trap cleanup EXIT
 
 # Every DDL statement and dashboard query on a modern ClickHouse too (chdb-core, PyPI).
 python3 -c "import chdb" 2>/dev/null || python3 -m pip install -q "chdb-core>=26,<27"
+# An independent Parquet reader for the archive tests.
+python3 -c "import pyarrow" 2>/dev/null || python3 -m pip install -q "pyarrow>=14"
 python3 deploy/local/check_sql_modern.py
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, KafkaSettings, PositionStore, Retried, WorkerConsumer};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer};
 use cdrflow_schemas::time::civil_from_days;
-use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser, Reason, Rejection};
+use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
@@ -27,16 +27,8 @@ use crate::encode::{ArchivedCdr, parquet_bytes, record_batch};
 /// What an ingest worker needs.
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
-    /// Kafka connection.
-    pub kafka: KafkaSettings,
-    /// Consumer group.
-    pub group: String,
-    /// Topic of CDRs.
-    pub topic: String,
-    /// Wire format of the topic.
-    pub format: Format,
-    /// Region source for CSV feeds.
-    pub csv: CsvFeed,
+    /// What it reads, and where rejects go.
+    pub source: SourceOptions,
     /// Archive root directory.
     pub out: PathBuf,
     /// Close a unit at this many rows.
@@ -45,12 +37,6 @@ pub struct IngestOptions {
     pub max_bytes: usize,
     /// Close a unit this long after its first message, even if no other arrives.
     pub max_age: Duration,
-    /// Kafka session timeout.
-    pub session_timeout_ms: u32,
-    /// Dead-letter topic (`None`: rejects are only counted).
-    pub dead_letter_topic: Option<String>,
-    /// The line registry.
-    pub lines: Arc<LineRegistry>,
 }
 
 /// Running totals, for logs and metrics.
@@ -102,23 +88,18 @@ impl PositionStore for ArchivePositions {
 
 /// Runs an ingest worker until `stop` is set (then writes what it holds and returns).
 pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static AtomicBool, stats: Arc<IngestStats>) -> Result<()> {
+    let src = &opts.source;
     let archive = Archive::open(&opts.out)?;
-    let consumer = WorkerConsumer::new(
-        &opts.kafka,
-        &opts.group,
-        &opts.topic,
-        opts.session_timeout_ms,
-        Arc::new(ArchivePositions(archive.clone())),
-        stop,
-    )?;
-    let mut dead_letters = match &opts.dead_letter_topic {
-        Some(t) => Some(DeadLetters::new(&opts.kafka, t, &opts.group)?),
+    let store = Arc::new(ArchivePositions(archive.clone()));
+    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop)?;
+    let mut dead_letters = match &src.dead_letter_topic {
+        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group)?),
         None => None,
     };
-    let decoder = Decoder::new(opts.lines.clone(), pseudonymiser);
+    let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
     let mut last_report = Instant::now();
-    tracing::info!(group = opts.group, topic = opts.topic, archive = %opts.out.display(), "ingest worker started");
+    tracing::info!(group = src.group, topic = src.topic, archive = %opts.out.display(), "ingest worker started");
 
     while !stop.load(Ordering::Relaxed) {
         let msg = consumer.consumer.poll(Duration::from_millis(100));
@@ -136,15 +117,7 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
                     buf.messages += 1;
                     buf.opened.get_or_insert_with(Instant::now);
                     let payload = m.payload().unwrap_or(&[]);
-                    let decoded = if payload.is_empty() {
-                        Err(Rejection { reason: Reason::Malformed, field: None, detail: "empty message".into() })
-                    } else {
-                        match opts.format {
-                            Format::Json => decoder.decode_json(payload),
-                            Format::AsteriskCsv => decoder.decode_asterisk_csv(payload, &opts.csv),
-                        }
-                    };
-                    match decoded {
+                    match decoder.decode(src.format, &src.csv, payload) {
                         Ok(cdr) => {
                             buf.bytes += 160 + cdr.call_id.len() + cdr.dialled.len();
                             buf.rows.push(ArchivedCdr { partition: p, offset: m.offset(), cdr });
@@ -153,7 +126,7 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
                             buf.rejected += 1;
                             stats.rejected.fetch_add(1, Ordering::Relaxed);
                             if let Some(dl) = dead_letters.as_mut() {
-                                dl.send(&opts.topic, p, m.offset(), m.key(), payload, &why)?;
+                                dl.send(&src.topic, p, m.offset(), m.key(), payload, &why)?;
                             }
                         }
                     }
@@ -248,20 +221,20 @@ fn write_unit(
     let mut encoded = Vec::with_capacity(groups.len());
     for ((dt, region), mut rows) in groups {
         rows.sort_by_key(|r| (r.cdr.start_ms, r.offset));
-        let batch = record_batch(&rows, &opts.lines)?;
+        let batch = record_batch(&rows, &opts.source.lines)?;
         let meta = [
-            ("topic", opts.topic.clone()),
+            ("topic", opts.source.topic.clone()),
             ("partition", p.to_string()),
             ("first_offset", first.to_string()),
             ("last_offset", last.to_string()),
         ];
         let bytes = parquet_bytes(&batch, &meta)?;
-        let path = Archive::data_path(&opts.topic, p, first, last, &dt, region);
+        let path = Archive::data_path(&opts.source.topic, p, first, last, &dt, region);
         files.push(UnitFile { path: path.clone(), rows: rows.len() as u64 });
         encoded.push((path, bytes));
     }
     let manifest = UnitManifest {
-        topic: opts.topic.clone(),
+        topic: opts.source.topic.clone(),
         partition: p,
         first_offset: first,
         last_offset: last,

@@ -14,4 +14,4 @@ pub mod settings;
 
 pub use consumer::{GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
-pub use settings::KafkaSettings;
+pub use settings::{KafkaSettings, SourceOptions};

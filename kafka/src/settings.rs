@@ -2,6 +2,27 @@
 
 use rdkafka::ClientConfig;
 
+/// What every worker reads: which topic, as which group, in which format.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// Consumer group.
+    pub group: String,
+    /// Topic of CDRs.
+    pub topic: String,
+    /// Wire format of the topic.
+    pub format: cdrflow_schemas::Format,
+    /// Region source for CSV feeds.
+    pub csv: cdrflow_schemas::CsvFeed,
+    /// Kafka session timeout (how long a dead member's partitions wait before moving on).
+    pub session_timeout_ms: u32,
+    /// Dead-letter topic for rejected messages (`None`: only counted).
+    pub dead_letter_topic: Option<String>,
+    /// The line registry.
+    pub lines: std::sync::Arc<cdrflow_schemas::LineRegistry>,
+}
+
 /// How to reach Kafka.
 #[derive(Clone, Debug, Default)]
 pub struct KafkaSettings {

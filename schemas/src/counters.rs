@@ -154,6 +154,16 @@ impl Counters {
         (self.answered > 0).then(|| self.wait_sum_ms as f64 / 1000.0 / self.answered as f64)
     }
 
+    /// The non-zero age bands, by name.
+    pub fn named_age_bands(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::age_band_names().into_iter().zip(self.by_age_band).filter(|(_, n)| *n > 0)
+    }
+
+    /// The non-zero channels, by name.
+    pub fn named_channels(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::channel_names().into_iter().zip(self.by_channel).filter(|(_, n)| *n > 0)
+    }
+
     /// Age-band names in `by_age_band` order.
     pub fn age_band_names() -> [&'static str; 6] {
         let mut n = [UNKNOWN; 6];

@@ -102,6 +102,17 @@ impl Decoder {
         Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System }
     }
 
+    /// Decodes and validates one message of `format` (an empty message is `malformed`).
+    pub fn decode(&self, format: crate::Format, csv: &crate::CsvFeed, msg: &[u8]) -> Result<Cdr, Rejection> {
+        if msg.is_empty() {
+            return Err(Rejection::new(Reason::Malformed, None, "empty message"));
+        }
+        match format {
+            crate::Format::Json => self.decode_json(msg),
+            crate::Format::AsteriskCsv => self.decode_asterisk_csv(msg, csv),
+        }
+    }
+
     /// Checks the size and the encoding of a message, before any format parsing.
     pub(crate) fn check_bytes<'m>(&self, msg: &'m [u8]) -> Result<&'m str, Rejection> {
         if msg.len() > self.limits.max_message_bytes {

@@ -52,14 +52,9 @@ pub struct Unit<'a> {
     pub flushed_at: u32,
 }
 
-/// The named, non-zero entries of a breakdown.
-fn breakdown(names: &[&str], counts: &[u64]) -> (Vec<String>, Vec<u64>) {
-    names.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(k, n)| (k.to_string(), *n)).unzip()
-}
-
 fn row(unit: &Unit<'_>, first: i64, last: i64, region: u8, line: &str, hour: i64, local_hour: i64, c: &Counters) -> CounterRow {
-    let (age_band_names, age_band_calls) = breakdown(&Counters::age_band_names(), &c.by_age_band);
-    let (channel_names, channel_calls) = breakdown(&Counters::channel_names(), &c.by_channel);
+    let (age_band_names, age_band_calls) = c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).unzip();
+    let (channel_names, channel_calls) = c.named_channels().map(|(k, n)| (k.to_owned(), n)).unzip();
     CounterRow {
         consumer_group: unit.group.to_owned(),
         topic: unit.topic.to_owned(),
