@@ -167,9 +167,21 @@ struct KafkaArgs {
     /// Line registry file (default: the built-in one).
     #[arg(long, env = "CDRFLOW_LINES")]
     lines: Option<PathBuf>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "CDRFLOW_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 impl KafkaArgs {
+    /// The worker's stats, exported on --metrics-addr if given.
+    fn stats(&self, worker: &'static str, written_what: &'static str) -> Result<std::sync::Arc<cdrflow_kafka::WorkerStats>> {
+        let stats = std::sync::Arc::new(cdrflow_kafka::WorkerStats::default());
+        if let Some(addr) = &self.metrics_addr {
+            cdrflow::metrics::serve(addr, stats.clone(), worker, written_what)?;
+        }
+        Ok(stats)
+    }
+
     fn settings(&self) -> Result<cdrflow_kafka::KafkaSettings> {
         let mut extra = Vec::new();
         for kv in &self.kafka_options {
@@ -487,7 +499,7 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
     };
     let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(opts.clickhouse.clone());
     runtime()?.block_on(ch.ping())?;
-    let stats = std::sync::Arc::new(cdrflow_aggregate::worker::AggregateStats::default());
+    let stats = a.kafka.stats("aggregate", "rows")?;
     cdrflow_aggregate::run(opts, stop, stats)
 }
 
@@ -506,5 +518,6 @@ fn ingest(a: IngestArgs) -> Result<()> {
         max_bytes: a.max_mib << 20,
         max_age: Duration::from_millis(a.max_age_ms),
     };
-    cdrflow_ingest::run(opts, pseudonymiser, stop, std::sync::Arc::new(cdrflow_ingest::IngestStats::default()))
+    let stats = a.kafka.stats("ingest", "files")?;
+    cdrflow_ingest::run(opts, pseudonymiser, stop, stats)
 }

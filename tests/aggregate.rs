@@ -19,20 +19,34 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let ch = server.fresh_database("aggregate_e2e");
     let broker = Broker::start(4, &["cdrs"]);
     let truth_path = dir.path().join("truth.jsonl");
-    generate(&["--cdrs", "60000", "--seed", "21", "--resent-share", "0", "--brokers", &broker.bootstrap, "--topic", "cdrs",
-        "--truth", truth_path.to_str().unwrap()]);
+    // The worker starts first, with its metrics endpoint, so the numbers can be seen moving.
     let log = dir.path().join("aggregate.log");
     let mut worker = spawn(
         &args(&["aggregate", "--brokers", &broker.bootstrap, "--topic", "cdrs", "--group", "agg-e2e", "--session-timeout-ms", "6000",
-            "--flush-interval-ms", "500", "--clickhouse", &server.url(), "--database", "t_aggregate_e2e"]),
+            "--flush-interval-ms", "500", "--clickhouse", &server.url(), "--database", "t_aggregate_e2e", "--metrics-addr", "127.0.0.1:19464"]),
         &log,
     );
+    wait_until(Duration::from_secs(30), "the metrics endpoint", || http_get(19464, "/healthz").is_some_and(|(s, _)| s == 200));
+    let before = http_get(19464, "/metrics").unwrap().1;
+    assert_eq!(metric(&before, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), 0);
+    generate(&["--cdrs", "60000", "--seed", "21", "--resent-share", "0", "--brokers", &broker.bootstrap, "--topic", "cdrs",
+        "--truth", truth_path.to_str().unwrap()]);
     let marks = broker.watermarks("cdrs", 4);
     let rt = runtime();
     wait_until(Duration::from_secs(90), "the aggregator to catch up", || {
         rt.block_on(ch.positions("agg-e2e", "cdrs")).unwrap_or_default() == marks
     });
+    let after = http_get(19464, "/metrics").unwrap().1;
+    assert_eq!(http_get(19464, "/readyz").unwrap().0, 200);
     assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
+    let summary: cdrflow::synthetic::FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    assert_eq!(metric(&after, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), summary.messages);
+    assert_eq!(metric(&after, "cdrflow_records_accepted_total{worker=\"aggregate\"}"), summary.valid_messages);
+    assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\""), summary.bad);
+    assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\",reason=\"unknown_line\"}"), summary.bad_by_reason["unknown_line"]);
+    assert!(metric(&after, "cdrflow_sink_units_total") > 0 && metric(&after, "cdrflow_rows_written_total") > 0);
+    assert!(after.contains("cdrflow_consumer_lag{worker=\"aggregate\",partition=\"0\"}"), "lag per partition");
 
     let truth = read_truth(&truth_path);
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("agg-e2e")), &truth);

@@ -44,10 +44,15 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     generate(&args);
     let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
 
-    let mut a = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e"), &dir.path().join("a.log"));
+    let mut with_metrics = ingest_args(&broker.bootstrap, &out, "ingest-e2e");
+    with_metrics.extend(["--metrics-addr".to_owned(), "127.0.0.1:19465".to_owned()]);
+    let mut a = spawn_ingest(&with_metrics, &dir.path().join("a.log"));
     let mut b = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e"), &dir.path().join("b.log"));
     let marks = broker.watermarks("cdrs", 4);
     wait_until(Duration::from_secs(120), "both workers to archive the feed", || archive_positions(&out, 4) == marks);
+    let scrape = http_get(19465, "/metrics").expect("worker a serves /metrics").1;
+    assert!(metric(&scrape, "cdrflow_records_consumed_total{worker=\"ingest\"}") > 0, "{scrape}");
+    assert!(metric(&scrape, "cdrflow_files_written_total{worker=\"ingest\"}") > 0);
     assert!(sigterm(&mut a) && sigterm(&mut b), "SIGTERM: drain and exit 0");
     let logs = std::fs::read_to_string(dir.path().join("a.log")).unwrap() + &std::fs::read_to_string(dir.path().join("b.log")).unwrap();
     assert!(logs.matches("partitions assigned").count() >= 2, "both workers took part in the group");

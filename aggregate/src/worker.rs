@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -34,23 +34,6 @@ pub struct AggregateOptions {
     pub flush_interval: Duration,
     /// Flush early when this many messages are unflushed.
     pub flush_max_messages: u64,
-}
-
-/// Running totals, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct AggregateStats {
-    /// Messages read.
-    pub consumed: AtomicU64,
-    /// Valid CDRs rolled up.
-    pub accepted: AtomicU64,
-    /// Rejected messages.
-    pub rejected: AtomicU64,
-    /// Units written to ClickHouse.
-    pub flushes: AtomicU64,
-    /// Rows written to ClickHouse.
-    pub rows: AtomicU64,
-    /// Failed ClickHouse calls.
-    pub clickhouse_errors: AtomicU64,
 }
 
 /// Positions for the consumer, read from ClickHouse.
@@ -80,7 +63,7 @@ struct State {
 }
 
 /// Runs an aggregator until `stop` is set (then flushes and returns).
-pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<AggregateStats>) -> Result<()> {
+pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerStats>) -> Result<()> {
     let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
     let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
@@ -94,6 +77,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<Aggrega
     let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::ephemeral());
     let mut state = State { partitions: FxHashMap::default(), unflushed: 0, last_flush: Instant::now() };
     let mut last_report = Instant::now();
+    let mut last_lag = Instant::now();
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -118,7 +102,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<Aggrega
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(why) => {
-                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            stats.reject(why.reason);
                             if let Some(dl) = dead_letters.as_mut() {
                                 dl.send(&src.topic, partition, m.offset(), m.key(), payload, &why)?;
                             }
@@ -134,16 +118,16 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<Aggrega
         if let Some(dl) = dead_letters.as_ref() {
             dl.poll();
         }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            // librdkafka's cached watermarks: no network round trip.
+            last_lag = Instant::now();
+            *stats.lag.lock().expect("not poisoned") = consumer.lag();
+        }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            tracing::info!(
-                consumed = stats.consumed.load(Ordering::Relaxed),
-                accepted = stats.accepted.load(Ordering::Relaxed),
-                rejected = stats.rejected.load(Ordering::Relaxed),
-                flushes = stats.flushes.load(Ordering::Relaxed),
-                assigned = ?state.partitions.keys().collect::<Vec<_>>(),
-                "aggregating"
-            );
+            let mut assigned: Vec<i32> = state.partitions.keys().copied().collect();
+            assigned.sort_unstable();
+            stats.log_progress("aggregate", &assigned);
         }
     }
     tracing::info!("stopping: flushing what was read");
@@ -188,7 +172,7 @@ fn flush(
     consumer: &WorkerConsumer,
     dead_letters: &mut Option<DeadLetters>,
     state: &mut State,
-    stats: &AggregateStats,
+    stats: &WorkerStats,
     stop: &'static AtomicBool,
 ) -> Result<()> {
     state.last_flush = Instant::now();
@@ -222,8 +206,11 @@ fn flush(
                     return Ok(());
                 }
             }
-            rt.block_on(ch.insert_unit(&rows)).inspect_err(|_| {
-                stats.clickhouse_errors.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            rt.block_on(ch.insert_unit(&rows)).inspect(|_| {
+                stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }).inspect_err(|_| {
+                stats.sink_errors.fetch_add(1, Ordering::Relaxed);
             })
         };
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
@@ -242,8 +229,8 @@ fn flush(
             return Ok(());
         }
     }
-    stats.flushes.fetch_add(1, Ordering::Relaxed);
-    stats.rows.fetch_add(units.iter().map(|u| u.2.len() as u64).sum(), Ordering::Relaxed);
+    stats.units.fetch_add(1, Ordering::Relaxed);
+    stats.written.fetch_add(units.iter().map(|u| u.2.len() as u64).sum(), Ordering::Relaxed);
     consumer.commit_for_monitoring(&units.iter().map(|(p, last, _)| (*p, last + 1)).collect());
     Ok(())
 }

@@ -15,4 +15,4 @@ pub mod archive;
 pub mod encode;
 pub mod worker;
 
-pub use worker::{IngestOptions, IngestStats, run};
+pub use worker::{IngestOptions, run};

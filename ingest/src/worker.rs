@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 use cdrflow_schemas::time::civil_from_days;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
@@ -37,23 +37,6 @@ pub struct IngestOptions {
     pub max_bytes: usize,
     /// Close a unit this long after its first message, even if no other arrives.
     pub max_age: Duration,
-}
-
-/// Running totals, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    /// Messages read.
-    pub consumed: AtomicU64,
-    /// Valid CDRs archived (after their unit committed).
-    pub archived: AtomicU64,
-    /// Rejected messages.
-    pub rejected: AtomicU64,
-    /// Parquet files written.
-    pub files: AtomicU64,
-    /// Units committed.
-    pub units: AtomicU64,
-    /// Failed archive writes.
-    pub write_errors: AtomicU64,
 }
 
 /// Unflushed work of one partition.
@@ -87,7 +70,7 @@ impl PositionStore for ArchivePositions {
 }
 
 /// Runs an ingest worker until `stop` is set (then writes what it holds and returns).
-pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static AtomicBool, stats: Arc<IngestStats>) -> Result<()> {
+pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static AtomicBool, stats: Arc<WorkerStats>) -> Result<()> {
     let src = &opts.source;
     let archive = Archive::open(&opts.out)?;
     let store = Arc::new(ArchivePositions(archive.clone()));
@@ -99,6 +82,7 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
     let mut last_report = Instant::now();
+    let mut last_lag = Instant::now();
     tracing::info!(group = src.group, topic = src.topic, archive = %opts.out.display(), "ingest worker started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -119,12 +103,13 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
                     let payload = m.payload().unwrap_or(&[]);
                     match decoder.decode(src.format, &src.csv, payload) {
                         Ok(cdr) => {
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
                             buf.bytes += 160 + cdr.call_id.len() + cdr.dialled.len();
                             buf.rows.push(ArchivedCdr { partition: p, offset: m.offset(), cdr });
                         }
                         Err(why) => {
                             buf.rejected += 1;
-                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            stats.reject(why.reason);
                             if let Some(dl) = dead_letters.as_mut() {
                                 dl.send(&src.topic, p, m.offset(), m.key(), payload, &why)?;
                             }
@@ -149,16 +134,16 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
         if let Some(dl) = dead_letters.as_ref() {
             dl.poll();
         }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            // librdkafka's cached watermarks: no network round trip.
+            last_lag = Instant::now();
+            *stats.lag.lock().expect("not poisoned") = consumer.lag();
+        }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
-            tracing::info!(
-                consumed = stats.consumed.load(Ordering::Relaxed),
-                archived = stats.archived.load(Ordering::Relaxed),
-                rejected = stats.rejected.load(Ordering::Relaxed),
-                files = stats.files.load(Ordering::Relaxed),
-                assigned = ?buffers.keys().collect::<Vec<_>>(),
-                "ingesting"
-            );
+            let mut assigned: Vec<i32> = buffers.keys().copied().collect();
+            assigned.sort_unstable();
+            stats.log_progress("ingest", &assigned);
         }
     }
     tracing::info!("stopping: writing what was read");
@@ -201,7 +186,7 @@ fn write_unit(
     dead_letters: &mut Option<DeadLetters>,
     buffers: &mut FxHashMap<i32, PartitionBuffer>,
     p: i32,
-    stats: &IngestStats,
+    stats: &WorkerStats,
     stop: &'static AtomicBool,
 ) -> Result<()> {
     let Some(buf) = buffers.get_mut(&p).map(std::mem::take) else { return Ok(()) };
@@ -243,12 +228,15 @@ fn write_unit(
         files,
     };
     let attempt = || -> Result<()> {
+        let started = Instant::now();
         archive.begin(&manifest)?;
         archive.put_all_atomic(&encoded)?;
-        archive.commit(&manifest)
+        archive.commit(&manifest)?;
+        stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
     };
     let attempt = || attempt().inspect_err(|_| {
-        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        stats.sink_errors.fetch_add(1, Ordering::Relaxed);
     });
     let outcome = consumer
         .retry_paused(p, "writing the archive", stop, attempt, |change| {
@@ -258,8 +246,7 @@ fn write_unit(
         .context("writing the archive")?;
     if outcome == Retried::Done(()) {
         stats.units.fetch_add(1, Ordering::Relaxed);
-        stats.files.fetch_add(encoded.len() as u64, Ordering::Relaxed);
-        stats.archived.fetch_add(manifest.rows, Ordering::Relaxed);
+        stats.written.fetch_add(encoded.len() as u64, Ordering::Relaxed);
         consumer.commit_for_monitoring(&HashMap::from([(p, last + 1)]));
     }
     Ok(())

@@ -211,12 +211,29 @@ impl WorkerConsumer {
         }
     }
 
-    /// Consumer lag per assigned partition: high watermark minus the next offset to read.
-    pub fn lag(&self, next: &HashMap<i32, i64>) -> HashMap<i32, i64> {
-        next.iter()
-            .filter_map(|(&p, &o)| {
-                let (_, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_millis(500)).ok()?;
-                Some((p, (high - o).max(0)))
+    /// Consumer lag per assigned partition: the high watermark librdkafka last saw minus the
+    /// position (no network round trip).
+    pub fn lag(&self) -> std::collections::BTreeMap<i32, i64> {
+        let Ok(positions) = self.consumer.position() else { return Default::default() };
+        positions
+            .elements_for_topic(&self.topic)
+            .iter()
+            .filter_map(|e| {
+                let Offset::Offset(pos) = e.offset() else { return None };
+                let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+                let (mut low, mut high) = (0i64, 0i64);
+                // SAFETY: librdkafka's cached watermark look-up (no network); the handle is live
+                // for `self`, and the pointers are to locals that outlive the call.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        self.consumer.client().native_ptr(),
+                        topic.as_ptr(),
+                        e.partition(),
+                        &mut low,
+                        &mut high,
+                    )
+                };
+                (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then(|| (e.partition(), (high - pos).max(0)))
             })
             .collect()
     }

@@ -11,7 +11,9 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod producer;
 pub mod settings;
+pub mod stats;
 
 pub use consumer::{GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
 pub use settings::{KafkaSettings, SourceOptions};
+pub use stats::WorkerStats;

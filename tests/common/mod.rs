@@ -294,3 +294,23 @@ pub fn assert_no_callers(callers: &std::collections::HashSet<String>, haystacks:
         }
     }
 }
+
+/// GET `path` from 127.0.0.1:`port`; `None` until something answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// The value of one Prometheus series in a scrape (sums every matching line).
+pub fn metric(scrape: &str, name_and_labels_prefix: &str) -> u64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(name_and_labels_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
