@@ -95,7 +95,8 @@ pub fn run(opts: DemoOptions) -> Result<()> {
 
     // ClickHouse: use a running one, or install and start the local one.
     let script = clickhouse_script()?;
-    let running = Command::new("bash").arg(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    let running =
+        Command::new("bash").arg(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
     if !running {
         eprintln!("demo: starting the local ClickHouse (installing Debian's clickhouse-server if missing)…");
         let ok = Command::new("bash").arg(&script).arg("start").status()?.success();
@@ -115,7 +116,17 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     // Kafka: the embedded mock cluster in its own process.
     let exe = std::env::current_exe()?;
     let mut broker = Command::new(&exe)
-        .args(["broker", "--brokers", "3", "--partitions", &opts.partitions.to_string(), "--topic", TOPIC, "--topic", "cdrs.dlq"])
+        .args([
+            "broker",
+            "--brokers",
+            "3",
+            "--partitions",
+            &opts.partitions.to_string(),
+            "--topic",
+            TOPIC,
+            "--topic",
+            "cdrs.dlq",
+        ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(work.join("logs/broker.log"))?)
         .spawn()
@@ -140,7 +151,10 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let mut ingest: Vec<&str> = vec!["ingest"];
     ingest.extend(common);
     ingest.extend(["--out", &archive_s, "--max-age-ms", "2000"]);
-    started.children.push(("ingest".into(), spawn_self(&ingest, &work.join("logs/ingest.log"), &[("CDRFLOW_CALLER_KEY_FILE", &key_env)])?));
+    started.children.push((
+        "ingest".into(),
+        spawn_self(&ingest, &work.join("logs/ingest.log"), &[("CDRFLOW_CALLER_KEY_FILE", &key_env)])?,
+    ));
     let mut aggregate: Vec<&str> = vec!["aggregate"];
     aggregate.extend(common);
     aggregate.extend(["--database", DATABASE, "--flush-interval-ms", "1000"]);
@@ -150,7 +164,20 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let (cdrs, seed) = (opts.cdrs.to_string(), opts.seed.to_string());
     eprintln!("demo: generating {} CDRs of the national feed (seed {})…", opts.cdrs, opts.seed);
     let status = Command::new(&exe)
-        .args(["generate", "--cdrs", &cdrs, "--seed", &seed, "--resent-share", "0", "--brokers", &bootstrap, "--topic", TOPIC, "--truth"])
+        .args([
+            "generate",
+            "--cdrs",
+            &cdrs,
+            "--seed",
+            &seed,
+            "--resent-share",
+            "0",
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            TOPIC,
+            "--truth",
+        ])
         .arg(&truth)
         .stderr(std::fs::File::create(work.join("logs/generate.log"))?)
         .status()?;
@@ -162,14 +189,17 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let watermarks = crate::kafka_tools::watermarks(&bootstrap, TOPIC, opts.partitions)?;
     let total: i64 = watermarks.values().sum();
     let bar = indicatif::ProgressBar::new(total as u64 * 2).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%").expect("template"),
+        indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%")
+            .expect("template"),
     );
     let ingest_archive = cdrflow_ingest::archive::Archive::open(&archive)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let ch_pos = rt.block_on(ch.positions("cdrflow-aggregate", TOPIC)).unwrap_or_default();
         let ar_pos = ingest_archive.committed_positions(TOPIC, &watermarks.keys().copied().collect::<Vec<_>>())?;
-        let done = |pos: &std::collections::HashMap<i32, i64>| watermarks.iter().map(|(p, w)| pos.get(p).copied().unwrap_or(0).min(*w)).sum::<i64>();
+        let done = |pos: &std::collections::HashMap<i32, i64>| {
+            watermarks.iter().map(|(p, w)| pos.get(p).copied().unwrap_or(0).min(*w)).sum::<i64>()
+        };
         let (a, c) = (done(&ar_pos), done(&ch_pos));
         bar.set_position((a + c) as u64);
         bar.set_message(format!("archive {a}/{total}, ClickHouse {c}/{total}"));
@@ -207,35 +237,78 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         truth_total.answered += r.answered;
         truth_total.abandoned += r.abandoned;
     }
-    let summary: crate::synthetic::FeedSummary = serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
+    let summary: crate::synthetic::FeedSummary =
+        serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "\nNational summary ({} CDRs from {} regions, {:.1} s end to end)", national.offered, regions.len(), t0.elapsed().as_secs_f64())?;
-    writeln!(out, "  offered {:>9}   answered {:>9}   abandoned {:>7}   short abandons {:>6}   out of hours {:>6}",
-        national.offered, national.answered, national.abandoned, national.short_abandoned, national.out_of_hours)?;
-    writeln!(out, "  service level (ICMI) {:.1} %   ASA {:.1} s   abandon rate {:.1} %   transfers {}",
-        100.0 * national.service_level().unwrap_or(0.0), national.asa_s().unwrap_or(0.0),
-        100.0 * national.abandoned as f64 / national.offered.max(1) as f64, national.transferred_out)?;
-    let top_topics: Vec<String> = topics.iter().take(5).map(|t| format!("{} {:.0} %", t["topic"].as_str().unwrap_or("?"), 100.0 * num(&t["share"]))).collect();
+    writeln!(
+        out,
+        "\nNational summary ({} CDRs from {} regions, {:.1} s end to end)",
+        national.offered,
+        regions.len(),
+        t0.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "  offered {:>9}   answered {:>9}   abandoned {:>7}   short abandons {:>6}   out of hours {:>6}",
+        national.offered, national.answered, national.abandoned, national.short_abandoned, national.out_of_hours
+    )?;
+    writeln!(
+        out,
+        "  service level (ICMI) {:.1} %   ASA {:.1} s   abandon rate {:.1} %   transfers {}",
+        100.0 * national.service_level().unwrap_or(0.0),
+        national.asa_s().unwrap_or(0.0),
+        100.0 * national.abandoned as f64 / national.offered.max(1) as f64,
+        national.transferred_out
+    )?;
+    let top_topics: Vec<String> = topics
+        .iter()
+        .take(5)
+        .map(|t| format!("{} {:.0} %", t["topic"].as_str().unwrap_or("?"), 100.0 * num(&t["share"])))
+        .collect();
     writeln!(out, "  topics: {}", top_topics.join(", "))?;
     writeln!(out, "\nTop regions by offered calls")?;
-    writeln!(out, "  {:<4} {:<34} {:>9} {:>9} {:>9} {:>8} {:>7}", "code", "region", "offered", "answered", "abandon%", "SL %", "ASA s")?;
+    writeln!(
+        out,
+        "  {:<4} {:<34} {:>9} {:>9} {:>9} {:>8} {:>7}",
+        "code", "region", "offered", "answered", "abandon%", "SL %", "ASA s"
+    )?;
     for r in regions.iter().take(15) {
-        writeln!(out, "  {:<4} {:<34} {:>9} {:>9} {:>9.1} {:>8.1} {:>7.1}", r["region"].as_u64().unwrap_or(0), r["name_en"].as_str().unwrap_or("?"),
-            num(&r["offered_calls"]), num(&r["answered_calls"]), 100.0 * num(&r["abandon_rate"]), 100.0 * num(&r["service_level"]), num(&r["asa_s"]))?;
+        writeln!(
+            out,
+            "  {:<4} {:<34} {:>9} {:>9} {:>9.1} {:>8.1} {:>7.1}",
+            r["region"].as_u64().unwrap_or(0),
+            r["name_en"].as_str().unwrap_or("?"),
+            num(&r["offered_calls"]),
+            num(&r["answered_calls"]),
+            100.0 * num(&r["abandon_rate"]),
+            100.0 * num(&r["service_level"]),
+            num(&r["asa_s"])
+        )?;
     }
-    let matches = national.offered == truth_offered && national.answered == truth_total.answered && national.abandoned == truth_total.abandoned;
-    writeln!(out, "\nClickHouse ({DATABASE} at 127.0.0.1:8123) against the feed's ground truth: {}",
-        if matches { "every national total matches" } else { "MISMATCH" })?;
+    let matches = national.offered == truth_offered
+        && national.answered == truth_total.answered
+        && national.abandoned == truth_total.abandoned;
+    writeln!(
+        out,
+        "\nClickHouse ({DATABASE} at 127.0.0.1:8123) against the feed's ground truth: {}",
+        if matches { "every national total matches" } else { "MISMATCH" }
+    )?;
     let parquet = count_parquet(&archive);
     let mut archived = 0;
     for p in watermarks.keys() {
         archived += ingest_archive.committed(TOPIC, *p)?.iter().map(|u| u.rows).sum::<u64>();
     }
     let archive_ok = archived == summary.valid_messages;
-    writeln!(out, "Parquet archive: {} ({} files, {} CDRs: {}; {} rejected records went to the dead-letter topic)",
-        archive.display(), parquet, archived,
-        if archive_ok { "every valid record of the feed, once" } else { "MISMATCH with the feed" }, summary.bad)?;
+    writeln!(
+        out,
+        "Parquet archive: {} ({} files, {} CDRs: {}; {} rejected records went to the dead-letter topic)",
+        archive.display(),
+        parquet,
+        archived,
+        if archive_ok { "every valid record of the feed, once" } else { "MISMATCH with the feed" },
+        summary.bad
+    )?;
     writeln!(out, "Logs: {}", work.join("logs").display())?;
     out.flush()?;
     drop(started);

@@ -9,7 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The high watermark of each partition of `topic`.
 pub fn watermarks(bootstrap: &str, topic: &str, partitions: u32) -> Result<HashMap<i32, i64>> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating a Kafka client")?;
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating a Kafka client")?;
     (0..partitions as i32)
         .map(|p| {
             let (_, high) = c

@@ -174,7 +174,11 @@ struct KafkaArgs {
 
 impl KafkaArgs {
     /// The worker's stats, exported on --metrics-addr if given.
-    fn stats(&self, worker: &'static str, written_what: &'static str) -> Result<std::sync::Arc<cdrflow_kafka::WorkerStats>> {
+    fn stats(
+        &self,
+        worker: &'static str,
+        written_what: &'static str,
+    ) -> Result<std::sync::Arc<cdrflow_kafka::WorkerStats>> {
         let stats = std::sync::Arc::new(cdrflow_kafka::WorkerStats::default());
         if let Some(addr) = &self.metrics_addr {
             cdrflow::metrics::serve(addr, stats.clone(), worker, written_what)?;
@@ -187,11 +191,15 @@ impl KafkaArgs {
         for kv in &self.kafka_options {
             let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv}: expected KEY=VALUE"))?;
             if k.contains("password") || k.contains("secret") {
-                bail!("--kafka-option {k}: secrets do not go on the command line; set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD");
+                bail!(
+                    "--kafka-option {k}: secrets do not go on the command line; set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD"
+                );
             }
             extra.push((k.to_owned(), v.to_owned()));
         }
-        for (env, key) in [("CDRFLOW_KAFKA_SASL_PASSWORD", "sasl.password"), ("CDRFLOW_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")] {
+        for (env, key) in
+            [("CDRFLOW_KAFKA_SASL_PASSWORD", "sasl.password"), ("CDRFLOW_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")]
+        {
             if let Ok(v) = std::env::var(env) {
                 extra.push((key.to_owned(), v));
             }
@@ -311,7 +319,12 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let result = match cli.command {
-        Command::Demo(a) => cdrflow::demo::run(cdrflow::demo::DemoOptions { cdrs: a.cdrs, seed: a.seed, workdir: a.workdir, partitions: a.partitions }),
+        Command::Demo(a) => cdrflow::demo::run(cdrflow::demo::DemoOptions {
+            cdrs: a.cdrs,
+            seed: a.seed,
+            workdir: a.workdir,
+            partitions: a.partitions,
+        }),
         Command::Generate(a) => generate(a),
         Command::Validate(a) => validate(a),
         Command::Migrate(a) => migrate(a),
@@ -339,14 +352,21 @@ fn init_logs(json: bool) {
 
 fn region_arg(code: Option<u8>) -> Result<Option<RegionCode>> {
     code.map(|c| {
-        Regions::get().by_code(c).map(|r| r.code).with_context(|| format!("--region {c} is not a federal subject code (e.g. 38 for Irkutsk Oblast)"))
+        Regions::get()
+            .by_code(c)
+            .map(|r| r.code)
+            .with_context(|| format!("--region {c} is not a federal subject code (e.g. 38 for Irkutsk Oblast)"))
     })
     .transpose()
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
-    let start: jiff::Timestamp = a.start.parse().with_context(|| format!("--start {}: expected an RFC 3339 instant such as 2022-02-01T00:00:00Z", a.start))?;
-    for (name, v) in [("--bad-share", a.bad_share), ("--late-share", a.late_share), ("--resent-share", a.resent_share)] {
+    let start: jiff::Timestamp = a
+        .start
+        .parse()
+        .with_context(|| format!("--start {}: expected an RFC 3339 instant such as 2022-02-01T00:00:00Z", a.start))?;
+    for (name, v) in [("--bad-share", a.bad_share), ("--late-share", a.late_share), ("--resent-share", a.resent_share)]
+    {
         if !(0.0..=0.5).contains(&v) {
             bail!("{name} must be between 0 and 0.5");
         }
@@ -367,7 +387,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
     };
     let mut feed = Generator::new(opts);
     let bar = indicatif::ProgressBar::new(a.cdrs).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} CDRs {per_sec} eta {eta} {wide_bar}").expect("template"),
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} CDRs {per_sec} eta {eta} {wide_bar}")
+            .expect("template"),
     );
     let started = Instant::now();
     let pace = |n: u64| {
@@ -418,11 +439,13 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let summary = feed.summary();
     if let Some(path) = &a.truth {
-        let mut w = BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+        let mut w =
+            BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
         feed.write_truth(&mut w)?;
         w.flush()?;
         let sp = summary_path(path);
-        std::fs::write(&sp, serde_json::to_vec_pretty(summary)?).with_context(|| format!("writing {}", sp.display()))?;
+        std::fs::write(&sp, serde_json::to_vec_pretty(summary)?)
+            .with_context(|| format!("writing {}", sp.display()))?;
     }
     tracing::info!(
         messages = summary.messages,
@@ -465,7 +488,8 @@ fn validate(a: ValidateArgs) -> Result<()> {
         Some(p) => Some(BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
         None => None,
     };
-    let report = cdrflow::validate::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
+    let report =
+        cdrflow::validate::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
     if let Some(w) = rejects.as_mut() {
         w.flush()?;
     }
@@ -506,11 +530,17 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
 fn ingest(a: IngestArgs) -> Result<()> {
     let out = a.out.to_string_lossy();
     if out.contains("://") {
-        bail!("--out {out}: only a local directory is supported in this version (object storage via object_store is planned); mount the bucket or archive locally");
+        bail!(
+            "--out {out}: only a local directory is supported in this version (object storage via object_store is planned); mount the bucket or archive locally"
+        );
     }
     let pseudonymiser = cdrflow_schemas::Pseudonymiser::from_env()?;
     let stop = cdrflow::signals::stop_flag()?;
-    let dead_letters = if a.no_dead_letters { None } else { Some(a.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", a.kafka.topic))) };
+    let dead_letters = if a.no_dead_letters {
+        None
+    } else {
+        Some(a.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", a.kafka.topic)))
+    };
     let opts = cdrflow_ingest::IngestOptions {
         source: a.kafka.source("cdrflow-ingest", dead_letters)?,
         out: a.out.clone(),

@@ -9,14 +9,19 @@ use cdrflow_kafka::WorkerStats;
 
 /// Serves the endpoint on `addr` from a background thread.
 pub fn serve(addr: &str, stats: Arc<WorkerStats>, worker: &'static str, written_what: &'static str) -> Result<()> {
-    let server = tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("serving /metrics on {addr}: is the port free?"))?;
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("serving /metrics on {addr}: is the port free?"))?;
     tracing::info!(addr, "metrics at /metrics, health at /healthz and /readyz");
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for req in server.incoming_requests() {
             let (status, body, kind) = match req.url() {
                 "/metrics" => (200, stats.prometheus(worker, written_what), "text/plain; version=0.0.4"),
                 "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
-                "/readyz" if stats.consumed.load(Ordering::Relaxed) > 0 || !stats.lag.lock().expect("not poisoned").is_empty() => {
+                "/readyz"
+                    if stats.consumed.load(Ordering::Relaxed) > 0
+                        || !stats.lag.lock().expect("not poisoned").is_empty() =>
+                {
                     (200, "ready\n".to_owned(), "text/plain")
                 }
                 "/readyz" => (503, "not consuming yet\n".to_owned(), "text/plain"),

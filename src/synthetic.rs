@@ -34,8 +34,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Write;
 
 use cdrflow_schemas::{
-    AgeBand, Cdr, Channel, CompactString, Counters, Disposition, Format, HourKey, LineIdx, LineRegistry, Reason, RegionCode, Regions,
-    classify, encode_asterisk_csv, encode_json,
+    AgeBand, Cdr, Channel, CompactString, Counters, Disposition, Format, HourKey, LineIdx, LineRegistry, Reason,
+    RegionCode, Regions, classify, encode_asterisk_csv, encode_json,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal};
@@ -116,8 +116,8 @@ pub struct Message<'a> {
 
 /// Relative call volume by local hour of day (0..24); mean 1.
 const DIURNAL: [f64; 24] = [
-    0.18, 0.12, 0.09, 0.08, 0.09, 0.15, 0.35, 0.75, 1.35, 1.85, 2.05, 2.0, 1.85, 1.75, 1.8, 1.75, 1.6, 1.45,
-    1.25, 1.0, 0.8, 0.6, 0.42, 0.28,
+    0.18, 0.12, 0.09, 0.08, 0.09, 0.15, 0.35, 0.75, 1.35, 1.85, 2.05, 2.0, 1.85, 1.75, 1.8, 1.75, 1.6, 1.45, 1.25, 1.0,
+    0.8, 0.6, 0.42, 0.28,
 ];
 /// Relative volume by local weekday from Monday; mean 1.
 const WEEKLY: [f64; 7] = [1.22, 1.1, 1.05, 1.03, 1.0, 0.83, 0.77];
@@ -135,8 +135,22 @@ const LINES: [LineModel; 5] = [
     LineModel { id: "122", queue: "q122", share: 0.55, mean_wait_s: 16.0, mean_patience_s: 75.0, median_talk_s: 150.0 },
     LineModel { id: "112", queue: "q112", share: 0.25, mean_wait_s: 4.0, mean_patience_s: 40.0, median_talk_s: 95.0 },
     LineModel { id: "117", queue: "q117", share: 0.07, mean_wait_s: 22.0, mean_patience_s: 80.0, median_talk_s: 240.0 },
-    LineModel { id: "social", queue: "qsocial", share: 0.08, mean_wait_s: 28.0, mean_patience_s: 90.0, median_talk_s: 210.0 },
-    LineModel { id: "governor", queue: "qgovernor", share: 0.05, mean_wait_s: 35.0, mean_patience_s: 90.0, median_talk_s: 180.0 },
+    LineModel {
+        id: "social",
+        queue: "qsocial",
+        share: 0.08,
+        mean_wait_s: 28.0,
+        mean_patience_s: 90.0,
+        median_talk_s: 210.0,
+    },
+    LineModel {
+        id: "governor",
+        queue: "qgovernor",
+        share: 0.05,
+        mean_wait_s: 35.0,
+        mean_patience_s: 90.0,
+        median_talk_s: 180.0,
+    },
 ];
 
 /// Age bands in `AgeBand::ALL` order (the Irkutsk report: under 20 is "the rest").
@@ -152,8 +166,24 @@ fn topic(rng: &mut Pcg64Mcg, line: &str, at_ms: i64) -> Option<&'static str> {
     let u: f64 = rng.random();
     match line {
         "117" => Some(if u < 0.85 { "contract_service" } else { "social_support" }),
-        "112" => Some(if u < 0.45 { "medical_emergency" } else if u < 0.7 { "police" } else if u < 0.85 { "fire" } else { "other" }),
-        "social" => Some(if u < 0.55 { "social_support" } else if u < 0.75 { "child_benefits" } else if u < 0.9 { "svo_families" } else { "other" }),
+        "112" => Some(if u < 0.45 {
+            "medical_emergency"
+        } else if u < 0.7 {
+            "police"
+        } else if u < 0.85 {
+            "fire"
+        } else {
+            "other"
+        }),
+        "social" => Some(if u < 0.55 {
+            "social_support"
+        } else if u < 0.75 {
+            "child_benefits"
+        } else if u < 0.9 {
+            "svo_families"
+        } else {
+            "other"
+        }),
         _ => {
             let covid = if at_ms < COVID_FADE_MS { 0.45 } else { 0.08 };
             let mobil = if at_ms >= MOBILISATION_MS { 0.25 } else { 0.0 };
@@ -401,7 +431,10 @@ impl Generator {
         let spec = self.lines.line(line);
         let dialled = CompactString::from(spec.numbers[region.0 as usize % spec.numbers.len()].as_str());
         let age_band = {
-            let i = pick(&mut self.rng, &[AGE_WEIGHTS[0], AGE_WEIGHTS[1], AGE_WEIGHTS[2], AGE_WEIGHTS[3], AGE_WEIGHTS[4], 0.08]);
+            let i = pick(
+                &mut self.rng,
+                &[AGE_WEIGHTS[0], AGE_WEIGHTS[1], AGE_WEIGHTS[2], AGE_WEIGHTS[3], AGE_WEIGHTS[4], 0.08],
+            );
             AgeBand::ALL.get(i).copied()
         };
         let channel = Channel::ALL[pick(&mut self.rng, &CHANNEL_WEIGHTS)];
@@ -460,7 +493,11 @@ impl Generator {
             cdr.queue_wait_ms = (patience * 1000) as u32;
             return cdr;
         }
-        let talk = LogNormal::new(model.median_talk_s.ln(), 0.7).expect("params").sample(&mut self.rng).round().clamp(5.0, 7200.0) as i64;
+        let talk = LogNormal::new(model.median_talk_s.ln(), 0.7)
+            .expect("params")
+            .sample(&mut self.rng)
+            .round()
+            .clamp(5.0, 7200.0) as i64;
         cdr.disposition = Disposition::Answered;
         cdr.answer_ms = Some(start_ms + wait * 1000);
         cdr.end_ms = start_ms + (wait + talk) * 1000;
@@ -605,7 +642,9 @@ impl Generator {
         }
         let text = String::from_utf8(std::mem::take(&mut self.payload)).expect("encoders write UTF-8");
         let bytes: Vec<u8> = match (reason, csv) {
-            (Oversized, _) if csv => replace_field(&text, 17, &format!("\"topic=x;note={}\"", "n".repeat(70_000))).into_bytes(),
+            (Oversized, _) if csv => {
+                replace_field(&text, 17, &format!("\"topic=x;note={}\"", "n".repeat(70_000))).into_bytes()
+            }
             (Oversized, _) => text.replacen('{', &format!("{{\"note\":\"{}\",", "n".repeat(70_000)), 1).into_bytes(),
             (NotUtf8, _) => {
                 let mut b = text.into_bytes();
@@ -618,16 +657,22 @@ impl Generator {
             (MissingField, true) => replace_field(&text, 9, "\"\"").into_bytes(),
             (MissingField, false) => drop_json_field(&text, "start").into_bytes(),
             (WrongType, true) => replace_field(&text, 12, "abc").into_bytes(),
-            (WrongType, false) => text.replacen(&format!("\"region\":{}", c.region.0), &format!("\"region\":\"{}\"", c.region.0), 1).into_bytes(),
+            (WrongType, false) => text
+                .replacen(&format!("\"region\":{}", c.region.0), &format!("\"region\":\"{}\"", c.region.0), 1)
+                .into_bytes(),
             (InvalidValue, true) => replace_field(&text, 14, "\"MAYBE\"").into_bytes(),
-            (InvalidValue, false) => text.replacen("\"disposition\":\"answered\"", "\"disposition\":\"maybe\"", 1).into_bytes(),
+            (InvalidValue, false) => {
+                text.replacen("\"disposition\":\"answered\"", "\"disposition\":\"maybe\"", 1).into_bytes()
+            }
             (BadTimestamp, true) => replace_field(&text, 9, "\"14/02/2022 09:00:00\"").into_bytes(),
             (BadTimestamp, false) => {
                 let f = json_string_field(&text, "start").to_owned();
                 text.replacen(&f, "14/02/2022 09:00", 1).into_bytes()
             }
             (UnknownRegion, true) => replace_field(&text, 0, "\"99\"").into_bytes(),
-            (UnknownRegion, false) => text.replacen(&format!("\"region\":{}", c.region.0), "\"region\":99", 1).into_bytes(),
+            (UnknownRegion, false) => {
+                text.replacen(&format!("\"region\":{}", c.region.0), "\"region\":99", 1).into_bytes()
+            }
             (NegativeDuration, true) => replace_field(&text, 13, "-5").into_bytes(),
             (NegativeDuration, false) => text.replacen("\"queue_wait_s\":5", "\"queue_wait_s\":-5", 1).into_bytes(),
             _ => text.into_bytes(),

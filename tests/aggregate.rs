@@ -22,15 +22,46 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     // The worker starts first, with its metrics endpoint, so the numbers can be seen moving.
     let log = dir.path().join("aggregate.log");
     let mut worker = spawn(
-        &args(&["aggregate", "--brokers", &broker.bootstrap, "--topic", "cdrs", "--group", "agg-e2e", "--session-timeout-ms", "6000",
-            "--flush-interval-ms", "500", "--clickhouse", &server.url(), "--database", "t_aggregate_e2e", "--metrics-addr", "127.0.0.1:19464"]),
+        &args(&[
+            "aggregate",
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "cdrs",
+            "--group",
+            "agg-e2e",
+            "--session-timeout-ms",
+            "6000",
+            "--flush-interval-ms",
+            "500",
+            "--clickhouse",
+            &server.url(),
+            "--database",
+            "t_aggregate_e2e",
+            "--metrics-addr",
+            "127.0.0.1:19464",
+        ]),
         &log,
     );
-    wait_until(Duration::from_secs(30), "the metrics endpoint", || http_get(19464, "/healthz").is_some_and(|(s, _)| s == 200));
+    wait_until(Duration::from_secs(30), "the metrics endpoint", || {
+        http_get(19464, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
     let before = http_get(19464, "/metrics").unwrap().1;
     assert_eq!(metric(&before, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), 0);
-    generate(&["--cdrs", "60000", "--seed", "21", "--resent-share", "0", "--brokers", &broker.bootstrap, "--topic", "cdrs",
-        "--truth", truth_path.to_str().unwrap()]);
+    generate(&[
+        "--cdrs",
+        "60000",
+        "--seed",
+        "21",
+        "--resent-share",
+        "0",
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        "cdrs",
+        "--truth",
+        truth_path.to_str().unwrap(),
+    ]);
     let marks = broker.watermarks("cdrs", 4);
     let rt = runtime();
     wait_until(Duration::from_secs(90), "the aggregator to catch up", || {
@@ -44,7 +75,10 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     assert_eq!(metric(&after, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), summary.messages);
     assert_eq!(metric(&after, "cdrflow_records_accepted_total{worker=\"aggregate\"}"), summary.valid_messages);
     assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\""), summary.bad);
-    assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\",reason=\"unknown_line\"}"), summary.bad_by_reason["unknown_line"]);
+    assert_eq!(
+        metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\",reason=\"unknown_line\"}"),
+        summary.bad_by_reason["unknown_line"]
+    );
     assert!(metric(&after, "cdrflow_sink_units_total") > 0 && metric(&after, "cdrflow_rows_written_total") > 0);
     assert!(after.contains("cdrflow_consumer_lag{worker=\"aggregate\",partition=\"0\"}"), "lag per partition");
 
@@ -58,8 +92,10 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let sum = |f: &dyn Fn(&cdrflow::synthetic::TruthRow) -> bool, v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| {
         truth.values().filter(|r| f(r)).map(v).sum::<u64>()
     };
-    let num = |v: &serde_json::Value| -> u64 { v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
-    let float = |v: &serde_json::Value| -> f64 { v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
+    let num =
+        |v: &serde_json::Value| -> u64 { v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
+    let float =
+        |v: &serde_json::Value| -> f64 { v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap() };
 
     let hours = q("national_calls_per_hour");
     let hours_in_truth: std::collections::BTreeSet<&String> = truth.values().map(|r| &r.hour).collect();
@@ -105,7 +141,8 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     }
 
     let top = q("top_regions");
-    let mut by_region: Vec<(u64, u8)> = (1..=95u8).map(|g| (sum(&|r| r.region == g, &|r| r.offered), g)).filter(|x| x.0 > 0).collect();
+    let mut by_region: Vec<(u64, u8)> =
+        (1..=95u8).map(|g| (sum(&|r| r.region == g, &|r| r.offered), g)).filter(|x| x.0 > 0).collect();
     by_region.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let got: Vec<(u64, u8)> = top.iter().map(|r| (num(&r["offered"]), num(&r["region"]) as u8)).collect();
     assert_eq!(got, by_region[..5].to_vec());

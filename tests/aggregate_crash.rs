@@ -18,15 +18,45 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     let truth = dir.path().join("truth.jsonl");
     // The feed streams for ~80 s while the aggregator is killed again and again.
     let mut feed = spawn(
-        &["generate", "--cdrs", "64000", "--seed", "31", "--resent-share", "0", "--rate", "800", "--brokers", &broker.bootstrap,
-            "--topic", "cdrs", "--truth", truth.to_str().unwrap()]
+        &[
+            "generate",
+            "--cdrs",
+            "64000",
+            "--seed",
+            "31",
+            "--resent-share",
+            "0",
+            "--rate",
+            "800",
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "cdrs",
+            "--truth",
+            truth.to_str().unwrap(),
+        ]
         .map(String::from),
         &dir.path().join("generate.log"),
     );
-    let worker_args: Vec<String> = ["aggregate", "--brokers", &broker.bootstrap, "--topic", "cdrs", "--group", "agg-crash",
-        "--session-timeout-ms", "6000", "--flush-interval-ms", "300", "--clickhouse", &server.url(), "--database", "t_aggregate_crash"]
-        .map(String::from)
-        .to_vec();
+    let worker_args: Vec<String> = [
+        "aggregate",
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        "agg-crash",
+        "--session-timeout-ms",
+        "6000",
+        "--flush-interval-ms",
+        "300",
+        "--clickhouse",
+        &server.url(),
+        "--database",
+        "t_aggregate_crash",
+    ]
+    .map(String::from)
+    .to_vec();
     let mut jitter = Jitter(0x9e37_79b9_7f4a_7c15);
     let mut kills = 0;
     let start = Instant::now();
@@ -58,8 +88,11 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
         rt.block_on(ch.positions("agg-crash", "cdrs")).unwrap_or_default() == marks
     });
     assert!(sigterm(&mut worker));
-    let logs: String = (0..kills).map(|i| std::fs::read_to_string(dir.path().join(format!("aggregate-{i}.log"))).unwrap()).collect();
-    assert!(logs.contains("writing counters to ClickHouse failed") || logs.contains("cannot read partition positions"),
-        "the ClickHouse restart was felt by a live worker");
+    let logs: String =
+        (0..kills).map(|i| std::fs::read_to_string(dir.path().join(format!("aggregate-{i}.log"))).unwrap()).collect();
+    assert!(
+        logs.contains("writing counters to ClickHouse failed") || logs.contains("cannot read partition positions"),
+        "the ClickHouse restart was felt by a live worker"
+    );
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("agg-crash")), &read_truth(&truth));
 }

@@ -21,7 +21,10 @@ fn broker_process_carries_the_generated_feed() {
     let mut first = String::new();
     BufReader::new(broker.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let bootstrap = first.trim().to_owned();
-    assert!(bootstrap.contains("127.0.0.1:") || bootstrap.contains("localhost:"), "bootstrap address first: {bootstrap:?}");
+    assert!(
+        bootstrap.contains("127.0.0.1:") || bootstrap.contains("localhost:"),
+        "bootstrap address first: {bootstrap:?}"
+    );
 
     let n = 20_000usize;
     let status = Command::new(BIN)

@@ -28,7 +28,8 @@ fn generated_feed_validates_exactly(format: &str) {
         dir.path().join("rejects.txt").display()
     ));
     let report: ValidationReport = serde_json::from_slice(&report).expect("validate prints one JSON object");
-    let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
     assert_eq!(summary.messages, 100_000);
     assert!(summary.bad > 300 && summary.resent > 100 && summary.late > 200, "{summary:?}");
     assert_eq!(report.accepted, summary.valid_messages);
@@ -78,11 +79,12 @@ fn generation_is_deterministic() {
 fn collect(format: Format, opts: FeedOptions) -> (Vec<Vec<u8>>, Generator) {
     let mut feed = Generator::new(FeedOptions { format, ..opts });
     let mut msgs = Vec::new();
-    while feed.emit_next(&mut |m: Message<'_>| {
-        msgs.push(m.payload.to_vec());
-        Ok(())
-    })
-    .unwrap()
+    while feed
+        .emit_next(&mut |m: Message<'_>| {
+            msgs.push(m.payload.to_vec());
+            Ok(())
+        })
+        .unwrap()
     {}
     (msgs, feed)
 }
@@ -123,7 +125,8 @@ fn truth_matches_the_decoded_feed() {
 /// The feed has the shape of the field reports.
 #[test]
 fn feed_has_the_shape_of_the_seeds() {
-    let (_, feed) = collect(Format::Json, FeedOptions { cdrs: 200_000, seed: 11, bad_share: 0.0, ..FeedOptions::default() });
+    let (_, feed) =
+        collect(Format::Json, FeedOptions { cdrs: 200_000, seed: 11, bad_share: 0.0, ..FeedOptions::default() });
     let lines = LineRegistry::builtin();
     let mut total = Counters::default();
     let mut by_region: BTreeMap<u8, u64> = BTreeMap::new();

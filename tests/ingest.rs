@@ -15,15 +15,36 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 const KEY: &str = "test-caller-key-0123456789";
 
 fn ingest_args(bootstrap: &str, out: &std::path::Path, group: &str) -> Vec<String> {
-    ["ingest", "--brokers", bootstrap, "--topic", "cdrs", "--group", group, "--session-timeout-ms", "6000", "--max-age-ms", "700",
-        "--max-rows", "5000", "--out", out.to_str().unwrap()]
-        .map(String::from)
-        .to_vec()
+    [
+        "ingest",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        group,
+        "--session-timeout-ms",
+        "6000",
+        "--max-age-ms",
+        "700",
+        "--max-rows",
+        "5000",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn spawn_ingest(args: &[String], log: &std::path::Path) -> std::process::Child {
     let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    std::process::Command::new(BIN).args(args).env("CDRFLOW_CALLER_KEY", KEY).stdout(std::process::Stdio::null()).stderr(f).spawn().unwrap()
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("CDRFLOW_CALLER_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap()
 }
 
 /// The archive's committed positions per partition (next offset), from its commit markers.
@@ -42,7 +63,8 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let mut args: Vec<&str> = feed.to_vec();
     args.extend(["--brokers", &broker.bootstrap, "--topic", "cdrs", "--truth", truth.to_str().unwrap()]);
     generate(&args);
-    let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
 
     let mut with_metrics = ingest_args(&broker.bootstrap, &out, "ingest-e2e");
     with_metrics.extend(["--metrics-addr".to_owned(), "127.0.0.1:19465".to_owned()]);
@@ -54,7 +76,8 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     assert!(metric(&scrape, "cdrflow_records_consumed_total{worker=\"ingest\"}") > 0, "{scrape}");
     assert!(metric(&scrape, "cdrflow_files_written_total{worker=\"ingest\"}") > 0);
     assert!(sigterm(&mut a) && sigterm(&mut b), "SIGTERM: drain and exit 0");
-    let logs = std::fs::read_to_string(dir.path().join("a.log")).unwrap() + &std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    let logs = std::fs::read_to_string(dir.path().join("a.log")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("b.log")).unwrap();
     assert!(logs.matches("partitions assigned").count() >= 2, "both workers took part in the group");
 
     // Every valid record exactly once.
@@ -79,9 +102,11 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     assert_eq!(seen, format!("{} {} int32 string", summary.valid_messages, summary.valid_messages), "pyarrow's view");
 
     // Every bad record in the dead-letter topic, with its original bytes' reason.
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "dlq-reader").create().unwrap();
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "dlq-reader").create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    let dlq_parts = c.fetch_metadata(Some("cdrs.dlq"), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    let dlq_parts =
+        c.fetch_metadata(Some("cdrs.dlq"), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
     for p in 0..dlq_parts {
         tpl.add_partition_offset("cdrs.dlq", p, Offset::Beginning).unwrap();
     }
@@ -94,7 +119,9 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
             Some(Ok(m)) => {
                 idle = 0;
                 let h = m.headers().expect("dead letters carry headers");
-                let get = |k: &str| h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned());
+                let get = |k: &str| {
+                    h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                };
                 let source = (get("cdrflow-source-partition").unwrap(), get("cdrflow-source-offset").unwrap());
                 assert!(!m.payload().unwrap_or_default().is_empty(), "original bytes kept");
                 if seen.insert(source) {
@@ -123,8 +150,23 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
     let mut feed = spawn(
-        &["generate", "--cdrs", "50000", "--seed", "43", "--resent-share", "0", "--rate", "700", "--brokers", &broker.bootstrap,
-            "--topic", "cdrs", "--truth", truth.to_str().unwrap()]
+        &[
+            "generate",
+            "--cdrs",
+            "50000",
+            "--seed",
+            "43",
+            "--resent-share",
+            "0",
+            "--rate",
+            "700",
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "cdrs",
+            "--truth",
+            truth.to_str().unwrap(),
+        ]
         .map(String::from),
         &dir.path().join("generate.log"),
     );
@@ -133,7 +175,9 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     for kill in 0..11 {
         let log = dir.path().join(format!("ingest-{kill}.log"));
         let mut w = spawn_ingest(&args, &log);
-        wait_until(Duration::from_secs(60), "an assignment", || std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned"));
+        wait_until(Duration::from_secs(60), "an assignment", || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned")
+        });
         std::thread::sleep(Duration::from_millis(100 + jitter.below(2500)));
         sigkill(&mut w);
     }
@@ -143,7 +187,8 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     wait_until(Duration::from_secs(120), "the last worker to catch up", || archive_positions(&out, 4) == marks);
     assert!(sigterm(&mut w));
 
-    let summary: FeedSummary = serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
     let archived = read_archive(&out);
     let doubled: Vec<_> = archived.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
     assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
@@ -163,6 +208,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
         }
     }
     assert_eq!(rows, summary.valid_messages);
-    let on_disk: HashSet<_> = files_under(&out).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
+    let on_disk: HashSet<_> =
+        files_under(&out).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
     assert_eq!(on_disk, listed, "exactly the committed files are in the archive");
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
+use cdrflow_kafka::{
+    Chores, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
+};
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -64,7 +66,8 @@ struct State {
 
 /// Runs an aggregator until `stop` is set (then flushes and returns).
 pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerStats>) -> Result<()> {
-    let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
+    let rt =
+        Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
     let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
     let store = Arc::new(ClickHousePositions { ch: ch.clone(), group: src.group.clone(), rt: rt.clone() });
@@ -76,8 +79,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     // Counters need no caller identity: hashes are never written here.
     let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::ephemeral());
     let mut state = State { partitions: FxHashMap::default(), unflushed: 0, last_flush: Instant::now() };
-    let mut last_report = Instant::now();
-    let mut last_lag = Instant::now();
+    let mut chores = Chores::new("aggregate");
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -115,20 +117,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         if state.unflushed >= opts.flush_max_messages || state.last_flush.elapsed() >= opts.flush_interval {
             flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
         }
-        if let Some(dl) = dead_letters.as_ref() {
-            dl.poll();
-        }
-        if last_lag.elapsed() >= Duration::from_secs(1) {
-            // librdkafka's cached watermarks: no network round trip.
-            last_lag = Instant::now();
-            *stats.lag.lock().expect("not poisoned") = consumer.lag();
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            let mut assigned: Vec<i32> = state.partitions.keys().copied().collect();
-            assigned.sort_unstable();
-            stats.log_progress("aggregate", &assigned);
-        }
+        chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
     }
     tracing::info!("stopping: flushing what was read");
     flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
@@ -207,11 +196,13 @@ fn flush(
                 }
             }
             let started = Instant::now();
-            rt.block_on(ch.insert_unit(&rows)).inspect(|_| {
-                stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }).inspect_err(|_| {
-                stats.sink_errors.fetch_add(1, Ordering::Relaxed);
-            })
+            rt.block_on(ch.insert_unit(&rows))
+                .inspect(|_| {
+                    stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                })
+                .inspect_err(|_| {
+                    stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+                })
         };
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
         // insert before the next attempt (its new owner re-reads them).

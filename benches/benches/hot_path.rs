@@ -19,7 +19,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 const N: usize = 20_000;
 
 fn feed(format: Format) -> Vec<Vec<u8>> {
-    let mut g = Generator::new(FeedOptions { cdrs: N as u64, seed: 3, format, bad_share: 0.0, ..FeedOptions::default() });
+    let mut g =
+        Generator::new(FeedOptions { cdrs: N as u64, seed: 3, format, bad_share: 0.0, ..FeedOptions::default() });
     let mut out = Vec::with_capacity(N);
     while g
         .emit_next(&mut |m: Message<'_>| {
@@ -49,9 +50,13 @@ fn decode(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes(&json)));
     g.bench_function("json_bytes", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
     g.throughput(Throughput::Elements(csv.len() as u64));
-    g.bench_function("asterisk_csv", |b| b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count()));
+    g.bench_function("asterisk_csv", |b| {
+        b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count())
+    });
     g.throughput(Throughput::Bytes(bytes(&csv)));
-    g.bench_function("asterisk_csv_bytes", |b| b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count()));
+    g.bench_function("asterisk_csv_bytes", |b| {
+        b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count())
+    });
     g.finish();
 }
 
@@ -70,7 +75,9 @@ fn pseudonymise(c: &mut Criterion) {
     g.throughput(Throughput::Elements(callers.len() as u64));
     g.bench_function("hmac_sha256", |b| b.iter(|| callers.iter().filter(|n| p.hash(black_box(n)).is_some()).count()));
     g.throughput(Throughput::Bytes(callers.iter().map(|c| c.len() as u64).sum()));
-    g.bench_function("hmac_sha256_bytes", |b| b.iter(|| callers.iter().filter(|n| p.hash(black_box(n)).is_some()).count()));
+    g.bench_function("hmac_sha256_bytes", |b| {
+        b.iter(|| callers.iter().filter(|n| p.hash(black_box(n)).is_some()).count())
+    });
     g.finish();
 }
 
@@ -80,12 +87,16 @@ fn rollup(c: &mut Criterion) {
     let mut g = c.benchmark_group("rollup");
     g.throughput(Throughput::Elements(cdrs.len() as u64));
     g.bench_function("update", |b| {
-        b.iter_batched(PartitionRollup::default, |mut r| {
-            for c in &cdrs {
-                r.add(black_box(c), &lines);
-            }
-            r
-        }, BatchSize::SmallInput)
+        b.iter_batched(
+            PartitionRollup::default,
+            |mut r| {
+                for c in &cdrs {
+                    r.add(black_box(c), &lines);
+                }
+                r
+            },
+            BatchSize::SmallInput,
+        )
     });
     let mut r = PartitionRollup::default();
     for (i, c) in cdrs.iter().enumerate() {
@@ -100,7 +111,8 @@ fn rollup(c: &mut Criterion) {
 
 fn archive(c: &mut Criterion) {
     let lines = LineRegistry::builtin();
-    let rows: Vec<ArchivedCdr> = cdrs().into_iter().enumerate().map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr }).collect();
+    let rows: Vec<ArchivedCdr> =
+        cdrs().into_iter().enumerate().map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr }).collect();
     let refs: Vec<&ArchivedCdr> = rows.iter().collect();
     let mut g = c.benchmark_group("archive");
     g.throughput(Throughput::Elements(rows.len() as u64));

@@ -124,7 +124,8 @@ impl Archive {
         let root = File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         // SAFETY: syncfs takes any open descriptor on the filesystem; `root` outlives the call.
         if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("syncing the filesystem of {}", self.root.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("syncing the filesystem of {}", self.root.display()));
         }
         Ok(())
     }
@@ -164,7 +165,9 @@ impl Archive {
     /// Step 3: commits a unit whose files are all written.
     pub fn commit(&self, m: &UnitManifest) -> Result<()> {
         self.write_marker("commits", m)?;
-        let pending = self.marker_dir("pending", &m.topic, m.partition).join(format!("{}.json", range_name(m.first_offset, m.last_offset)));
+        let pending = self
+            .marker_dir("pending", &m.topic, m.partition)
+            .join(format!("{}.json", range_name(m.first_offset, m.last_offset)));
         let _ = fs::remove_file(pending);
         Ok(())
     }
@@ -181,7 +184,10 @@ impl Archive {
             let path = entry?.path();
             if path.extension().is_some_and(|x| x == "json") {
                 let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                out.push(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a unit manifest", path.display()))?);
+                out.push(
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{} is not a unit manifest", path.display()))?,
+                );
             }
         }
         Ok(out)
@@ -198,7 +204,8 @@ impl Archive {
     /// if nothing was ever committed).
     pub fn recover(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
         let committed = self.committed(topic, partition)?;
-        let done: std::collections::HashSet<(i64, i64)> = committed.iter().map(|u| (u.first_offset, u.last_offset)).collect();
+        let done: std::collections::HashSet<(i64, i64)> =
+            committed.iter().map(|u| (u.first_offset, u.last_offset)).collect();
         for intent in self.read_markers("pending", topic, partition)? {
             if !done.contains(&(intent.first_offset, intent.last_offset)) {
                 for f in &intent.files {
@@ -209,7 +216,9 @@ impl Archive {
                     }
                 }
             }
-            let p = self.marker_dir("pending", topic, partition).join(format!("{}.json", range_name(intent.first_offset, intent.last_offset)));
+            let p = self
+                .marker_dir("pending", topic, partition)
+                .join(format!("{}.json", range_name(intent.first_offset, intent.last_offset)));
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
         Ok(committed.iter().map(|u| u.last_offset + 1).max())
@@ -268,10 +277,14 @@ mod tests {
         a.put_atomic(&one.files[0].path, b"x").unwrap();
         a.commit(&one).unwrap();
         // A unit interrupted after one of its two files.
-        let two = manifest(100, 150, &[
-            "dt=2022-02-01/region=38/cdrs-p003-000000000100-000000000150.parquet",
-            "dt=2022-02-01/region=77/cdrs-p003-000000000100-000000000150.parquet",
-        ]);
+        let two = manifest(
+            100,
+            150,
+            &[
+                "dt=2022-02-01/region=38/cdrs-p003-000000000100-000000000150.parquet",
+                "dt=2022-02-01/region=77/cdrs-p003-000000000100-000000000150.parquet",
+            ],
+        );
         a.begin(&two).unwrap();
         a.put_atomic(&two.files[0].path, b"y").unwrap();
         assert_eq!(a.recover("cdrs", 3).unwrap(), Some(100));
@@ -279,7 +292,8 @@ mod tests {
         assert!(!dir.path().join(&two.files[0].path).exists(), "the interrupted unit's file is gone");
         assert!(a.read_markers("pending", "cdrs", 3).unwrap().is_empty());
         // No temporary files are left visible.
-        let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
+        let leftovers: Vec<_> =
+            walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
         assert!(leftovers.is_empty());
     }
 

@@ -117,7 +117,8 @@ pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
 /// Encodes one batch as a complete Parquet file.
 pub fn parquet_bytes(batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 3);
-    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties(metadata))).context("starting a Parquet file")?;
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties(metadata)))
+        .context("starting a Parquet file")?;
     w.write(batch).context("encoding Parquet")?;
     w.close().context("finishing a Parquet file")?;
     Ok(out)

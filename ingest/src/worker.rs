@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
+use cdrflow_kafka::{
+    Chores, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
+};
 use cdrflow_schemas::time::civil_from_days;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
@@ -70,7 +72,12 @@ impl PositionStore for ArchivePositions {
 }
 
 /// Runs an ingest worker until `stop` is set (then writes what it holds and returns).
-pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static AtomicBool, stats: Arc<WorkerStats>) -> Result<()> {
+pub fn run(
+    opts: IngestOptions,
+    pseudonymiser: Pseudonymiser,
+    stop: &'static AtomicBool,
+    stats: Arc<WorkerStats>,
+) -> Result<()> {
     let src = &opts.source;
     let archive = Archive::open(&opts.out)?;
     let store = Arc::new(ArchivePositions(archive.clone()));
@@ -81,8 +88,7 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
     };
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
-    let mut last_report = Instant::now();
-    let mut last_lag = Instant::now();
+    let mut chores = Chores::new("ingest");
     tracing::info!(group = src.group, topic = src.topic, archive = %opts.out.display(), "ingest worker started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -124,27 +130,16 @@ pub fn run(opts: IngestOptions, pseudonymiser: Pseudonymiser, stop: &'static Ato
             .iter()
             .filter(|(_, b)| {
                 b.messages > 0
-                    && (b.rows.len() >= opts.max_rows || b.bytes >= opts.max_bytes || b.opened.is_some_and(|t| t.elapsed() >= opts.max_age))
+                    && (b.rows.len() >= opts.max_rows
+                        || b.bytes >= opts.max_bytes
+                        || b.opened.is_some_and(|t| t.elapsed() >= opts.max_age))
             })
             .map(|(p, _)| *p)
             .collect();
         for p in due {
             write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
         }
-        if let Some(dl) = dead_letters.as_ref() {
-            dl.poll();
-        }
-        if last_lag.elapsed() >= Duration::from_secs(1) {
-            // librdkafka's cached watermarks: no network round trip.
-            last_lag = Instant::now();
-            *stats.lag.lock().expect("not poisoned") = consumer.lag();
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            let mut assigned: Vec<i32> = buffers.keys().copied().collect();
-            assigned.sort_unstable();
-            stats.log_progress("ingest", &assigned);
-        }
+        chores.run(&consumer, &stats, dead_letters.as_ref(), || buffers.keys().copied().collect());
     }
     tracing::info!("stopping: writing what was read");
     let mut held: Vec<i32> = buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect();
@@ -235,9 +230,11 @@ fn write_unit(
         stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
     };
-    let attempt = || attempt().inspect_err(|_| {
-        stats.sink_errors.fetch_add(1, Ordering::Relaxed);
-    });
+    let attempt = || {
+        attempt().inspect_err(|_| {
+            stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+        })
+    };
     let outcome = consumer
         .retry_paused(p, "writing the archive", stop, attempt, |change| {
             apply(change, buffers);

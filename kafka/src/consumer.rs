@@ -32,12 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rdkafka::Offset;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::Offset;
 
 use crate::KafkaSettings;
 
@@ -142,7 +142,9 @@ impl ConsumerContext for SinkPositioned {
         match result {
             // Nothing new to commit: not an error.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "committing offsets for lag monitoring failed (positions live in the sink; nothing is lost)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "committing offsets for lag monitoring failed (positions live in the sink; nothing is lost)")
+            }
         }
     }
 }
@@ -176,8 +178,9 @@ impl WorkerConsumer {
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("fetch.wait.max.ms", "100");
         let ctx = SinkPositioned { store, topic: topic.to_owned(), changes: Mutex::new(Vec::new()), stopping };
-        let consumer: BaseConsumer<SinkPositioned> =
-            c.create_with_context(ctx).with_context(|| format!("creating a Kafka consumer for {}", settings.brokers))?;
+        let consumer: BaseConsumer<SinkPositioned> = c
+            .create_with_context(ctx)
+            .with_context(|| format!("creating a Kafka consumer for {}", settings.brokers))?;
         consumer.subscribe(&[topic]).with_context(|| format!("subscribing to {topic}"))?;
         Ok(WorkerConsumer { consumer, topic: topic.to_owned() })
     }
@@ -233,7 +236,8 @@ impl WorkerConsumer {
                         &mut high,
                     )
                 };
-                (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then(|| (e.partition(), (high - pos).max(0)))
+                (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+                    .then(|| (e.partition(), (high - pos).max(0)))
             })
             .collect()
     }
@@ -274,7 +278,9 @@ impl WorkerConsumer {
                     tracing::error!(error = format!("{e:#}"), partition, retry_in = ?backoff,
                         "{what} failed; consumption paused, nothing is lost");
                     if stopping.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
-                        break Err(e.context(format!("stopping with partition {partition}'s unit unwritten; it is re-read on restart")));
+                        break Err(e.context(format!(
+                            "stopping with partition {partition}'s unit unwritten; it is re-read on restart"
+                        )));
                     }
                     let _ = self.consumer.poll(backoff);
                     let mut revoked = false;

@@ -37,11 +37,24 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// A dead-letter sender to `topic`.
     pub fn new(settings: &KafkaSettings, topic: &str, group: &str) -> Result<Self> {
-        Ok(DeadLetters { producer: producer(settings)?, topic: topic.to_owned(), group: group.to_owned(), unflushed: 0 })
+        Ok(DeadLetters {
+            producer: producer(settings)?,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            unflushed: 0,
+        })
     }
 
     /// Queues one rejected message.
-    pub fn send(&mut self, source_topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8], why: &Rejection) -> Result<()> {
+    pub fn send(
+        &mut self,
+        source_topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        why: &Rejection,
+    ) -> Result<()> {
         let (p, o) = (partition.to_string(), offset.to_string());
         let headers = OwnedHeaders::new()
             .insert(Header { key: "cdrflow-reason", value: Some(why.reason.code()) })

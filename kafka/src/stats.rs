@@ -64,23 +64,77 @@ impl WorkerStats {
         let mut s = String::new();
         let l = |x: &AtomicU64| x.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = write!(s, "# HELP cdrflow_{name} {help}\n# TYPE cdrflow_{name} counter\ncdrflow_{name}{{worker=\"{worker}\"}} {v}\n");
+            let _ = write!(
+                s,
+                "# HELP cdrflow_{name} {help}\n# TYPE cdrflow_{name} counter\ncdrflow_{name}{{worker=\"{worker}\"}} {v}\n"
+            );
         };
         counter("records_consumed_total", "Messages read from Kafka.", l(&self.consumed));
         counter("records_accepted_total", "Valid CDRs accepted.", l(&self.accepted));
         counter("sink_units_total", "Units written to the sink.", l(&self.units));
         counter(&format!("{written_what}_written_total"), "Files or rows written to the sink.", l(&self.written));
         counter("sink_errors_total", "Failed sink writes (retried).", l(&self.sink_errors));
-        let _ = write!(s, "# HELP cdrflow_records_rejected_total Rejected messages by reason.\n# TYPE cdrflow_records_rejected_total counter\n");
+        let _ = write!(
+            s,
+            "# HELP cdrflow_records_rejected_total Rejected messages by reason.\n# TYPE cdrflow_records_rejected_total counter\n"
+        );
         for (r, v) in Reason::ALL.iter().zip(&self.rejected) {
-            let _ = writeln!(s, "cdrflow_records_rejected_total{{worker=\"{worker}\",reason=\"{}\"}} {}", r.code(), l(v));
+            let _ =
+                writeln!(s, "cdrflow_records_rejected_total{{worker=\"{worker}\",reason=\"{}\"}} {}", r.code(), l(v));
         }
-        let _ = write!(s, "# HELP cdrflow_sink_write_seconds Duration of the last sink write.\n# TYPE cdrflow_sink_write_seconds gauge\n");
-        let _ = writeln!(s, "cdrflow_sink_write_seconds{{worker=\"{worker}\"}} {}", l(&self.last_write_us) as f64 / 1e6);
-        let _ = write!(s, "# HELP cdrflow_consumer_lag Messages behind the end of each assigned partition.\n# TYPE cdrflow_consumer_lag gauge\n");
+        let _ = write!(
+            s,
+            "# HELP cdrflow_sink_write_seconds Duration of the last sink write.\n# TYPE cdrflow_sink_write_seconds gauge\n"
+        );
+        let _ =
+            writeln!(s, "cdrflow_sink_write_seconds{{worker=\"{worker}\"}} {}", l(&self.last_write_us) as f64 / 1e6);
+        let _ = write!(
+            s,
+            "# HELP cdrflow_consumer_lag Messages behind the end of each assigned partition.\n# TYPE cdrflow_consumer_lag gauge\n"
+        );
         for (p, lag) in self.lag.lock().expect("not poisoned").iter() {
             let _ = writeln!(s, "cdrflow_consumer_lag{{worker=\"{worker}\",partition=\"{p}\"}} {lag}");
         }
         s
+    }
+}
+
+/// The periodic chores of a worker loop: refresh the lag gauge every second (librdkafka's
+/// cached watermarks, no network round trip) and log progress every ten seconds.
+pub struct Chores {
+    worker: &'static str,
+    last_lag: std::time::Instant,
+    last_report: std::time::Instant,
+}
+
+impl Chores {
+    /// Chores of a worker named `worker` (`ingest`, `aggregate`).
+    pub fn new(worker: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Chores { worker, last_lag: now, last_report: now }
+    }
+
+    /// Does whatever is due; `assigned` lists the partitions held, for the log line.
+    pub fn run(
+        &mut self,
+        consumer: &crate::WorkerConsumer,
+        stats: &WorkerStats,
+        dead_letters: Option<&crate::DeadLetters>,
+        assigned: impl FnOnce() -> Vec<i32>,
+    ) {
+        use std::time::{Duration, Instant};
+        if let Some(dl) = dead_letters {
+            dl.poll();
+        }
+        if self.last_lag.elapsed() >= Duration::from_secs(1) {
+            self.last_lag = Instant::now();
+            *stats.lag.lock().expect("not poisoned") = consumer.lag();
+        }
+        if self.last_report.elapsed() >= Duration::from_secs(10) {
+            self.last_report = Instant::now();
+            let mut held = assigned();
+            held.sort_unstable();
+            stats.log_progress(self.worker, &held);
+        }
     }
 }

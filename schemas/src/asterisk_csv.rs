@@ -51,8 +51,24 @@ pub enum CsvFeed {
 const FIELDS_MIN: usize = 16;
 const FIELDS_MAX: usize = 18;
 const NAMES: [&str; FIELDS_MAX] = [
-    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata", "start",
-    "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield",
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
 ];
 
 /// Splits one CSV line into at most 18 fields, strictly: a quoted field must close, and
@@ -134,14 +150,26 @@ impl Decoder {
             CsvFeed::FromAccountcode => match f[0].parse::<u8>() {
                 Ok(code) => RegionCode(code),
                 Err(_) if f[0].is_empty() => {
-                    return Err(Rejection::field(Reason::MissingField, "accountcode", "empty: the feed takes the region from accountcode"));
+                    return Err(Rejection::field(
+                        Reason::MissingField,
+                        "accountcode",
+                        "empty: the feed takes the region from accountcode",
+                    ));
                 }
-                Err(_) => return Err(Rejection::field(Reason::UnknownRegion, "accountcode", "not a federal subject code")),
+                Err(_) => {
+                    return Err(Rejection::field(Reason::UnknownRegion, "accountcode", "not a federal subject code"));
+                }
             },
         };
         let zone = &Regions::get()
             .by_code(region.0)
-            .ok_or_else(|| Rejection::field(Reason::UnknownRegion, "accountcode", format!("{region} is not a federal subject code")))?
+            .ok_or_else(|| {
+                Rejection::field(
+                    Reason::UnknownRegion,
+                    "accountcode",
+                    format!("{region} is not a federal subject code"),
+                )
+            })?
             .time_zone;
         let wall = |s: &str, field: &'static str| -> Result<Option<i64>, Rejection> {
             if s.is_empty() {
@@ -156,9 +184,7 @@ impl Decoder {
             if s.is_empty() {
                 return Err(Rejection::field(Reason::MissingField, field, "empty"));
             }
-            let v: i64 = s
-                .parse()
-                .map_err(|_| Rejection::field(Reason::WrongType, field, "expected whole seconds"))?;
+            let v: i64 = s.parse().map_err(|_| Rejection::field(Reason::WrongType, field, "expected whole seconds"))?;
             if v < 0 {
                 return Err(Rejection::field(Reason::NegativeDuration, field, "negative"));
             }
@@ -168,7 +194,11 @@ impl Decoder {
         let answer = wall(&f[10], "answer")?;
         let end = wall(&f[11], "end")?.ok_or_else(|| Rejection::field(Reason::MissingField, "end", "empty"))?;
         if end < start {
-            return Err(Rejection::field(Reason::EndBeforeStart, "end", format!("ends {} s before it starts", (start - end) / 1000)));
+            return Err(Rejection::field(
+                Reason::EndBeforeStart,
+                "end",
+                format!("ends {} s before it starts", (start - end) / 1000),
+            ));
         }
         let duration = secs(&f[12], "duration")?;
         let billsec = secs(&f[13], "billsec")?;
@@ -208,7 +238,11 @@ impl Decoder {
             disposition: Some(disposition),
             channel: Some(Channel::Voice),
             operator_id: operator(&f[6]).map(|s| Cow::Owned(s.to_owned())),
-            queue_id: if in_queue { f[8].split(',').next().filter(|q| !q.is_empty()).map(|q| Cow::Owned(q.to_owned())) } else { None },
+            queue_id: if in_queue {
+                f[8].split(',').next().filter(|q| !q.is_empty()).map(|q| Cow::Owned(q.to_owned()))
+            } else {
+                None
+            },
             ..Draft::default()
         };
         if n == 18 {
@@ -251,10 +285,16 @@ fn userfield<'a>(uf: &str, d: &mut Draft<'a>) -> Result<(), Rejection> {
             "transfer" => d.transfer_to = Some(v),
             "linked" => d.linked_id = Some(v),
             "age" => {
-                d.age_band = Some(AgeBand::from_code(&v).ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "age: not an age band"))?)
+                d.age_band = Some(
+                    AgeBand::from_code(&v)
+                        .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "age: not an age band"))?,
+                )
             }
             "channel" => {
-                d.channel = Some(Channel::from_code(&v).ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "channel: not a channel"))?)
+                d.channel = Some(
+                    Channel::from_code(&v)
+                        .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "channel: not a channel"))?,
+                )
             }
             _ => {}
         }
@@ -317,13 +357,16 @@ pub fn encode_asterisk_csv(cdr: &Cdr, caller: Option<&str>, quote_numbers: bool,
     time(out, Some(cdr.end_ms));
     let duration = (cdr.end_ms - cdr.start_ms) / 1000;
     let _ = write!(out, "{},{},", duration, cdr.talk_ms / 1000);
-    q(out, match cdr.disposition {
-        Disposition::Answered => "ANSWERED",
-        Disposition::NoAnswer | Disposition::Abandoned => "NO ANSWER",
-        Disposition::Busy => "BUSY",
-        Disposition::Failed => "FAILED",
-        Disposition::Congestion => "CONGESTION",
-    });
+    q(
+        out,
+        match cdr.disposition {
+            Disposition::Answered => "ANSWERED",
+            Disposition::NoAnswer | Disposition::Abandoned => "NO ANSWER",
+            Disposition::Busy => "BUSY",
+            Disposition::Failed => "FAILED",
+            Disposition::Congestion => "CONGESTION",
+        },
+    );
     q(out, "DOCUMENTATION");
     q(out, &cdr.call_id);
     let mut uf = String::new();

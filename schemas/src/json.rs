@@ -29,7 +29,6 @@ use std::fmt;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
 use crate::reject::{Reason, Rejection};
 use crate::time::{parse_rfc3339_ms, write_rfc3339_secs};
@@ -161,7 +160,9 @@ fn string<'a>(v: Option<Scalar<'a>>, field: &'static str) -> Result<Option<Cow<'
     match v {
         None => Ok(None),
         Some(Scalar::Str(s)) => Ok(Some(s)),
-        Some(other) => Err(Rejection::field(Reason::WrongType, field, format!("expected a string, found {}", other.type_name()))),
+        Some(other) => {
+            Err(Rejection::field(Reason::WrongType, field, format!("expected a string, found {}", other.type_name())))
+        }
     }
 }
 
@@ -175,9 +176,13 @@ fn required_string<'a>(v: Option<Scalar<'a>>, field: &'static str) -> Result<Cow
 fn instant(v: Option<Scalar<'_>>, field: &'static str) -> Result<Option<i64>, Rejection> {
     match string(v, field)? {
         None => Ok(None),
-        Some(s) => parse_rfc3339_ms(&s)
-            .map(Some)
-            .ok_or_else(|| Rejection::field(Reason::BadTimestamp, field, "expected an RFC 3339 instant with an offset, e.g. 2022-02-14T09:31:07Z")),
+        Some(s) => parse_rfc3339_ms(&s).map(Some).ok_or_else(|| {
+            Rejection::field(
+                Reason::BadTimestamp,
+                field,
+                "expected an RFC 3339 instant with an offset, e.g. 2022-02-14T09:31:07Z",
+            )
+        }),
     }
 }
 
@@ -187,15 +192,25 @@ fn seconds(v: Option<Scalar<'_>>, field: &'static str) -> Result<Option<i64>, Re
         Some(Scalar::Int(s)) => Ok(Some(s.saturating_mul(1000))),
         // Finite by JSON's grammar; clamp far beyond any limit so the check names it absurd.
         Some(Scalar::Float(s)) => Ok(Some((s * 1000.0).round().clamp(-1e15, 1e15) as i64)),
-        Some(other) => Err(Rejection::field(Reason::WrongType, field, format!("expected a number of seconds, found {}", other.type_name()))),
+        Some(other) => Err(Rejection::field(
+            Reason::WrongType,
+            field,
+            format!("expected a number of seconds, found {}", other.type_name()),
+        )),
     }
 }
 
-fn vocabulary<T>(v: Option<Scalar<'_>>, field: &'static str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, Rejection> {
+fn vocabulary<T>(
+    v: Option<Scalar<'_>>,
+    field: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, Rejection> {
     match string(v, field)? {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => parse(&s).map(Some).ok_or_else(|| Rejection::field(Reason::InvalidValue, field, "not in the vocabulary")),
+        Some(s) => {
+            parse(&s).map(Some).ok_or_else(|| Rejection::field(Reason::InvalidValue, field, "not in the vocabulary"))
+        }
     }
 }
 
@@ -207,14 +222,20 @@ impl Decoder {
         if !text.trim_start().starts_with('{') {
             return Err(Rejection::new(Reason::Malformed, None, "not a JSON object"));
         }
-        let w: WireJson<'_> = serde_json::from_str(text)
-            .map_err(|e| Rejection::new(Reason::Malformed, None, format!("not a JSON object of the v1 contract: {e}")))?;
+        let w: WireJson<'_> = serde_json::from_str(text).map_err(|e| {
+            Rejection::new(Reason::Malformed, None, format!("not a JSON object of the v1 contract: {e}"))
+        })?;
         let region = match w.region {
             None => return Err(Rejection::field(Reason::MissingField, "region", "absent")),
-            Some(Scalar::Int(r)) => u8::try_from(r)
-                .map_err(|_| Rejection::field(Reason::UnknownRegion, "region", format!("{r} is not a federal subject code")))?,
+            Some(Scalar::Int(r)) => u8::try_from(r).map_err(|_| {
+                Rejection::field(Reason::UnknownRegion, "region", format!("{r} is not a federal subject code"))
+            })?,
             Some(other) => {
-                return Err(Rejection::field(Reason::WrongType, "region", format!("expected an integer, found {}", other.type_name())));
+                return Err(Rejection::field(
+                    Reason::WrongType,
+                    "region",
+                    format!("expected an integer, found {}", other.type_name()),
+                ));
             }
         };
         let draft = Draft {
@@ -223,7 +244,8 @@ impl Decoder {
             region,
             dialled: required_string(w.dialled, "dialled")?,
             caller: string(w.caller, "caller")?,
-            start_ms: instant(w.start, "start")?.ok_or_else(|| Rejection::field(Reason::MissingField, "start", "absent"))?,
+            start_ms: instant(w.start, "start")?
+                .ok_or_else(|| Rejection::field(Reason::MissingField, "start", "absent"))?,
             answer_ms: instant(w.answer, "answer")?,
             end_ms: instant(w.end, "end")?.ok_or_else(|| Rejection::field(Reason::MissingField, "end", "absent"))?,
             queue_wait_ms: seconds(w.queue_wait_s, "queue_wait_s")?,

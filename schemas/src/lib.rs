@@ -27,9 +27,9 @@ pub mod sql;
 pub mod time;
 pub mod validate;
 
-pub use compact_str::CompactString;
 pub use asterisk_csv::{CsvFeed, encode_asterisk_csv};
 pub use cdr::{AgeBand, Cdr, Channel, Disposition, SCHEMA_VERSION};
+pub use compact_str::CompactString;
 pub use counters::{Counters, HourKey, classify};
 pub use json::encode_json;
 pub use line::{Line, LineIdx, LineRegistry};

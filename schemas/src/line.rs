@@ -41,10 +41,8 @@ impl Schedule {
             if a > b {
                 return Err(format!("`{dayspec}`: day range runs backwards"));
             }
-            let (open, close) = hours
-                .trim()
-                .split_once('-')
-                .ok_or_else(|| format!("`{hours}`: expected HH:MM-HH:MM"))?;
+            let (open, close) =
+                hours.trim().split_once('-').ok_or_else(|| format!("`{hours}`: expected HH:MM-HH:MM"))?;
             let (open, close) = (minute(open)?, minute(close)?);
             if open >= close {
                 return Err(format!("`{hours}`: opening must be before closing"));
@@ -78,10 +76,8 @@ fn weekday(s: &str) -> Result<usize, String> {
 
 fn minute(s: &str) -> Result<u16, String> {
     let (h, m) = s.trim().split_once(':').ok_or_else(|| format!("`{s}`: expected HH:MM"))?;
-    let (h, m): (u16, u16) = (
-        h.parse().map_err(|_| format!("`{s}`: bad hour"))?,
-        m.parse().map_err(|_| format!("`{s}`: bad minute"))?,
-    );
+    let (h, m): (u16, u16) =
+        (h.parse().map_err(|_| format!("`{s}`: bad hour"))?, m.parse().map_err(|_| format!("`{s}`: bad minute"))?);
     if h > 24 || m > 59 || (h == 24 && m != 0) {
         return Err(format!("`{s}`: not a time of day"));
     }
@@ -144,8 +140,8 @@ impl LineRegistry {
 
     /// Reads an operator's registry file.
     pub fn from_toml_file(path: &Path) -> Result<LineRegistry, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read line registry {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read line registry {}: {e}", path.display()))?;
         LineRegistry::from_toml(&text).map_err(|e| format!("line registry {}: {e}", path.display()))
     }
 
@@ -171,10 +167,12 @@ impl LineRegistry {
             let idx = LineIdx(lines.len() as u16);
             let mut numbers = Vec::new();
             for n in &e.numbers {
-                let norm = normalise_number(n)
-                    .ok_or_else(|| format!("line {}: `{n}` is not a phone number", e.id))?;
+                let norm = normalise_number(n).ok_or_else(|| format!("line {}: `{n}` is not a phone number", e.id))?;
                 if let Some(prev) = by_number.insert(norm.to_string(), idx) {
-                    return Err(format!("number {n} belongs to two lines ({} and {})", lines[prev.0 as usize].id, e.id));
+                    return Err(format!(
+                        "number {n} belongs to two lines ({} and {})",
+                        lines[prev.0 as usize].id, e.id
+                    ));
                 }
                 numbers.push(norm.to_string());
             }

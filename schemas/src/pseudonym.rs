@@ -43,7 +43,9 @@ impl std::fmt::Debug for Pseudonymiser {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Neither variable is set.
-    #[error("no caller-hashing key: set {KEY_FILE_ENV} to a file holding the key (or {KEY_ENV} to the key itself); make one with `head -c 32 /dev/urandom | base64 > caller.key`")]
+    #[error(
+        "no caller-hashing key: set {KEY_FILE_ENV} to a file holding the key (or {KEY_ENV} to the key itself); make one with `head -c 32 /dev/urandom | base64 > caller.key`"
+    )]
     Missing,
     /// The key file could not be read.
     #[error("cannot read the caller-hashing key file named by {KEY_FILE_ENV} ({path}): {source}")]

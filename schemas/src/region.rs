@@ -42,9 +42,8 @@ pub struct Regions {
     by_code: [Option<u8>; 256],
 }
 
-static REGIONS: LazyLock<Regions> = LazyLock::new(|| {
-    Regions::parse(include_str!("../data/regions.csv")).expect("built-in regions.csv is valid")
-});
+static REGIONS: LazyLock<Regions> =
+    LazyLock::new(|| Regions::parse(include_str!("../data/regions.csv")).expect("built-in regions.csv is valid"));
 
 impl Regions {
     /// The built-in registry.
@@ -111,8 +110,7 @@ mod tests {
         assert!(r.by_code(84).is_none());
         assert!(r.by_code(0).is_none());
         // Russia spans eleven time zones, UTC+2 to UTC+12.
-        let mut offsets: Vec<i32> =
-            r.all().iter().map(|x| x.time_zone.to_offset(t).seconds() / 3600).collect();
+        let mut offsets: Vec<i32> = r.all().iter().map(|x| x.time_zone.to_offset(t).seconds() / 3600).collect();
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets, (2..=12).collect::<Vec<_>>());

@@ -72,7 +72,8 @@ pub fn dashboard_queries() -> Vec<DashboardQuery> {
     let mut out: Vec<DashboardQuery> = Vec::new();
     for block in DASHBOARDS.split("-- name: ").skip(1) {
         let (name, rest) = block.split_once('\n').unwrap_or((block, ""));
-        let doc: Vec<&str> = rest.lines().take_while(|l| l.starts_with("--")).map(|l| l.trim_start_matches("--").trim()).collect();
+        let doc: Vec<&str> =
+            rest.lines().take_while(|l| l.starts_with("--")).map(|l| l.trim_start_matches("--").trim()).collect();
         let sql = statements(rest).into_iter().next().unwrap_or_default();
         out.push(DashboardQuery { name: name.trim().to_owned(), doc: doc.join(" "), sql });
     }
@@ -99,7 +100,11 @@ pub fn render(sql: &str, params: &[(&str, Param)]) -> Result<String, String> {
         let close = rest[open..].find('}').ok_or("unclosed {")? + open;
         let inner = &rest[open + 1..close];
         let (name, ty) = inner.split_once(':').ok_or_else(|| format!("parameter `{inner}` has no type"))?;
-        let value = params.iter().find(|(n, _)| *n == name).map(|(_, v)| v).ok_or_else(|| format!("no value for parameter `{name}`"))?;
+        let value = params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("no value for parameter `{name}`"))?;
         match (ty, value) {
             ("DateTime", Param::DateTime(secs)) => {
                 let mut buf = [0u8; 19];
@@ -128,7 +133,18 @@ mod tests {
         assert!(m.iter().all(|s| !s.contains(';')), "one statement each");
         let q = dashboard_queries();
         let names: Vec<&str> = q.iter().map(|q| q.name.as_str()).collect();
-        assert_eq!(names, ["national_calls_per_hour", "region_local_day", "line_region_quality", "top_regions", "topic_shares", "age_band_shares", "region_quality"]);
+        assert_eq!(
+            names,
+            [
+                "national_calls_per_hour",
+                "region_local_day",
+                "line_region_quality",
+                "top_regions",
+                "topic_shares",
+                "age_band_shares",
+                "region_quality"
+            ]
+        );
         assert!(q.iter().all(|q| !q.doc.is_empty() && q.sql.starts_with("SELECT")));
         let r = render(&q[0].sql, &[("from", Param::DateTime(0)), ("to", Param::DateTime(3600))]).unwrap();
         assert!(r.contains("toDateTime('1970-01-01 01:00:00', 'UTC')"), "{r}");

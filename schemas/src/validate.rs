@@ -122,32 +122,35 @@ impl Decoder {
                 format!("{} bytes, limit {}", msg.len(), self.limits.max_message_bytes),
             ));
         }
-        std::str::from_utf8(msg).map_err(|e| {
-            Rejection::new(Reason::NotUtf8, None, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-        })
+        std::str::from_utf8(msg)
+            .map_err(|e| Rejection::new(Reason::NotUtf8, None, format!("invalid UTF-8 at byte {}", e.valid_up_to())))
     }
 
     /// Validates a draft and turns it into a CDR.
     pub(crate) fn finish(&self, d: Draft<'_>) -> Result<Cdr, Rejection> {
         use Reason::*;
-        let call_id = id_text(d.call_id, "call_id")?.ok_or_else(|| Rejection::field(MissingField, "call_id", "empty"))?;
+        let call_id =
+            id_text(d.call_id, "call_id")?.ok_or_else(|| Rejection::field(MissingField, "call_id", "empty"))?;
         let linked_id = match d.linked_id {
             Some(s) => id_text(s, "linked_id")?,
             None => None,
         };
         let region = RegionCode(d.region);
         if Regions::get().by_code(d.region).is_none() {
-            return Err(Rejection::field(UnknownRegion, "region", format!("{} is not a federal subject code", d.region)));
+            return Err(Rejection::field(
+                UnknownRegion,
+                "region",
+                format!("{} is not a federal subject code", d.region),
+            ));
         }
         if d.dialled.is_empty() {
             return Err(Rejection::field(MissingField, "dialled", "empty"));
         }
         let dialled = crate::line::normalise_number(&d.dialled)
             .ok_or_else(|| Rejection::field(InvalidValue, "dialled", "not a phone number"))?;
-        let line = self
-            .lines
-            .by_number(&dialled)
-            .ok_or_else(|| Rejection::field(UnknownLine, "dialled", format!("{dialled} is not a line in the registry")))?;
+        let line = self.lines.by_number(&dialled).ok_or_else(|| {
+            Rejection::field(UnknownLine, "dialled", format!("{dialled} is not a line in the registry"))
+        })?;
         let caller = match d.caller.as_deref() {
             None | Some("") => None,
             Some(raw) => Some(
@@ -160,7 +163,9 @@ impl Decoder {
 
         // Instants.
         let now = self.clock.now_ms();
-        for (ms, field) in [(d.start_ms, "start"), (d.end_ms, "end")].into_iter().chain(d.answer_ms.map(|a| (a, "answer"))) {
+        for (ms, field) in
+            [(d.start_ms, "start"), (d.end_ms, "end")].into_iter().chain(d.answer_ms.map(|a| (a, "answer")))
+        {
             if ms < EARLIEST_MS {
                 return Err(Rejection::field(TooOld, field, "before 2000-01-01"));
             }
@@ -169,7 +174,11 @@ impl Decoder {
             }
         }
         if d.end_ms < d.start_ms {
-            return Err(Rejection::field(EndBeforeStart, "end", format!("ends {} s before it starts", (d.start_ms - d.end_ms) / 1000)));
+            return Err(Rejection::field(
+                EndBeforeStart,
+                "end",
+                format!("ends {} s before it starts", (d.start_ms - d.end_ms) / 1000),
+            ));
         }
         let call_ms = d.end_ms - d.start_ms;
         if call_ms > self.limits.max_call_ms {
@@ -185,7 +194,11 @@ impl Decoder {
         let disposition = d.disposition.ok_or_else(|| Rejection::field(MissingField, "disposition", "absent"))?;
         match (disposition, d.answer_ms) {
             (Disposition::Answered, None) => {
-                return Err(Rejection::field(InconsistentDisposition, "answer", "answered call without an answer instant"));
+                return Err(Rejection::field(
+                    InconsistentDisposition,
+                    "answer",
+                    "answered call without an answer instant",
+                ));
             }
             (other, Some(_)) if other != Disposition::Answered => {
                 return Err(Rejection::field(
@@ -272,7 +285,11 @@ fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Opt
         return Ok(None);
     }
     if s.len() > max_len::LABEL {
-        return Err(Rejection::field(Reason::FieldTooLong, field, format!("{} bytes, limit {}", s.len(), max_len::LABEL)));
+        return Err(Rejection::field(
+            Reason::FieldTooLong,
+            field,
+            format!("{} bytes, limit {}", s.len(), max_len::LABEL),
+        ));
     }
     let ok = if slug {
         s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')

@@ -98,9 +98,13 @@ fn json_defaults_offsets_nulls_and_unknown_fields() {
 fn json_every_reason_with_its_field() {
     use Reason::*;
     let cases: Vec<(Reason, Option<&str>, Vec<u8>)> = vec![
-        (Oversized, None, json_with(|m| {
-            m.insert("note".into(), json!("n".repeat(70_000)));
-        })),
+        (
+            Oversized,
+            None,
+            json_with(|m| {
+                m.insert("note".into(), json!("n".repeat(70_000)));
+            }),
+        ),
         (NotUtf8, None, {
             let mut b = json_with(|_| {});
             let at = b.len() - 10;
@@ -112,56 +116,293 @@ fn json_every_reason_with_its_field() {
         (Malformed, None, format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes()),
         (Malformed, None, br#"{"call_id":"a","call_id":"b"}"#.to_vec()),
         (Malformed, None, br#"{"region": NaN}"#.to_vec()),
-        (MissingField, Some("call_id"), json_with(|m| { m.remove("call_id"); })),
-        (MissingField, Some("region"), json_with(|m| { m.remove("region"); })),
-        (MissingField, Some("dialled"), json_with(|m| { m.insert("dialled".into(), json!("")); })),
-        (MissingField, Some("start"), json_with(|m| { m.remove("start"); })),
-        (MissingField, Some("end"), json_with(|m| { m.insert("end".into(), Value::Null); })),
-        (MissingField, Some("disposition"), json_with(|m| { m.remove("disposition"); })),
-        (WrongType, Some("region"), json_with(|m| { m.insert("region".into(), json!("38")); })),
-        (WrongType, Some("region"), json_with(|m| { m.insert("region".into(), json!(38.5)); })),
-        (WrongType, Some("call_id"), json_with(|m| { m.insert("call_id".into(), json!(12345)); })),
-        (WrongType, Some("queue_wait_s"), json_with(|m| { m.insert("queue_wait_s".into(), json!("12")); })),
-        (WrongType, Some("topic"), json_with(|m| { m.insert("topic".into(), json!(["covid"])); })),
-        (InvalidValue, Some("disposition"), json_with(|m| { m.insert("disposition".into(), json!("ANSWERED")); })),
-        (InvalidValue, Some("channel"), json_with(|m| { m.insert("channel".into(), json!("fax")); })),
-        (InvalidValue, Some("age_band"), json_with(|m| { m.insert("age_band".into(), json!("30-40")); })),
-        (InvalidValue, Some("topic"), json_with(|m| { m.insert("topic".into(), json!("Covid 19")); })),
-        (InvalidValue, Some("caller"), json_with(|m| { m.insert("caller".into(), json!("anonymous")); })),
-        (InvalidValue, Some("dialled"), json_with(|m| { m.insert("dialled".into(), json!("1-2-2?")); })),
-        (InvalidValue, Some("call_id"), json_with(|m| { m.insert("call_id".into(), json!("a\u{7}b")); })),
-        (BadTimestamp, Some("start"), json_with(|m| { m.insert("start".into(), json!("14.02.2022 09:00")); })),
-        (BadTimestamp, Some("answer"), json_with(|m| { m.insert("answer".into(), json!("2022-02-14T09:00:12")); })),
-        (UnknownRegion, Some("region"), json_with(|m| { m.insert("region".into(), json!(84)); })),
-        (UnknownRegion, Some("region"), json_with(|m| { m.insert("region".into(), json!(100000)); })),
-        (UnknownRegion, Some("region"), json_with(|m| { m.insert("region".into(), json!(-1)); })),
-        (UnknownLine, Some("dialled"), json_with(|m| { m.insert("dialled".into(), json!("555")); })),
-        (EndBeforeStart, Some("end"), json_with(|m| {
-            m.remove("answer");
-            m.remove("queue_wait_s");
-            m.remove("talk_s");
-            m.insert("disposition".into(), json!("no_answer"));
-            m.insert("end".into(), json!("2022-02-14T08:59:00Z"));
-        })),
-        (AnswerOutsideCall, Some("answer"), json_with(|m| { m.insert("answer".into(), json!("2022-02-14T08:59:59Z")); })),
-        (TooOld, Some("start"), json_with(|m| { m.insert("start".into(), json!("1999-12-31T23:59:59Z")); })),
-        (InFuture, Some("end"), json_with(|m| { m.insert("end".into(), json!("2026-01-03T00:00:00Z")); })),
-        (NegativeDuration, Some("queue_wait_s"), json_with(|m| { m.insert("queue_wait_s".into(), json!(-1)); })),
-        (NegativeDuration, Some("talk_s"), json_with(|m| { m.insert("talk_s".into(), json!(-0.5)); })),
-        (AbsurdDuration, Some("end"), json_with(|m| { m.insert("end".into(), json!("2022-02-16T09:00:00Z")); })),
-        (AbsurdDuration, Some("talk_s"), json_with(|m| { m.insert("talk_s".into(), json!(1e300)); })),
-        (AbsurdDuration, Some("queue_wait_s"), json_with(|m| { m.insert("queue_wait_s".into(), json!(u64::MAX)); })),
-        (InconsistentDurations, Some("talk_s"), json_with(|m| { m.insert("talk_s".into(), json!(600)); })),
-        (InconsistentDurations, Some("queue_wait_s"), json_with(|m| { m.insert("queue_wait_s".into(), json!(60)); })),
-        (InconsistentDisposition, Some("answer"), json_with(|m| { m.remove("answer"); })),
-        (InconsistentDisposition, Some("answer"), json_with(|m| { m.insert("disposition".into(), json!("abandoned")); })),
-        (FieldTooLong, Some("call_id"), json_with(|m| { m.insert("call_id".into(), json!("x".repeat(129))); })),
-        (FieldTooLong, Some("operator_id"), json_with(|m| { m.insert("operator_id".into(), json!("o".repeat(65))); })),
+        (
+            MissingField,
+            Some("call_id"),
+            json_with(|m| {
+                m.remove("call_id");
+            }),
+        ),
+        (
+            MissingField,
+            Some("region"),
+            json_with(|m| {
+                m.remove("region");
+            }),
+        ),
+        (
+            MissingField,
+            Some("dialled"),
+            json_with(|m| {
+                m.insert("dialled".into(), json!(""));
+            }),
+        ),
+        (
+            MissingField,
+            Some("start"),
+            json_with(|m| {
+                m.remove("start");
+            }),
+        ),
+        (
+            MissingField,
+            Some("end"),
+            json_with(|m| {
+                m.insert("end".into(), Value::Null);
+            }),
+        ),
+        (
+            MissingField,
+            Some("disposition"),
+            json_with(|m| {
+                m.remove("disposition");
+            }),
+        ),
+        (
+            WrongType,
+            Some("region"),
+            json_with(|m| {
+                m.insert("region".into(), json!("38"));
+            }),
+        ),
+        (
+            WrongType,
+            Some("region"),
+            json_with(|m| {
+                m.insert("region".into(), json!(38.5));
+            }),
+        ),
+        (
+            WrongType,
+            Some("call_id"),
+            json_with(|m| {
+                m.insert("call_id".into(), json!(12345));
+            }),
+        ),
+        (
+            WrongType,
+            Some("queue_wait_s"),
+            json_with(|m| {
+                m.insert("queue_wait_s".into(), json!("12"));
+            }),
+        ),
+        (
+            WrongType,
+            Some("topic"),
+            json_with(|m| {
+                m.insert("topic".into(), json!(["covid"]));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("disposition"),
+            json_with(|m| {
+                m.insert("disposition".into(), json!("ANSWERED"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("channel"),
+            json_with(|m| {
+                m.insert("channel".into(), json!("fax"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("age_band"),
+            json_with(|m| {
+                m.insert("age_band".into(), json!("30-40"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("topic"),
+            json_with(|m| {
+                m.insert("topic".into(), json!("Covid 19"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("caller"),
+            json_with(|m| {
+                m.insert("caller".into(), json!("anonymous"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("dialled"),
+            json_with(|m| {
+                m.insert("dialled".into(), json!("1-2-2?"));
+            }),
+        ),
+        (
+            InvalidValue,
+            Some("call_id"),
+            json_with(|m| {
+                m.insert("call_id".into(), json!("a\u{7}b"));
+            }),
+        ),
+        (
+            BadTimestamp,
+            Some("start"),
+            json_with(|m| {
+                m.insert("start".into(), json!("14.02.2022 09:00"));
+            }),
+        ),
+        (
+            BadTimestamp,
+            Some("answer"),
+            json_with(|m| {
+                m.insert("answer".into(), json!("2022-02-14T09:00:12"));
+            }),
+        ),
+        (
+            UnknownRegion,
+            Some("region"),
+            json_with(|m| {
+                m.insert("region".into(), json!(84));
+            }),
+        ),
+        (
+            UnknownRegion,
+            Some("region"),
+            json_with(|m| {
+                m.insert("region".into(), json!(100000));
+            }),
+        ),
+        (
+            UnknownRegion,
+            Some("region"),
+            json_with(|m| {
+                m.insert("region".into(), json!(-1));
+            }),
+        ),
+        (
+            UnknownLine,
+            Some("dialled"),
+            json_with(|m| {
+                m.insert("dialled".into(), json!("555"));
+            }),
+        ),
+        (
+            EndBeforeStart,
+            Some("end"),
+            json_with(|m| {
+                m.remove("answer");
+                m.remove("queue_wait_s");
+                m.remove("talk_s");
+                m.insert("disposition".into(), json!("no_answer"));
+                m.insert("end".into(), json!("2022-02-14T08:59:00Z"));
+            }),
+        ),
+        (
+            AnswerOutsideCall,
+            Some("answer"),
+            json_with(|m| {
+                m.insert("answer".into(), json!("2022-02-14T08:59:59Z"));
+            }),
+        ),
+        (
+            TooOld,
+            Some("start"),
+            json_with(|m| {
+                m.insert("start".into(), json!("1999-12-31T23:59:59Z"));
+            }),
+        ),
+        (
+            InFuture,
+            Some("end"),
+            json_with(|m| {
+                m.insert("end".into(), json!("2026-01-03T00:00:00Z"));
+            }),
+        ),
+        (
+            NegativeDuration,
+            Some("queue_wait_s"),
+            json_with(|m| {
+                m.insert("queue_wait_s".into(), json!(-1));
+            }),
+        ),
+        (
+            NegativeDuration,
+            Some("talk_s"),
+            json_with(|m| {
+                m.insert("talk_s".into(), json!(-0.5));
+            }),
+        ),
+        (
+            AbsurdDuration,
+            Some("end"),
+            json_with(|m| {
+                m.insert("end".into(), json!("2022-02-16T09:00:00Z"));
+            }),
+        ),
+        (
+            AbsurdDuration,
+            Some("talk_s"),
+            json_with(|m| {
+                m.insert("talk_s".into(), json!(1e300));
+            }),
+        ),
+        (
+            AbsurdDuration,
+            Some("queue_wait_s"),
+            json_with(|m| {
+                m.insert("queue_wait_s".into(), json!(u64::MAX));
+            }),
+        ),
+        (
+            InconsistentDurations,
+            Some("talk_s"),
+            json_with(|m| {
+                m.insert("talk_s".into(), json!(600));
+            }),
+        ),
+        (
+            InconsistentDurations,
+            Some("queue_wait_s"),
+            json_with(|m| {
+                m.insert("queue_wait_s".into(), json!(60));
+            }),
+        ),
+        (
+            InconsistentDisposition,
+            Some("answer"),
+            json_with(|m| {
+                m.remove("answer");
+            }),
+        ),
+        (
+            InconsistentDisposition,
+            Some("answer"),
+            json_with(|m| {
+                m.insert("disposition".into(), json!("abandoned"));
+            }),
+        ),
+        (
+            FieldTooLong,
+            Some("call_id"),
+            json_with(|m| {
+                m.insert("call_id".into(), json!("x".repeat(129)));
+            }),
+        ),
+        (
+            FieldTooLong,
+            Some("operator_id"),
+            json_with(|m| {
+                m.insert("operator_id".into(), json!("o".repeat(65)));
+            }),
+        ),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (reason, field, bytes) in cases {
         let r = reject_json(&bytes);
-        assert_eq!((r.reason, r.field), (reason, field), "{}: {r}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
+        assert_eq!(
+            (r.reason, r.field),
+            (reason, field),
+            "{}: {r}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        );
         assert!(!r.detail.is_empty());
         assert!(!r.to_string().contains("9123456789"), "a rejection never echoes the caller: {r}");
         seen.insert(reason);
@@ -173,9 +414,24 @@ fn base_csv() -> Vec<String> {
     // accountcode, src, dst, dcontext, clid, channel, dstchannel, lastapp, lastdata, start,
     // answer, end, duration, billsec, disposition, amaflags, uniqueid, userfield
     [
-        "", "+79123456789", "122", "hotline", "\"Citizen\" <+79123456789>", "SIP/trunk-00000001", "SIP/op0042-0000002a",
-        "Queue", "q122,t,,,300", "2022-02-14 17:00:00", "2022-02-14 17:00:12", "2022-02-14 17:03:12", "192", "180",
-        "ANSWERED", "DOCUMENTATION", "1644829200.42", "topic=covid;age=30_40;channel=voice",
+        "",
+        "+79123456789",
+        "122",
+        "hotline",
+        "\"Citizen\" <+79123456789>",
+        "SIP/trunk-00000001",
+        "SIP/op0042-0000002a",
+        "Queue",
+        "q122,t,,,300",
+        "2022-02-14 17:00:00",
+        "2022-02-14 17:00:12",
+        "2022-02-14 17:03:12",
+        "192",
+        "180",
+        "ANSWERED",
+        "DOCUMENTATION",
+        "1644829200.42",
+        "topic=covid;age=30_40;channel=voice",
     ]
     .map(String::from)
     .to_vec()
@@ -203,7 +459,11 @@ const IRKUTSK: CsvFeed = CsvFeed::Region(RegionCode(38));
 #[test]
 fn csv_accepts_asterisk_lines_in_the_regions_zone() {
     let cdr = decoder().decode_asterisk_csv(&csv_with(|_| {}), &IRKUTSK).unwrap();
-    let from_json = decoder().decode_json(&json_with(|m| { m.insert("call_id".into(), json!("1644829200.42")); })).unwrap();
+    let from_json = decoder()
+        .decode_json(&json_with(|m| {
+            m.insert("call_id".into(), json!("1644829200.42"));
+        }))
+        .unwrap();
     // Irkutsk is UTC+8: 17:00 local is 09:00Z, the same call as the JSON one.
     assert_eq!(cdr, from_json);
     // Bare numbers, CRLF, no userfield, no uniqueid: the id is derived from the line.
@@ -242,11 +502,34 @@ fn csv_every_reason_with_its_field() {
     use Reason::*;
     let cases: Vec<(Reason, Option<&str>, Vec<u8>, CsvFeed)> = vec![
         (Oversized, None, csv_with(|f| f[17] = format!("topic=x;note={}", "n".repeat(70_000))), IRKUTSK),
-        (NotUtf8, None, { let mut b = csv_with(|_| {}); b.insert(20, 0xFF); b }, IRKUTSK),
+        (
+            NotUtf8,
+            None,
+            {
+                let mut b = csv_with(|_| {});
+                b.insert(20, 0xFF);
+                b
+            },
+            IRKUTSK,
+        ),
         (Malformed, None, b"\"\",\"+79123456789\",\"122\"".to_vec(), IRKUTSK),
         (Malformed, None, csv_with(|f| f.push("extra".into())), IRKUTSK),
-        (Malformed, None, { let mut b = csv_with(|_| {}); b.truncate(200); b }, IRKUTSK),
-        (Malformed, None, String::from_utf8(csv_with(|_| {})).unwrap().replacen("\"122\"", "\"122\"x", 1).into_bytes(), IRKUTSK),
+        (
+            Malformed,
+            None,
+            {
+                let mut b = csv_with(|_| {});
+                b.truncate(200);
+                b
+            },
+            IRKUTSK,
+        ),
+        (
+            Malformed,
+            None,
+            String::from_utf8(csv_with(|_| {})).unwrap().replacen("\"122\"", "\"122\"x", 1).into_bytes(),
+            IRKUTSK,
+        ),
         (Malformed, Some("userfield"), csv_with(|f| f[17] = "topic".into()), IRKUTSK),
         (MissingField, Some("start"), csv_with(|f| f[9].clear()), IRKUTSK),
         (MissingField, Some("end"), csv_with(|f| f[11].clear()), IRKUTSK),
@@ -265,42 +548,73 @@ fn csv_every_reason_with_its_field() {
         (UnknownRegion, Some("accountcode"), csv_with(|f| f[0] = "Irkutsk".into()), CsvFeed::FromAccountcode),
         (UnknownLine, Some("dialled"), csv_with(|f| f[2] = "88001234567".into()), IRKUTSK),
         (EndBeforeStart, Some("end"), csv_with(|f| f[11] = "2022-02-14 16:59:00".into()), IRKUTSK),
-        (AnswerOutsideCall, Some("answer"), csv_with(|f| {
-            f[10] = "2022-02-14 17:04:00".into();
-            f[13] = "0".into();
-        }), IRKUTSK),
-        (TooOld, Some("start"), csv_with(|f| {
-            f[9] = "1999-02-14 17:00:00".into();
-            f[10] = "1999-02-14 17:00:12".into();
-            f[11] = "1999-02-14 17:03:12".into();
-        }), IRKUTSK),
-        (InFuture, Some("start"), csv_with(|f| {
-            f[9] = "2091-02-14 17:00:00".into();
-            f[10] = "2091-02-14 17:00:12".into();
-            f[11] = "2091-02-14 17:03:12".into();
-        }), IRKUTSK),
+        (
+            AnswerOutsideCall,
+            Some("answer"),
+            csv_with(|f| {
+                f[10] = "2022-02-14 17:04:00".into();
+                f[13] = "0".into();
+            }),
+            IRKUTSK,
+        ),
+        (
+            TooOld,
+            Some("start"),
+            csv_with(|f| {
+                f[9] = "1999-02-14 17:00:00".into();
+                f[10] = "1999-02-14 17:00:12".into();
+                f[11] = "1999-02-14 17:03:12".into();
+            }),
+            IRKUTSK,
+        ),
+        (
+            InFuture,
+            Some("start"),
+            csv_with(|f| {
+                f[9] = "2091-02-14 17:00:00".into();
+                f[10] = "2091-02-14 17:00:12".into();
+                f[11] = "2091-02-14 17:03:12".into();
+            }),
+            IRKUTSK,
+        ),
         (NegativeDuration, Some("billsec"), csv_with(|f| f[13] = "-180".into()), IRKUTSK),
-        (AbsurdDuration, Some("end"), csv_with(|f| {
-            f[11] = "2022-02-17 17:03:12".into();
-            f[12] = (192 + 3 * 86_400).to_string();
-        }), IRKUTSK),
+        (
+            AbsurdDuration,
+            Some("end"),
+            csv_with(|f| {
+                f[11] = "2022-02-17 17:03:12".into();
+                f[12] = (192 + 3 * 86_400).to_string();
+            }),
+            IRKUTSK,
+        ),
         (InconsistentDurations, Some("duration"), csv_with(|f| f[12] = "500".into()), IRKUTSK),
         (InconsistentDurations, Some("billsec"), csv_with(|f| f[13] = "193".into()), IRKUTSK),
         (InconsistentDurations, Some("talk_s"), csv_with(|f| f[13] = "190".into()), IRKUTSK),
-        (InconsistentDisposition, Some("answer"), csv_with(|f| {
-            f[10].clear();
-            f[13] = "0".into();
-        }), IRKUTSK),
+        (
+            InconsistentDisposition,
+            Some("answer"),
+            csv_with(|f| {
+                f[10].clear();
+                f[13] = "0".into();
+            }),
+            IRKUTSK,
+        ),
         (InconsistentDisposition, Some("answer"), csv_with(|f| f[14] = "BUSY".into()), IRKUTSK),
         (FieldTooLong, Some("call_id"), csv_with(|f| f[16] = "9".repeat(200)), IRKUTSK),
         (FieldTooLong, Some("topic"), csv_with(|f| f[17] = format!("topic={}", "t".repeat(65))), IRKUTSK),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (reason, field, bytes, feed) in cases {
-        let r = decoder()
-            .decode_asterisk_csv(&bytes, &feed)
-            .expect_err(&format!("must be rejected as {reason}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])));
-        assert_eq!((r.reason, r.field), (reason, field), "{}: {r}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
+        let r = decoder().decode_asterisk_csv(&bytes, &feed).expect_err(&format!(
+            "must be rejected as {reason}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        ));
+        assert_eq!(
+            (r.reason, r.field),
+            (reason, field),
+            "{}: {r}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        );
         assert!(!r.to_string().contains("9123456789"), "a rejection never echoes the caller: {r}");
         seen.insert(reason);
     }

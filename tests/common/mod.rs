@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use cdrflow::synthetic::TruthRow;
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cdrflow");
 
@@ -66,7 +66,10 @@ pub struct Server {
 impl Server {
     pub fn shared() -> Server {
         let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None };
-        assert!(s.script("status"), "ClickHouse is not running on 127.0.0.1:8123: run the tests with deploy/local/test.sh (or deploy/local/clickhouse.sh start)");
+        assert!(
+            s.script("status"),
+            "ClickHouse is not running on 127.0.0.1:8123: run the tests with deploy/local/test.sh (or deploy/local/clickhouse.sh start)"
+        );
         s
     }
 
@@ -80,7 +83,8 @@ impl Server {
     pub fn script(&self, action: &str) -> bool {
         let mut cmd = Command::new("bash");
         cmd.arg(repo().join("deploy/local/clickhouse.sh")).arg(action);
-        cmd.env("CDRFLOW_CH_HTTP_PORT", self.http_port.to_string()).env("CDRFLOW_CH_TCP_PORT", self.tcp_port.to_string());
+        cmd.env("CDRFLOW_CH_HTTP_PORT", self.http_port.to_string())
+            .env("CDRFLOW_CH_TCP_PORT", self.tcp_port.to_string());
         if let Some(d) = &self.own_dir {
             cmd.env("CDRFLOW_LOCAL_DIR", d);
         }
@@ -94,7 +98,12 @@ impl Server {
     /// A fresh database (dropped first) with cdrflow's schema, migrated by `cdrflow migrate`.
     pub fn fresh_database(&self, name: &str) -> ClickHouse {
         let db = format!("t_{name}");
-        let ch = ClickHouse::new(ClickHouseConfig { url: self.url(), user: "default".into(), password: None, database: db.clone() });
+        let ch = ClickHouse::new(ClickHouseConfig {
+            url: self.url(),
+            user: "default".into(),
+            password: None,
+            database: db.clone(),
+        });
         let out = Command::new("clickhouse-client")
             .args(["--port", &self.tcp_port.to_string(), "--query", &format!("DROP DATABASE IF EXISTS {db}")])
             .status()
@@ -136,7 +145,11 @@ pub fn read_truth(path: &Path) -> BTreeMap<(u8, String, String), TruthRow> {
 
 /// What ClickHouse holds, in the truth file's shape. `rt` must be the runtime the client
 /// was first used on: its pooled connections belong to that runtime.
-pub fn stored_as_truth(rt: &tokio::runtime::Runtime, ch: &ClickHouse, group: Option<&str>) -> BTreeMap<(u8, String, String), TruthRow> {
+pub fn stored_as_truth(
+    rt: &tokio::runtime::Runtime,
+    ch: &ClickHouse,
+    group: Option<&str>,
+) -> BTreeMap<(u8, String, String), TruthRow> {
     let lines = LineRegistry::builtin();
     rt.block_on(ch.stored_counters(group))
         .unwrap()
@@ -150,7 +163,10 @@ pub fn stored_as_truth(rt: &tokio::runtime::Runtime, ch: &ClickHouse, group: Opt
 }
 
 /// Asserts two counter sets are equal, naming the first differing row.
-pub fn assert_same_counters(got: &BTreeMap<(u8, String, String), TruthRow>, want: &BTreeMap<(u8, String, String), TruthRow>) {
+pub fn assert_same_counters(
+    got: &BTreeMap<(u8, String, String), TruthRow>,
+    want: &BTreeMap<(u8, String, String), TruthRow>,
+) {
     for (k, w) in want {
         match got.get(k) {
             None => panic!("row {k:?} is missing (want offered={})", w.offered),
@@ -235,10 +251,11 @@ pub fn read_archive(dir: &Path) -> ArchiveContents {
     let mut out = ArchiveContents { rows: 0, call_ids: Default::default(), texts: Vec::new(), parquet_files: 0 };
     for f in files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")) {
         out.parquet_files += 1;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             out.rows += batch.num_rows() as u64;
@@ -250,7 +267,8 @@ pub fn read_archive(dir: &Path) -> ArchiveContents {
                 match col.data_type() {
                     DataType::Utf8 => {
                         let a = col.as_string::<i32>();
-                        out.texts.extend((0..a.len()).filter(|&i| a.is_valid(i)).map(|i| a.value(i).as_bytes().to_vec()));
+                        out.texts
+                            .extend((0..a.len()).filter(|&i| a.is_valid(i)).map(|i| a.value(i).as_bytes().to_vec()));
                     }
                     DataType::FixedSizeBinary(_) => {
                         let a = col.as_fixed_size_binary();

@@ -47,6 +47,11 @@ impl ClickHouseConfig {
             None => std::env::var(PASSWORD_ENV).ok(),
         };
         let user = std::env::var("CDRFLOW_CLICKHOUSE_USER").unwrap_or_else(|_| "default".to_owned());
-        Ok(ClickHouseConfig { url: url.trim_end_matches('/').to_owned(), user, password, database: database.to_owned() })
+        Ok(ClickHouseConfig {
+            url: url.trim_end_matches('/').to_owned(),
+            user,
+            password,
+            database: database.to_owned(),
+        })
     }
 }

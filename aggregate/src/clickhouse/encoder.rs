@@ -52,7 +52,16 @@ pub struct Unit<'a> {
     pub flushed_at: u32,
 }
 
-fn row(unit: &Unit<'_>, first: i64, last: i64, region: u8, line: &str, hour: i64, local_hour: i64, c: &Counters) -> CounterRow {
+fn row(
+    unit: &Unit<'_>,
+    first: i64,
+    last: i64,
+    region: u8,
+    line: &str,
+    hour: i64,
+    local_hour: i64,
+    c: &Counters,
+) -> CounterRow {
     let (age_band_names, age_band_calls) = c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).unzip();
     let (channel_names, channel_calls) = c.named_channels().map(|(k, n)| (k.to_owned(), n)).unzip();
     CounterRow {

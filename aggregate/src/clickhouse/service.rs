@@ -110,7 +110,11 @@ impl ClickHouse {
     pub async fn migrate(&self) -> Result<Vec<u32>> {
         let db = &self.cfg.database;
         for stmt in sql::statements(&sql::for_database(sql::BOOTSTRAP, db)) {
-            self.client.query(&stmt).execute().await.map_err(|e| explain(e, &self.cfg, "creating the migrations table"))?;
+            self.client
+                .query(&stmt)
+                .execute()
+                .await
+                .map_err(|e| explain(e, &self.cfg, "creating the migrations table"))?;
         }
         let applied: Vec<u32> = self
             .client
@@ -150,7 +154,13 @@ impl ClickHouse {
         }
         let mut ins = self.client.insert_unescaped::<RegionRow<'_>>(&self.table("regions")).await?;
         for r in Regions::get().all() {
-            ins.write(&RegionRow { region: r.code.0, name_ru: r.name_ru, name_en: r.name_en, time_zone: r.time_zone_name }).await?;
+            ins.write(&RegionRow {
+                region: r.code.0,
+                name_ru: r.name_ru,
+                name_en: r.name_en,
+                time_zone: r.time_zone_name,
+            })
+            .await?;
         }
         ins.end().await.map_err(|e| explain(e, &self.cfg, "filling the regions table"))
     }
@@ -211,7 +221,8 @@ impl ClickHouse {
         if let Some(g) = group {
             query = query.bind(g);
         }
-        let rows: Vec<StoredCounters> = query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading counters"))?;
+        let rows: Vec<StoredCounters> =
+            query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading counters"))?;
         let mut out: std::collections::BTreeMap<(u8, String, u32), Counters> = rows
             .into_iter()
             .map(|r| {
@@ -235,7 +246,9 @@ impl ClickHouse {
             .collect();
         let age_names = Counters::age_band_names();
         let channel_names = Counters::channel_names();
-        for (names, counts) in [("topic_names", "topic_calls"), ("age_band_names", "age_band_calls"), ("channel_names", "channel_calls")] {
+        for (names, counts) in
+            [("topic_names", "topic_calls"), ("age_band_names", "age_band_calls"), ("channel_names", "channel_calls")]
+        {
             let q = format!(
                 "SELECT region, line, hour, name, sum(count) AS calls FROM {} ARRAY JOIN {names} AS name, {counts} AS count
                  WHERE region != 0 {filter} GROUP BY region, line, hour, name",
@@ -245,7 +258,8 @@ impl ClickHouse {
             if let Some(g) = group {
                 query = query.bind(g);
             }
-            let parts: Vec<StoredBreakdown> = query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading breakdowns"))?;
+            let parts: Vec<StoredBreakdown> =
+                query.fetch_all().await.map_err(|e| explain(e, &self.cfg, "reading breakdowns"))?;
             for b in parts {
                 let Some(c) = out.get_mut(&(b.region, b.line, b.hour)) else { continue };
                 match names {

@@ -64,7 +64,19 @@ fn main() -> Result<()> {
 
 fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
     let status = Command::new(&a.cdrflow)
-        .args(["generate", "--cdrs", &a.cdrs.to_string(), "--seed", "7", "--resent-share", "0", "--brokers", bootstrap, "--topic", "cdrs"])
+        .args([
+            "generate",
+            "--cdrs",
+            &a.cdrs.to_string(),
+            "--seed",
+            "7",
+            "--resent-share",
+            "0",
+            "--brokers",
+            bootstrap,
+            "--topic",
+            "cdrs",
+        ])
         .stderr(Stdio::null())
         .status()?;
     if !status.success() {
@@ -83,7 +95,8 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
     }
     // A sink has caught up when every partition that holds data is read to its end
     // (an empty partition never gets a position).
-    let caught_up = |pos: &std::collections::HashMap<i32, i64>| held.iter().all(|(p, high)| pos.get(p).is_some_and(|n| n >= high));
+    let caught_up =
+        |pos: &std::collections::HashMap<i32, i64>| held.iter().all(|(p, high)| pos.get(p).is_some_and(|n| n >= high));
     println!("topic: {total} messages held in {} partitions ({} produced)", a.partitions, a.cdrs);
 
     // (a) raw consume: every message fetched, nothing done with it.
@@ -115,7 +128,23 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
     let out = work.join("archive");
     let out_s = out.to_string_lossy().into_owned();
     let t = Instant::now();
-    let mut w = spawn(a, &["ingest", "--brokers", bootstrap, "--topic", "cdrs", "--group", "bench-ingest", "--out", &out_s, "--max-age-ms", &a.flush_ms.to_string()], &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")])?;
+    let mut w = spawn(
+        a,
+        &[
+            "ingest",
+            "--brokers",
+            bootstrap,
+            "--topic",
+            "cdrs",
+            "--group",
+            "bench-ingest",
+            "--out",
+            &out_s,
+            "--max-age-ms",
+            &a.flush_ms.to_string(),
+        ],
+        &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
+    )?;
     let archive = cdrflow_ingest::archive::Archive::open(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
     wait(&mut w, || Ok(caught_up(&archive.committed_positions("cdrs", &parts)?)))?;
@@ -132,7 +161,25 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
         ch.migrate().await
     })?;
     let t = Instant::now();
-    let mut w = spawn(a, &["aggregate", "--brokers", bootstrap, "--topic", "cdrs", "--group", "bench-aggregate", "--clickhouse", &a.clickhouse, "--database", db, "--flush-interval-ms", &a.flush_ms.to_string()], &[])?;
+    let mut w = spawn(
+        a,
+        &[
+            "aggregate",
+            "--brokers",
+            bootstrap,
+            "--topic",
+            "cdrs",
+            "--group",
+            "bench-aggregate",
+            "--clickhouse",
+            &a.clickhouse,
+            "--database",
+            db,
+            "--flush-interval-ms",
+            &a.flush_ms.to_string(),
+        ],
+        &[],
+    )?;
     wait(&mut w, || Ok(caught_up(&rt.block_on(ch.positions("bench-aggregate", "cdrs"))?)))?;
     let aggregate = total as f64 / t.elapsed().as_secs_f64();
     stop(&mut w);
@@ -167,4 +214,3 @@ fn stop(w: &mut Child) {
     unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
     let _ = w.wait();
 }
-
