@@ -17,27 +17,7 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     let broker = Broker::start(6, &["cdrs"]);
     let truth = dir.path().join("truth.jsonl");
     // The feed streams for ~80 s while the aggregator is killed again and again.
-    let mut feed = spawn(
-        &[
-            "generate",
-            "--cdrs",
-            "64000",
-            "--seed",
-            "31",
-            "--resent-share",
-            "0",
-            "--rate",
-            "800",
-            "--brokers",
-            &broker.bootstrap,
-            "--topic",
-            "cdrs",
-            "--truth",
-            truth.to_str().unwrap(),
-        ]
-        .map(String::from),
-        &dir.path().join("generate.log"),
-    );
+    let mut feed = stream_feed(&broker.bootstrap, 64000, 31, 800, &truth, &dir.path().join("generate.log"));
     let worker_args: Vec<String> = [
         "aggregate",
         "--brokers",
@@ -58,26 +38,21 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     .map(String::from)
     .to_vec();
     let mut jitter = Jitter(0x9e37_79b9_7f4a_7c15);
-    let mut kills = 0;
+    let kills = 12;
     let start = Instant::now();
-    while kills < 12 {
-        let log = dir.path().join(format!("aggregate-{kills}.log"));
-        let mut worker = spawn(&worker_args, &log);
-        // Kill it while it works: after it has partitions, at a random moment.
-        wait_until(Duration::from_secs(60), "an assignment", || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned")
-        });
-        if kills == 5 {
+    let start_worker = |i: usize| {
+        let log = dir.path().join(format!("aggregate-{i}.log"));
+        (spawn(&worker_args, &log), log)
+    };
+    kill_while_working(kills, &mut jitter, 200, start_worker, |i| {
+        if i == 5 {
             // ClickHouse goes away under a live aggregator, then comes back.
             std::thread::sleep(Duration::from_millis(500));
             assert!(server.script("stop"));
             std::thread::sleep(Duration::from_secs(3));
             assert!(server.script("start"));
         }
-        std::thread::sleep(Duration::from_millis(200 + jitter.below(2500)));
-        sigkill(&mut worker);
-        kills += 1;
-    }
+    });
     assert!(feed.wait().unwrap().success(), "the feed was fully produced");
     eprintln!("{kills} kills in {:?}", start.elapsed());
 

@@ -37,14 +37,7 @@ fn ingest_args(bootstrap: &str, out: &std::path::Path, group: &str) -> Vec<Strin
 }
 
 fn spawn_ingest(args: &[String], log: &std::path::Path) -> std::process::Child {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    std::process::Command::new(BIN)
-        .args(args)
-        .env("CDRFLOW_CALLER_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(f)
-        .spawn()
-        .unwrap()
+    spawn_with_env(args, log, &[("CDRFLOW_CALLER_KEY", KEY)])
 }
 
 /// The archive's committed positions per partition (next offset), from its commit markers.
@@ -149,38 +142,14 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let out = dir.path().join("archive");
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = spawn(
-        &[
-            "generate",
-            "--cdrs",
-            "50000",
-            "--seed",
-            "43",
-            "--resent-share",
-            "0",
-            "--rate",
-            "700",
-            "--brokers",
-            &broker.bootstrap,
-            "--topic",
-            "cdrs",
-            "--truth",
-            truth.to_str().unwrap(),
-        ]
-        .map(String::from),
-        &dir.path().join("generate.log"),
-    );
+    let mut feed = stream_feed(&broker.bootstrap, 50000, 43, 700, &truth, &dir.path().join("generate.log"));
     let args = ingest_args(&broker.bootstrap, &out, "ingest-crash");
     let mut jitter = Jitter(0x2545_f491_4f6c_dd1d);
-    for kill in 0..11 {
-        let log = dir.path().join(format!("ingest-{kill}.log"));
-        let mut w = spawn_ingest(&args, &log);
-        wait_until(Duration::from_secs(60), "an assignment", || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned")
-        });
-        std::thread::sleep(Duration::from_millis(100 + jitter.below(2500)));
-        sigkill(&mut w);
-    }
+    let start_worker = |i: usize| {
+        let log = dir.path().join(format!("ingest-{i}.log"));
+        (spawn_ingest(&args, &log), log)
+    };
+    kill_while_working(11, &mut jitter, 100, start_worker, |_| {});
     assert!(feed.wait().unwrap().success());
     let mut w = spawn_ingest(&args, &dir.path().join("ingest-final.log"));
     let marks = broker.watermarks("cdrs", 4);

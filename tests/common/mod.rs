@@ -186,8 +186,64 @@ pub fn generate(args: &[&str]) {
 
 /// Spawns a `cdrflow` subcommand with its logs in `log`.
 pub fn spawn(args: &[String], log: &Path) -> Child {
+    spawn_with_env(args, log, &[])
+}
+
+/// [`spawn`] with extra environment variables (secrets such as the caller key).
+pub fn spawn_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Child {
     let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(BIN).args(args).env("CDRFLOW_LOG", "info").stdout(Stdio::null()).stderr(f).spawn().unwrap()
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("CDRFLOW_LOG", "info").stdout(Stdio::null()).stderr(f);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Starts `cdrflow generate` streaming `cdrs` messages (no re-sends) at `rate` per second
+/// to topic `cdrs`, with its ground truth at `truth`.
+pub fn stream_feed(bootstrap: &str, cdrs: u64, seed: u64, rate: u64, truth: &Path, log: &Path) -> Child {
+    let args: Vec<String> = [
+        "generate",
+        "--cdrs",
+        &cdrs.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--resent-share",
+        "0",
+        "--rate",
+        &rate.to_string(),
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--truth",
+        truth.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    spawn(&args, log)
+}
+
+/// Starts a worker `kills` times and SIGKILLs it each time while it works: after its log
+/// shows an assignment, `min_ms` + a random 0–2.5 s later. `start(i)` spawns worker `i` and
+/// returns it with its log; `during(i)` runs between the assignment and the kill.
+pub fn kill_while_working(
+    kills: usize,
+    jitter: &mut Jitter,
+    min_ms: u64,
+    mut start: impl FnMut(usize) -> (Child, PathBuf),
+    mut during: impl FnMut(usize),
+) {
+    for i in 0..kills {
+        let (mut worker, log) = start(i);
+        wait_until(Duration::from_secs(60), "an assignment", || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned")
+        });
+        during(i);
+        std::thread::sleep(Duration::from_millis(min_ms + jitter.below(2500)));
+        sigkill(&mut worker);
+    }
 }
 
 pub fn sigkill(child: &mut Child) {
