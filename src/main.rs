@@ -263,9 +263,10 @@ struct AggregateArgs {
 struct IngestArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Archive root directory.
+    /// Where the archive goes: a local directory, or s3://BUCKET/PREFIX (credentials,
+    /// region and endpoint from the AWS_* environment variables).
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     /// Close a unit (and its files) at this many rows.
     #[arg(long, default_value_t = 500_000)]
     max_rows: usize,
@@ -528,12 +529,6 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
 }
 
 fn ingest(a: IngestArgs) -> Result<()> {
-    let out = a.out.to_string_lossy();
-    if out.contains("://") {
-        bail!(
-            "--out {out}: only a local directory is supported in this version (object storage via object_store is planned); mount the bucket or archive locally"
-        );
-    }
     let pseudonymiser = cdrflow_schemas::Pseudonymiser::from_env()?;
     let stop = cdrflow::signals::stop_flag()?;
     let dead_letters = if a.no_dead_letters {

@@ -42,7 +42,7 @@ fn spawn_ingest(args: &[String], log: &std::path::Path) -> std::process::Child {
 
 /// The archive's committed positions per partition (next offset), from its commit markers.
 fn archive_positions(out: &std::path::Path, partitions: i32) -> std::collections::HashMap<i32, i64> {
-    let a = cdrflow_ingest::archive::Archive::open(out).unwrap();
+    let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
     a.committed_positions("cdrs", &(0..partitions).collect::<Vec<_>>()).unwrap()
 }
 
@@ -163,7 +163,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
     assert_eq!(archived.rows, summary.valid_messages, "every valid record, once");
     // The commit markers account for every file and row; nothing uncommitted is left.
-    let a = cdrflow_ingest::archive::Archive::open(&out).unwrap();
+    let a = cdrflow_ingest::archive::Archive::open_dir(&out).unwrap();
     let mut listed = HashSet::new();
     let mut rows = 0;
     for p in 0..4 {

@@ -19,6 +19,8 @@ trap cleanup EXIT
 python3 -c "import chdb" 2>/dev/null || python3 -m pip install -q "chdb-core>=26,<27"
 # An independent Parquet reader for the archive tests.
 python3 -c "import pyarrow" 2>/dev/null || python3 -m pip install -q "pyarrow>=14"
+# An S3 server for the object-storage archive test (moto, in memory, on 127.0.0.1).
+python3 -c "import moto.server, flask_cors" 2>/dev/null || python3 -m pip install -q "moto[server]>=5,<6"
 python3 deploy/local/check_sql_modern.py
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,4 +1,5 @@
-//! The archive on a filesystem: layout, atomic writes, and the commit protocol.
+//! The archive: layout, atomic writes, and the commit protocol, on a local filesystem or
+//! in object storage (`s3://bucket/prefix`, through the `object_store` crate).
 //!
 //! ```text
 //! OUT/dt=2022-02-14/region=38/cdrs-p003-000000001200-000000004711.parquet   data
@@ -7,9 +8,10 @@
 //! ```
 //!
 //! A **unit** is the work of one Kafka partition between two rotations: offsets
-//! `[first, last]`, written as one Parquet file per (`dt`, `region`) it touches. Every file
-//! is written to a temporary name, fsynced and renamed, so no reader ever sees a partial
-//! file. A unit is made visible in three steps:
+//! `[first, last]`, written as one Parquet file per (`dt`, `region`) it touches. No reader
+//! ever sees a partial file: on a filesystem every file is written to a hidden temporary
+//! name, synced and renamed; in object storage every file is one PUT, which the store makes
+//! visible whole or not at all. A unit is made visible in three steps:
 //!
 //! 1. write the **intent** (the list of files the unit will write);
 //! 2. write the data files;
@@ -19,14 +21,19 @@
 //! every intent that has no commit (a crash between 1 and 3) and the worker resumes at the
 //! highest committed `last + 1`. So a SIGKILL at any moment loses nothing (uncommitted
 //! offsets are read again) and duplicates nothing (their files are removed first). The
-//! commit markers are the archive's manifest: `cdrflow reconcile` reads them.
+//! commit markers are the archive's manifest: `cdrflow reconcile` reads them, and a reader
+//! that must never count a file of an interrupted unit reads only the files they list.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 /// One written file of a unit.
@@ -57,30 +64,94 @@ pub struct UnitManifest {
     pub files: Vec<UnitFile>,
 }
 
-/// An archive rooted at a local directory.
+/// An archive: a local directory or an object-storage prefix.
 #[derive(Debug, Clone)]
 pub struct Archive {
-    root: PathBuf,
+    backend: Arc<Backend>,
+}
+
+#[derive(Debug)]
+enum Backend {
+    /// A directory on a local (or mounted) filesystem.
+    Local { root: PathBuf },
+    /// A prefix in object storage.
+    Object {
+        /// The store (one bucket).
+        store: Arc<dyn ObjectStore>,
+        /// The archive's prefix in it.
+        prefix: String,
+        /// The location as the user gave it, for logs and errors.
+        url: String,
+        /// Drives the store's requests for the worker's synchronous loop.
+        runtime: tokio::runtime::Runtime,
+    },
 }
 
 fn range_name(first: i64, last: i64) -> String {
     format!("{first:012}-{last:012}")
 }
 
+fn marker_dir(kind: &str, topic: &str, partition: i32) -> String {
+    format!("_cdrflow/{kind}/{topic}/p{partition:03}")
+}
+
+fn marker_path(kind: &str, topic: &str, partition: i32, first: i64, last: i64) -> String {
+    format!("{}/{}.json", marker_dir(kind, topic, partition), range_name(first, last))
+}
+
 impl Archive {
-    /// The archive at `root` (created if missing).
-    pub fn open(root: &Path) -> Result<Archive> {
+    /// The archive at `location`: `s3://bucket/prefix` (credentials, region and endpoint
+    /// from the usual `AWS_*` environment variables, never flags) or a local directory
+    /// (created if missing).
+    pub fn open(location: &str) -> Result<Archive> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("--out {location}: no bucket; write s3://BUCKET/PREFIX");
+            }
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                // Give up on a request within ~30 s: the worker then pauses its partitions
+                // and retries the whole unit with its own backoff, staying responsive to
+                // rebalances and SIGTERM meanwhile.
+                .with_retry(object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(30),
+                    ..Default::default()
+                })
+                .build()
+                .with_context(|| {
+                    format!("configuring object storage for {location} (set AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT and AWS_ALLOW_HTTP=true for S3-compatible stores)")
+                })?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let prefix = prefix.trim_matches('/').to_owned();
+            return Ok(Archive {
+                backend: Arc::new(Backend::Object {
+                    store: Arc::new(store),
+                    prefix,
+                    url: location.to_owned(),
+                    runtime,
+                }),
+            });
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            bail!("--out {location}: {scheme}:// is not supported; use a local directory or s3://BUCKET/PREFIX");
+        }
+        Archive::open_dir(Path::new(location))
+    }
+
+    /// The archive in a local directory (created if missing).
+    pub fn open_dir(root: &Path) -> Result<Archive> {
         fs::create_dir_all(root).with_context(|| format!("creating the archive directory {}", root.display()))?;
-        Ok(Archive { root: root.to_owned() })
+        Ok(Archive { backend: Arc::new(Backend::Local { root: root.to_owned() }) })
     }
 
-    /// The archive's root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn marker_dir(&self, kind: &str, topic: &str, partition: i32) -> PathBuf {
-        self.root.join("_cdrflow").join(kind).join(topic).join(format!("p{partition:03}"))
+    /// Where the archive is, for logs and errors.
+    pub fn describe(&self) -> String {
+        match &*self.backend {
+            Backend::Local { root } => root.display().to_string(),
+            Backend::Object { url, .. } => url.clone(),
+        }
     }
 
     /// Where a unit's file for one (`dt`, `region`) goes, relative to the root.
@@ -88,72 +159,165 @@ impl Archive {
         format!("dt={dt}/region={region:02}/{topic}-p{partition:03}-{}.parquet", range_name(first, last))
     }
 
-    /// Writes many files, each atomically, and makes them durable together: all are written
-    /// under temporary names, the filesystem is synced once (`syncfs`), all are renamed
-    /// into place, and it is synced again. Two syncs per unit instead of two per file: a
-    /// unit may write a file for every (`dt`, `region`) it touches.
+    /// Writes many files, each atomically, and makes them durable together.
+    ///
+    /// On a filesystem all are written under temporary names, the filesystem is synced once
+    /// (`syncfs`), all are renamed into place, and it is synced again: two syncs per unit
+    /// instead of two per file, as a unit may write a file for every (`dt`, `region`) it
+    /// touches. In object storage each file is one PUT, all of them in flight at once.
     pub fn put_all_atomic(&self, files: &[(String, Vec<u8>)]) -> Result<()> {
-        let mut staged = Vec::with_capacity(files.len());
-        let result = (|| -> Result<()> {
-            for (rel, bytes) in files {
-                let path = self.root.join(rel);
-                let dir = path.parent().expect("archive paths have a directory");
-                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
-                staged.push((tmp.clone(), path.clone()));
-                let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-                f.write_all(bytes).with_context(|| format!("writing {} (is the disk full?)", tmp.display()))?;
-            }
-            self.sync_filesystem()?;
-            for (tmp, path) in &staged {
-                fs::rename(tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-            }
-            self.sync_filesystem()
-        })();
-        if result.is_err() {
-            for (tmp, _) in &staged {
-                let _ = fs::remove_file(tmp);
-            }
+        match &*self.backend {
+            Backend::Local { root } => put_all_local(root, files),
+            Backend::Object { store, runtime, .. } => runtime.block_on(async {
+                let mut puts = tokio::task::JoinSet::new();
+                for (rel, bytes) in files {
+                    let (store, path, bytes) = (store.clone(), self.object_path(rel)?, bytes.clone());
+                    puts.spawn(async move { store.put(&path, PutPayload::from(bytes)).await.map(|_| ()) });
+                }
+                while let Some(put) = puts.join_next().await {
+                    put.context("an upload task failed")?.map_err(|e| self.store_error(e, "writing a file"))?;
+                }
+                Ok(())
+            }),
         }
-        result
     }
 
-    /// Flushes every written byte and rename of the archive's filesystem to disk.
-    fn sync_filesystem(&self) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let root = File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
-        // SAFETY: syncfs takes any open descriptor on the filesystem; `root` outlives the call.
-        if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("syncing the filesystem of {}", self.root.display()));
-        }
-        Ok(())
-    }
-
-    /// Writes `bytes` at `rel` atomically: temporary name, fsync, rename, fsync the directory.
+    /// Writes `bytes` at `rel` atomically (temporary name, fsync, rename, fsync the
+    /// directory; or one PUT).
     pub fn put_atomic(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.root.join(rel);
-        let dir = path.parent().expect("archive paths have a directory");
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+        match &*self.backend {
+            Backend::Local { root } => put_local(root, rel, bytes),
+            Backend::Object { store, runtime, .. } => runtime
+                .block_on(store.put(&self.object_path(rel)?, PutPayload::from(bytes.to_vec())))
+                .map(|_| ())
+                .map_err(|e| self.store_error(e, &format!("writing {rel}"))),
+        }
+    }
+
+    /// Reads the file at `rel`.
+    pub fn get(&self, rel: &str) -> Result<Vec<u8>> {
+        match &*self.backend {
+            Backend::Local { root } => {
+                fs::read(root.join(rel)).with_context(|| format!("reading {}", root.join(rel).display()))
+            }
+            Backend::Object { store, runtime, .. } => runtime
+                .block_on(async { store.get(&self.object_path(rel)?).await?.bytes().await.map_err(Into::into) })
+                .map(|b| b.to_vec())
+                .map_err(|e: anyhow::Error| e.context(format!("reading {rel} from {}", self.describe()))),
+        }
+    }
+
+    /// Removes the file at `rel`; `false` if there was none.
+    pub fn remove(&self, rel: &str) -> Result<bool> {
+        match &*self.backend {
+            Backend::Local { root } => match fs::remove_file(root.join(rel)) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e).with_context(|| format!("removing {}", root.join(rel).display())),
+            },
+            Backend::Object { store, runtime, .. } => {
+                let path = self.object_path(rel)?;
+                let existed = match runtime.block_on(store.head(&path)) {
+                    Ok(_) => true,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => return Err(self.store_error(e, &format!("looking up {rel}"))),
+                };
+                if existed {
+                    runtime
+                        .block_on(store.delete(&path))
+                        .map_err(|e| self.store_error(e, &format!("removing {rel}")))?;
+                }
+                Ok(existed)
+            }
+        }
+    }
+
+    /// The contents of every `.json` file directly under the directory `rel`.
+    fn read_json_files(&self, rel: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        match &*self.backend {
+            Backend::Local { root } => {
+                let dir = root.join(rel);
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+                };
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|x| x == "json") {
+                        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                        out.push((path.display().to_string(), bytes));
+                    }
+                }
+            }
+            Backend::Object { store, runtime, .. } => {
+                let dir = self.object_path(rel)?;
+                let listed = runtime
+                    .block_on(store.list_with_delimiter(Some(&dir)))
+                    .map_err(|e| self.store_error(e, &format!("listing {rel}")))?;
+                for meta in listed.objects {
+                    if meta.location.extension() == Some("json") {
+                        let bytes = runtime
+                            .block_on(async { store.get(&meta.location).await?.bytes().await })
+                            .map_err(|e| self.store_error(e, &format!("reading {}", meta.location)))?;
+                        out.push((meta.location.to_string(), bytes.to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every data file in the archive (relative paths, sorted), committed or not: for
+    /// readers that compare the archive with its manifest.
+    pub fn data_files(&self) -> Result<Vec<String>> {
+        let mut out = match &*self.backend {
+            Backend::Local { root } => {
+                let mut out = Vec::new();
+                let mut dirs = vec![root.clone()];
+                while let Some(dir) = dirs.pop() {
+                    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+                        let path = entry?.path();
+                        if path.is_dir() {
+                            dirs.push(path);
+                        } else if path.extension().is_some_and(|x| x == "parquet") {
+                            out.push(path.strip_prefix(root).expect("under the root").to_string_lossy().into_owned());
+                        }
+                    }
+                }
+                out
+            }
+            Backend::Object { store, runtime, prefix, .. } => {
+                use futures::TryStreamExt;
+                let base = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+                let listed: Vec<_> = runtime
+                    .block_on(store.list(base.as_ref()).try_collect())
+                    .map_err(|e| self.store_error(e, "listing the archive"))?;
+                let skip = if prefix.is_empty() { 0 } else { prefix.len() + 1 };
+                listed
+                    .into_iter()
+                    .filter(|m| m.location.extension() == Some("parquet"))
+                    .map(|m| m.location.as_ref()[skip..].to_owned())
+                    .collect()
+            }
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            anyhow::Error::new(e).context(format!("writing {} (is the disk full or read-only?)", path.display()))
-        })
+        out.sort();
+        Ok(out)
+    }
+
+    fn object_path(&self, rel: &str) -> Result<ObjectPath> {
+        let Backend::Object { prefix, .. } = &*self.backend else { unreachable!("object paths are for object stores") };
+        let full = if prefix.is_empty() { rel.to_owned() } else { format!("{prefix}/{rel}") };
+        ObjectPath::parse(&full).with_context(|| format!("{full} is not a valid object path"))
+    }
+
+    fn store_error(&self, e: impl Into<anyhow::Error>, doing: &str) -> anyhow::Error {
+        e.into().context(format!("{doing} in {} (is the store reachable and the bucket there?)", self.describe()))
     }
 
     fn write_marker(&self, kind: &str, m: &UnitManifest) -> Result<()> {
-        let rel = self
-            .marker_dir(kind, &m.topic, m.partition)
-            .join(format!("{}.json", range_name(m.first_offset, m.last_offset)));
-        let rel = rel.strip_prefix(&self.root).expect("under the root").to_string_lossy().into_owned();
+        let rel = marker_path(kind, &m.topic, m.partition, m.first_offset, m.last_offset);
         self.put_atomic(&rel, &serde_json::to_vec(m)?)
     }
 
@@ -165,32 +329,18 @@ impl Archive {
     /// Step 3: commits a unit whose files are all written.
     pub fn commit(&self, m: &UnitManifest) -> Result<()> {
         self.write_marker("commits", m)?;
-        let pending = self
-            .marker_dir("pending", &m.topic, m.partition)
-            .join(format!("{}.json", range_name(m.first_offset, m.last_offset)));
-        let _ = fs::remove_file(pending);
+        // A leftover intent of a committed unit is harmless: recovery removes it.
+        let _ = self.remove(&marker_path("pending", &m.topic, m.partition, m.first_offset, m.last_offset));
         Ok(())
     }
 
     fn read_markers(&self, kind: &str, topic: &str, partition: i32) -> Result<Vec<UnitManifest>> {
-        let dir = self.marker_dir(kind, topic, partition);
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().is_some_and(|x| x == "json") {
-                let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                out.push(
-                    serde_json::from_slice(&bytes)
-                        .with_context(|| format!("{} is not a unit manifest", path.display()))?,
-                );
-            }
-        }
-        Ok(out)
+        self.read_json_files(&marker_dir(kind, topic, partition))?
+            .into_iter()
+            .map(|(name, bytes)| {
+                serde_json::from_slice(&bytes).with_context(|| format!("{name} is not a unit manifest"))
+            })
+            .collect()
     }
 
     /// Every committed unit of a partition, in offset order.
@@ -209,17 +359,12 @@ impl Archive {
         for intent in self.read_markers("pending", topic, partition)? {
             if !done.contains(&(intent.first_offset, intent.last_offset)) {
                 for f in &intent.files {
-                    match fs::remove_file(self.root.join(&f.path)) {
-                        Ok(()) => tracing::warn!(file = f.path, "removed a file of an uncommitted unit"),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e).with_context(|| format!("removing {}", f.path)),
+                    if self.remove(&f.path)? {
+                        tracing::warn!(file = f.path, "removed a file of an uncommitted unit");
                     }
                 }
             }
-            let p = self
-                .marker_dir("pending", topic, partition)
-                .join(format!("{}.json", range_name(intent.first_offset, intent.last_offset)));
-            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            self.remove(&marker_path("pending", topic, partition, intent.first_offset, intent.last_offset))?;
         }
         Ok(committed.iter().map(|u| u.last_offset + 1).max())
     }
@@ -250,6 +395,66 @@ impl Archive {
     }
 }
 
+/// [`Archive::put_all_atomic`] on a filesystem.
+fn put_all_local(root: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    let result = (|| -> Result<()> {
+        for (rel, bytes) in files {
+            let path = root.join(rel);
+            let dir = path.parent().expect("archive paths have a directory");
+            fs::create_dir_all(dir)
+                .with_context(|| format!("creating {} (is the disk full or read-only?)", dir.display()))?;
+            let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
+            staged.push((tmp.clone(), path.clone()));
+            let mut f = File::create(&tmp)
+                .with_context(|| format!("creating {} (is the disk full or read-only?)", tmp.display()))?;
+            f.write_all(bytes).with_context(|| format!("writing {} (is the disk full?)", tmp.display()))?;
+        }
+        sync_filesystem(root)?;
+        for (tmp, path) in &staged {
+            fs::rename(tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+        }
+        sync_filesystem(root)
+    })();
+    if result.is_err() {
+        for (tmp, _) in &staged {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+    result
+}
+
+/// Flushes every written byte and rename of the filesystem holding `root` to disk.
+fn sync_filesystem(root: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    // SAFETY: syncfs takes any open descriptor on the filesystem; `dir` outlives the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncing the filesystem of {} (is the disk full?)", root.display()));
+    }
+    Ok(())
+}
+
+/// [`Archive::put_atomic`] on a filesystem.
+fn put_local(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
+    let path = root.join(rel);
+    let dir = path.parent().expect("archive paths have a directory");
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("writing {} (is the disk full or read-only?)", path.display()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +474,7 @@ mod tests {
     #[test]
     fn uncommitted_units_are_removed_and_positions_come_from_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Archive::open(dir.path()).unwrap();
+        let a = Archive::open_dir(dir.path()).unwrap();
         assert_eq!(a.recover("cdrs", 3).unwrap(), None);
         // A committed unit.
         let one = manifest(0, 99, &["dt=2022-02-01/region=38/cdrs-p003-000000000000-000000000099.parquet"]);

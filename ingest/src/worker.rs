@@ -8,7 +8,6 @@
 //! and the write retried with backoff: memory stays bounded and nothing is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,8 +30,8 @@ use crate::encode::{ArchivedCdr, parquet_bytes, record_batch};
 pub struct IngestOptions {
     /// What it reads, and where rejects go.
     pub source: SourceOptions,
-    /// Archive root directory.
-    pub out: PathBuf,
+    /// Where the archive is: a local directory or `s3://bucket/prefix`.
+    pub out: String,
     /// Close a unit at this many rows.
     pub max_rows: usize,
     /// Close a unit at about this many bytes of buffered CDRs.
@@ -67,7 +66,7 @@ impl PositionStore for ArchivePositions {
         self.0.positions(topic, partitions)
     }
     fn describe(&self) -> String {
-        format!("archive at {}", self.0.root().display())
+        format!("archive at {}", self.0.describe())
     }
 }
 
@@ -89,7 +88,7 @@ pub fn run(
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
     let mut chores = Chores::new("ingest");
-    tracing::info!(group = src.group, topic = src.topic, archive = %opts.out.display(), "ingest worker started");
+    tracing::info!(group = src.group, topic = src.topic, archive = opts.out, "ingest worker started");
 
     while !stop.load(Ordering::Relaxed) {
         let msg = consumer.consumer.poll(Duration::from_millis(100));

@@ -301,17 +301,27 @@ pub struct ArchiveContents {
     pub parquet_files: usize,
 }
 
+/// Every Parquet file under a local archive directory, read back.
 pub fn read_archive(dir: &Path) -> ArchiveContents {
+    read_parquet_files(
+        files_under(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .map(|f| std::fs::read(f).unwrap()),
+    )
+}
+
+/// These Parquet files' contents, read back (panics on a file that is not whole).
+pub fn read_parquet_files(files: impl IntoIterator<Item = Vec<u8>>) -> ArchiveContents {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::DataType;
     let mut out = ArchiveContents { rows: 0, call_ids: Default::default(), texts: Vec::new(), parquet_files: 0 };
-    for f in files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")) {
+    for f in files {
         out.parquet_files += 1;
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(f))
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             out.rows += batch.num_rows() as u64;
@@ -387,4 +397,53 @@ pub fn metric(scrape: &str, name_and_labels_prefix: &str) -> u64 {
         .filter(|l| l.starts_with(name_and_labels_prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// A TCP relay to `upstream` that can be cut: while down it drops every connection, open or
+/// new, so the client sees its store vanish from the network and come back.
+pub struct Relay {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn start(upstream: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, o) = (down.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                o.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, down, open }
+    }
+
+    /// Cuts every open connection and refuses new ones until [`Relay::up`].
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }

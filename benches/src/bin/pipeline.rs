@@ -145,7 +145,7 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
         ],
         &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
     )?;
-    let archive = cdrflow_ingest::archive::Archive::open(&out)?;
+    let archive = cdrflow_ingest::archive::Archive::open_dir(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
     wait(&mut w, || Ok(caught_up(&archive.committed_positions("cdrs", &parts)?)))?;
     let ingest = total as f64 / t.elapsed().as_secs_f64();

@@ -1,0 +1,240 @@
+//! The archive in object storage and on a full disk, on real parts: an S3 server (moto's
+//! `moto_server`, PyPI, installed by the test command) reached through a relay the test
+//! cuts for a while, and a tmpfs that fills up and is then grown. In both cases the worker
+//! must stop consuming, retry, never leave a partial file visible, and end with every valid
+//! record archived exactly once.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cdrflow::synthetic::FeedSummary;
+use cdrflow_ingest::archive::Archive;
+use common::*;
+
+const KEY: &str = "test-caller-key-0123456789";
+const BUCKET: &str = "hotline-archive";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An S3 server in its own process (moto: state in memory, gone when it stops).
+struct S3Server {
+    port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    fn start(log: &std::path::Path) -> S3Server {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("moto_server runs (deploy/local/test.sh installs it: pip install 'moto[server]')");
+        wait_until(Duration::from_secs(30), "moto_server to listen", || http_get(port, "/").is_some());
+        // Create the bucket: an S3 CreateBucket is a PUT on /BUCKET.
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "PUT /{BUCKET} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+        S3Server { port, child }
+    }
+
+    fn env(endpoint_port: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{endpoint_port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "cdrflow-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "cdrflow-test-secret".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        sigkill(&mut self.child);
+    }
+}
+
+fn ingest_args(bootstrap: &str, out: &str, metrics_port: u16) -> Vec<String> {
+    [
+        "ingest",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        "ingest-stores",
+        "--session-timeout-ms",
+        "6000",
+        "--max-age-ms",
+        "500",
+        "--max-rows",
+        "3000",
+        "--out",
+        out,
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn scrape(port: u16, name: &str) -> u64 {
+    http_get(port, "/metrics").map(|(_, body)| metric(&body, name)).unwrap_or(0)
+}
+
+/// Asserts the archive holds every valid record of the feed once, and exactly the files its
+/// commit markers list.
+fn assert_exact(archive: &Archive, summary: &FeedSummary, partitions: i32) {
+    let mut listed = Vec::new();
+    for p in 0..partitions {
+        let units = archive.committed("cdrs", p).unwrap();
+        for w in units.windows(2) {
+            assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
+        }
+        listed.extend(units.into_iter().flat_map(|u| u.files.into_iter().map(|f| f.path)));
+    }
+    listed.sort();
+    let files = archive.data_files().unwrap();
+    assert_eq!(files, listed, "exactly the committed files are in {}", archive.describe());
+    let contents = read_parquet_files(files.iter().map(|f| archive.get(f).unwrap()));
+    let doubled: Vec<_> = contents.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
+    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
+    assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
+}
+
+#[test]
+fn an_s3_archive_survives_the_store_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("moto.log"));
+    let relay = Relay::start(s3.port);
+    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let truth = dir.path().join("truth.jsonl");
+    let mut feed = stream_feed(&broker.bootstrap, 24_000, 51, 2_000, &truth, &dir.path().join("generate.log"));
+
+    let out = format!("s3://{BUCKET}/hotlines/archive");
+    let metrics_port = free_port();
+    let mut env = S3Server::env(relay.port);
+    env.push(("CDRFLOW_CALLER_KEY", KEY.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = dir.path().join("ingest.log");
+    let mut worker = spawn_with_env(&ingest_args(&broker.bootstrap, &out, metrics_port), &log, &env);
+    let files_written = "cdrflow_files_written_total{worker=\"ingest\"}";
+    wait_until(Duration::from_secs(60), "the first files in S3", || scrape(metrics_port, files_written) > 0);
+
+    // The store vanishes from the network for 8 s while the feed streams.
+    relay.down();
+    wait_until(Duration::from_secs(30), "a failed write", || {
+        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"}") > 0
+    });
+    let consumed = scrape(metrics_port, "cdrflow_records_consumed_total{worker=\"ingest\"}");
+    std::thread::sleep(Duration::from_secs(8));
+    let consumed_later = scrape(metrics_port, "cdrflow_records_consumed_total{worker=\"ingest\"}");
+    // The worker is inside its retry loop, paused: nothing is read until the store is back.
+    assert_eq!(consumed_later, consumed, "consumption pauses while the store is away");
+    relay.up();
+
+    assert!(feed.wait().unwrap().success());
+    let marks = broker.watermarks("cdrs", 4);
+    // Read the archive directly from the server, not through the relay.
+    let direct = S3Server::env(s3.port);
+    for (k, v) in &direct {
+        // SAFETY: nextest runs every test in its own process, and no other thread of this
+        // one reads the environment meanwhile.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let archive = Archive::open(&out).unwrap();
+    wait_until(Duration::from_secs(120), "the worker to catch up", || {
+        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == marks
+    });
+    assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
+
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    assert_exact(&archive, &summary, 4);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("consumption paused, nothing is lost"), "the outage is logged");
+    assert!(logs.contains(&out), "the log names the store");
+    assert!(!logs.contains("cdrflow-test-secret"), "no secret in the logs");
+}
+
+/// A tmpfs mounted for the test and unmounted when it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "cdrflow-test", at.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs at {} (the test needs root, as in CI)", at.display());
+        Tmpfs(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "growing the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_the_worker_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let disk = Tmpfs::mount(&out, "400k");
+    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let truth = dir.path().join("truth.jsonl");
+    let mut feed = stream_feed(&broker.bootstrap, 24_000, 52, 4_000, &truth, &dir.path().join("generate.log"));
+
+    let metrics_port = free_port();
+    let log = dir.path().join("ingest.log");
+    let args = ingest_args(&broker.bootstrap, out.to_str().unwrap(), metrics_port);
+    let mut worker = spawn_with_env(&args, &log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    wait_until(Duration::from_secs(60), "the disk to fill up", || {
+        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"}") > 0
+    });
+    // While the disk is full: consumption pauses, and every visible file is whole (read_archive
+    // panics on a partial Parquet file); temporary files are hidden and cleaned up.
+    let consumed = scrape(metrics_port, "cdrflow_records_consumed_total{worker=\"ingest\"}");
+    std::thread::sleep(Duration::from_secs(3));
+    let consumed_later = scrape(metrics_port, "cdrflow_records_consumed_total{worker=\"ingest\"}");
+    // (a retry may squeeze one small unit in as temporary files are cleaned up)
+    assert!(consumed_later <= consumed + 3_000, "consumption pauses ({consumed} → {consumed_later})");
+    let while_full = read_archive(&out);
+    assert!(while_full.rows < 24_000);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("No space left on device") || logs.contains("disk full"), "the log says why");
+
+    disk.resize("256m");
+    assert!(feed.wait().unwrap().success());
+    let marks = broker.watermarks("cdrs", 4);
+    let archive = Archive::open_dir(&out).unwrap();
+    wait_until(Duration::from_secs(120), "the worker to catch up", || {
+        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == marks
+    });
+    assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    assert_exact(&archive, &summary, 4);
+    assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
+}
