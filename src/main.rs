@@ -254,6 +254,10 @@ struct AggregateArgs {
     /// Flush early once this many messages are unflushed.
     #[arg(long, default_value_t = 500_000)]
     flush_max_messages: u64,
+    /// Skip re-sent CDRs of calls counted within this many hours (of call start) before
+    /// the newest call of their partition; older re-sends count again (backfill fixes them).
+    #[arg(long, default_value_t = 48)]
+    window_hours: u32,
     /// Send rejected messages here too (by default only the archive worker dead-letters; the aggregator counts).
     #[arg(long)]
     dead_letter_topic: Option<String>,
@@ -521,6 +525,7 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
         clickhouse: a.clickhouse.config()?,
         flush_interval: Duration::from_millis(a.flush_interval_ms),
         flush_max_messages: a.flush_max_messages,
+        window_hours: a.window_hours,
     };
     let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(opts.clickhouse.clone());
     runtime()?.block_on(ch.ping())?;

@@ -54,7 +54,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
         "--seed",
         "21",
         "--resent-share",
-        "0",
+        "0.01",
         "--brokers",
         &broker.bootstrap,
         "--topic",
@@ -75,6 +75,8 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     assert_eq!(metric(&after, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), summary.messages);
     assert_eq!(metric(&after, "cdrflow_records_accepted_total{worker=\"aggregate\"}"), summary.valid_messages);
     assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\""), summary.bad);
+    assert!(summary.resent > 300, "the feed re-sends calls");
+    assert_eq!(metric(&after, "cdrflow_records_duplicate_total{worker=\"aggregate\"}"), summary.resent, "skipped");
     assert_eq!(
         metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\",reason=\"unknown_line\"}"),
         summary.bad_by_reason["unknown_line"]

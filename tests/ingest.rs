@@ -142,7 +142,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let out = dir.path().join("archive");
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 50000, 43, 700, &truth, &dir.path().join("generate.log"));
+    let mut feed = stream_feed(&broker.bootstrap, 50000, 43, 700, 0.0, &truth, &dir.path().join("generate.log"));
     let args = ingest_args(&broker.bootstrap, &out, "ingest-crash");
     let mut jitter = Jitter(0x2545_f491_4f6c_dd1d);
     let start_worker = |i: usize| {

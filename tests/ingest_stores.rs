@@ -118,7 +118,7 @@ fn an_s3_archive_survives_the_store_going_away() {
     let relay = Relay::start(s3.port);
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 24_000, 51, 2_000, &truth, &dir.path().join("generate.log"));
+    let mut feed = stream_feed(&broker.bootstrap, 24_000, 51, 2_000, 0.0, &truth, &dir.path().join("generate.log"));
 
     let out = format!("s3://{BUCKET}/hotlines/archive");
     let metrics_port = free_port();
@@ -204,7 +204,7 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     let disk = Tmpfs::mount(&out, "400k");
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 24_000, 52, 4_000, &truth, &dir.path().join("generate.log"));
+    let mut feed = stream_feed(&broker.bootstrap, 24_000, 52, 4_000, 0.0, &truth, &dir.path().join("generate.log"));
 
     let metrics_port = free_port();
     let log = dir.path().join("ingest.log");

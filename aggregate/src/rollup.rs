@@ -1,7 +1,18 @@
-//! The rollup of one Kafka partition since its last flush.
+//! The rollup of one Kafka partition since its last flush, and the calls it already counted.
+
+use std::collections::BTreeMap;
 
 use cdrflow_schemas::{Cdr, Counters, HourKey, LineRegistry, classify};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// One (region, line, hour) cell of a rollup.
+#[derive(Debug, Default, Clone)]
+pub struct Cell {
+    /// Its counters.
+    pub counters: Counters,
+    /// The call keys it counted ([`cdrflow_schemas::versions::call_key`]).
+    pub calls: Vec<u64>,
+}
 
 /// Unflushed work of one partition: the counters of the CDRs read, and which offsets
 /// they (and the rejected messages among them) came from.
@@ -14,7 +25,7 @@ pub struct PartitionRollup {
     /// Messages read (valid or not).
     pub messages: u64,
     /// Counters per (region, line, hour).
-    pub rows: FxHashMap<HourKey, Counters>,
+    pub rows: FxHashMap<HourKey, Cell>,
 }
 
 impl PartitionRollup {
@@ -26,15 +37,95 @@ impl PartitionRollup {
         self.messages += 1;
     }
 
-    /// Adds a valid CDR to its hour.
+    /// Adds a valid CDR, whose call key is `call`, to its hour.
     #[inline]
-    pub fn add(&mut self, cdr: &Cdr, lines: &LineRegistry) {
+    pub fn add(&mut self, cdr: &Cdr, call: u64, lines: &LineRegistry) {
         let (key, out_of_hours) = classify(cdr, lines);
-        self.rows.entry(key).or_default().record(cdr, lines.line(cdr.line), out_of_hours);
+        let cell = self.rows.entry(key).or_default();
+        cell.counters.record(cdr, lines.line(cdr.line), out_of_hours);
+        cell.calls.push(call);
     }
 
     /// Whether there is anything to flush.
     pub fn is_empty(&self) -> bool {
         self.messages == 0
+    }
+}
+
+/// The calls one partition has counted whose start hour lies within a window of the newest
+/// start hour seen: what lets the aggregator skip re-sent CDRs (see
+/// [`cdrflow_schemas::versions`]). Filled from ClickHouse when the partition is assigned,
+/// then kept up to date as calls are counted; dropped with the partition on revoke.
+#[derive(Debug)]
+pub struct CountedCalls {
+    /// Every key in the window.
+    keys: FxHashSet<u64>,
+    /// The same keys by start hour (seconds), for eviction.
+    by_hour: BTreeMap<i64, Vec<u64>>,
+    /// The newest start hour seen.
+    newest_hour: i64,
+    /// The window, in seconds.
+    window_s: i64,
+}
+
+impl CountedCalls {
+    /// An empty window of `window_hours`.
+    pub fn new(window_hours: u32) -> Self {
+        CountedCalls {
+            keys: FxHashSet::default(),
+            by_hour: BTreeMap::new(),
+            newest_hour: i64::MIN,
+            window_s: window_hours as i64 * 3600,
+        }
+    }
+
+    /// Records that `call` (started in `hour`) is counted; `false` if it already was.
+    #[inline]
+    pub fn first_time(&mut self, call: u64, hour: i64) -> bool {
+        if !self.keys.insert(call) {
+            return false;
+        }
+        self.by_hour.entry(hour).or_default().push(call);
+        if hour > self.newest_hour {
+            self.newest_hour = hour;
+            let oldest = hour.saturating_sub(self.window_s);
+            while let Some(entry) = self.by_hour.first_entry() {
+                if *entry.key() >= oldest {
+                    break;
+                }
+                for k in entry.remove() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        true
+    }
+
+    /// Calls in the window.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_counts_once_within_the_window_and_old_hours_are_forgotten() {
+        let mut w = CountedCalls::new(2);
+        assert!(w.first_time(1, 0));
+        assert!(!w.first_time(1, 0), "a re-send is skipped");
+        assert!(w.first_time(2, 3600));
+        assert!(w.first_time(3, 2 * 3600));
+        assert!(!w.first_time(1, 2 * 3600), "hour 0 is still within 2 h of hour 2");
+        assert!(w.first_time(4, 3 * 3600));
+        assert_eq!(w.len(), 3, "hour 0 left the window");
+        assert!(w.first_time(1, 3 * 3600), "a re-send older than the window counts again");
     }
 }

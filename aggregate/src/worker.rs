@@ -8,14 +8,15 @@
 //! nothing is lost, because positions only advance with a successful insert.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::{
     Chores, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
 };
+use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
@@ -23,7 +24,7 @@ use rustc_hash::FxHashMap;
 
 use crate::clickhouse::encoder::{Unit, encode};
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
-use crate::rollup::PartitionRollup;
+use crate::rollup::{CountedCalls, PartitionRollup};
 
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
@@ -36,18 +37,37 @@ pub struct AggregateOptions {
     pub flush_interval: Duration,
     /// Flush early when this many messages are unflushed.
     pub flush_max_messages: u64,
+    /// The window within which a call is counted once, in hours of call start time.
+    pub window_hours: u32,
 }
 
-/// Positions for the consumer, read from ClickHouse.
+/// Positions for the consumer, read from ClickHouse, together with the calls each newly
+/// assigned partition counted recently (its [`CountedCalls`]), read in the same step.
 struct ClickHousePositions {
     ch: ClickHouse,
     group: String,
     rt: Arc<tokio::runtime::Runtime>,
+    window_hours: u32,
+    /// Windows read for partitions just assigned, for the loop to take.
+    loaded: Arc<Mutex<FxHashMap<i32, CountedCalls>>>,
 }
 
 impl PositionStore for ClickHousePositions {
-    fn next_offsets(&self, topic: &str, _partitions: &[i32]) -> Result<HashMap<i32, i64>> {
-        self.rt.block_on(self.ch.positions(&self.group, topic))
+    fn next_offsets(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        self.rt.block_on(async {
+            let positions = self.ch.positions(&self.group, topic).await?;
+            let mut loaded = FxHashMap::default();
+            for &p in partitions {
+                let mut window = CountedCalls::new(self.window_hours);
+                for (hour, call) in self.ch.recent_calls(&self.group, topic, p, self.window_hours).await? {
+                    window.first_time(call, hour);
+                }
+                tracing::debug!(partition = p, calls = window.len(), "read the calls counted recently");
+                loaded.insert(p, window);
+            }
+            *self.loaded.lock().expect("not poisoned") = loaded;
+            Ok(positions)
+        })
     }
     fn describe(&self) -> String {
         format!("ClickHouse at {}", self.ch.config().url)
@@ -58,6 +78,12 @@ impl PositionStore for ClickHousePositions {
 struct State {
     /// Unflushed work per assigned partition.
     partitions: FxHashMap<i32, PartitionRollup>,
+    /// Calls counted recently per assigned partition, flushed or not.
+    counted: FxHashMap<i32, CountedCalls>,
+    /// Windows read from ClickHouse on assignment, not yet taken.
+    loaded: Arc<Mutex<FxHashMap<i32, CountedCalls>>>,
+    /// The window's length.
+    window_hours: u32,
     /// Messages read and not yet flushed, over all partitions.
     unflushed: u64,
     /// When the last flush finished.
@@ -70,7 +96,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?);
     let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
-    let store = Arc::new(ClickHousePositions { ch: ch.clone(), group: src.group.clone(), rt: rt.clone() });
+    let loaded = Arc::new(Mutex::new(FxHashMap::default()));
+    let store = Arc::new(ClickHousePositions {
+        ch: ch.clone(),
+        group: src.group.clone(),
+        rt: rt.clone(),
+        window_hours: opts.window_hours,
+        loaded: loaded.clone(),
+    });
     let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop)?;
     let mut dead_letters = match &src.dead_letter_topic {
         Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group)?),
@@ -78,7 +111,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     };
     // Counters need no caller identity: hashes are never written here.
     let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::ephemeral());
-    let mut state = State { partitions: FxHashMap::default(), unflushed: 0, last_flush: Instant::now() };
+    let mut state = State {
+        partitions: FxHashMap::default(),
+        counted: FxHashMap::default(),
+        loaded,
+        window_hours: opts.window_hours,
+        unflushed: 0,
+        last_flush: Instant::now(),
+    };
     let mut chores = Chores::new("aggregate");
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
 
@@ -100,8 +140,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
                     let payload = m.payload().unwrap_or(&[]);
                     match decoder.decode(src.format, &src.csv, payload) {
                         Ok(cdr) => {
-                            part.add(&cdr, &src.lines);
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            let call = call_key(&cdr.call_id);
+                            let counted = state.counted.get_mut(&partition).expect("assigned with its rollup");
+                            if counted.first_time(call, cdr.utc_hour()) {
+                                part.add(&cdr, call, &src.lines);
+                            } else {
+                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         Err(why) => {
                             stats.reject(why.reason);
@@ -135,8 +181,11 @@ fn apply_changes(consumer: &WorkerConsumer, state: &mut State) {
 fn apply(change: GroupChange, state: &mut State) {
     match change {
         GroupChange::Assigned(parts) => {
+            let mut loaded = state.loaded.lock().expect("not poisoned");
             for p in parts {
                 state.partitions.entry(p).or_default();
+                let window = loaded.remove(&p).unwrap_or_else(|| CountedCalls::new(state.window_hours));
+                state.counted.insert(p, window);
             }
         }
         GroupChange::Revoked(parts) => {
@@ -144,6 +193,8 @@ fn apply(change: GroupChange, state: &mut State) {
                 if let Some(r) = state.partitions.remove(&p) {
                     state.unflushed -= r.messages;
                 }
+                // The window holds unflushed calls too: the next owner reads it back.
+                state.counted.remove(&p);
             }
         }
     }

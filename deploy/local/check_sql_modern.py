@@ -64,23 +64,28 @@ def main():
                 except Exception as e:  # noqa: BLE001 - report and go on
                     failures += 1
                     print(f"FAIL {f.name}: {stmt.splitlines()[0][:70]}\n     {e}")
-        # Idempotent: the migration runs a second time without error.
+        # Idempotent: every CREATE runs a second time without error (ALTERs run once:
+        # schema_migrations versions them, and 18.16 has no ADD COLUMN IF NOT EXISTS).
         for f in files:
             for stmt in statements(f.read_text()):
-                s.query(stmt)
+                if not stmt.startswith("ALTER") and not stmt.startswith("DROP"):
+                    s.query(stmt)
         s.query("INSERT INTO cdrflow.regions VALUES (38, 'Иркутская область', 'Irkutsk Oblast', 'Asia/Irkutsk'), (77, 'Москва', 'Moscow', 'Europe/Moscow')")
         s.query("""INSERT INTO cdrflow.counters_log VALUES
-            ('g','cdrs',0,0,9,now(),38,'122','2022-02-01 09:00:00','2022-02-01 17:00:00',10,8,1,1,0,7,1,80000,30000,900000,1,0,['covid','housing'],[6,4],['30_40','unknown'],[5,5],['voice'],[10]),
-            ('g','cdrs',1,0,3,now(),77,'112','2022-02-01 09:00:00','2022-02-01 12:00:00',4,4,0,0,0,4,0,8000,3000,100000,0,0,['police'],[4],['40_60'],[4],['voice'],[4]),
-            ('g','cdrs',1,4,4,now(),0,'','1970-01-01 00:00:00','1970-01-01 00:00:00',0,0,0,0,0,0,0,0,0,0,0,0,[],[],[],[],[],[])""")
+            ('g','cdrs',0,0,9,now(),38,'122','2022-02-01 09:00:00','2022-02-01 17:00:00',10,8,1,1,0,7,1,80000,30000,900000,1,0,['covid','housing'],[6,4],['30_40','unknown'],[5,5],['voice'],[10],[1,2,3,4,5,6,7,8,9,10]),
+            ('g','cdrs',1,0,3,now(),77,'112','2022-02-01 09:00:00','2022-02-01 12:00:00',4,4,0,0,0,4,0,8000,3000,100000,0,0,['police'],[4],['40_60'],[4],['voice'],[4],[11,12,13,14]),
+            ('g','cdrs',1,4,4,now(),0,'','1970-01-01 00:00:00','1970-01-01 00:00:00',0,0,0,0,0,0,0,0,0,0,0,0,[],[],[],[],[],[],[])""")
+        # A rebuild of Moscow's hour replaces its streaming row (4 → 5 offered).
+        s.query("""INSERT INTO cdrflow.counters_rebuilt VALUES
+            ('backfill','',0,0,0,now(),77,'112','2022-02-01 09:00:00','2022-02-01 12:00:00',5,5,0,0,0,5,0,9000,3000,120000,0,0,['police'],[5],['40_60'],[5],['voice'],[5],[])""")
         params = {"from": "2022-01-01 00:00:00", "to": "2023-01-01 00:00:00", "limit": 5}
         expect = {
-            "national_calls_per_hour": "2022-02-01 09:00:00,14,12,1",
+            "national_calls_per_hour": "2022-02-01 09:00:00,15,13,1",
             "region_local_day": "38,Irkutsk Oblast,2022-02-01,10,8,1",
-            "line_region_quality": "112,77,4,4,0,0,1,2",
+            "line_region_quality": "112,77,5,5,0,0,1,1.8",
             "top_regions": "38,Irkutsk Oblast,10",
-            "topic_shares": "covid,6,0.42857142857142855",
-            "age_band_shares": "30_40,5,0.35714285714285715",
+            "topic_shares": "covid,6,0.4",
+            "age_band_shares": "30_40,5,0.3333333333333333",
             "region_quality": "38,Irkutsk Oblast,10,8,0.1,0.7777777777777778,10",
         }
         for name, sql in dashboard_queries((SQL / "dashboards.sql").read_text()):

@@ -14,6 +14,8 @@ pub struct WorkerStats {
     pub consumed: AtomicU64,
     /// Valid CDRs accepted.
     pub accepted: AtomicU64,
+    /// Valid CDRs of calls already counted (re-sends and corrections; aggregator only).
+    pub duplicates: AtomicU64,
     /// Rejected messages, by reason (index into `Reason::ALL`).
     pub rejected: [AtomicU64; Reason::ALL.len()],
     /// Units written to the sink (archive units or ClickHouse flushes).
@@ -71,6 +73,11 @@ impl WorkerStats {
         };
         counter("records_consumed_total", "Messages read from Kafka.", l(&self.consumed));
         counter("records_accepted_total", "Valid CDRs accepted.", l(&self.accepted));
+        counter(
+            "records_duplicate_total",
+            "Valid CDRs of calls already counted (re-sent or corrected), not counted again.",
+            l(&self.duplicates),
+        );
         counter("sink_units_total", "Units written to the sink.", l(&self.units));
         counter(&format!("{written_what}_written_total"), "Files or rows written to the sink.", l(&self.written));
         counter("sink_errors_total", "Failed sink writes (retried).", l(&self.sink_errors));

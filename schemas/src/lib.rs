@@ -26,6 +26,7 @@ pub mod reject;
 pub mod sql;
 pub mod time;
 pub mod validate;
+pub mod versions;
 
 pub use asterisk_csv::{CsvFeed, encode_asterisk_csv};
 pub use cdr::{AgeBand, Cdr, Channel, Disposition, SCHEMA_VERSION};

@@ -14,8 +14,14 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "counters", sql: include_str!("../sql/migrations/001_counters.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "counters", sql: include_str!("../sql/migrations/001_counters.sql") },
+    Migration {
+        version: 2,
+        name: "versions_and_rebuilds",
+        sql: include_str!("../sql/migrations/002_versions_and_rebuilds.sql"),
+    },
+];
 
 /// Creates the database and `schema_migrations`; run before the migrations.
 pub const BOOTSTRAP: &str = include_str!("../sql/bootstrap.sql");

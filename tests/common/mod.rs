@@ -200,9 +200,17 @@ pub fn spawn_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Chi
     cmd.spawn().unwrap()
 }
 
-/// Starts `cdrflow generate` streaming `cdrs` messages (no re-sends) at `rate` per second
-/// to topic `cdrs`, with its ground truth at `truth`.
-pub fn stream_feed(bootstrap: &str, cdrs: u64, seed: u64, rate: u64, truth: &Path, log: &Path) -> Child {
+/// Starts `cdrflow generate` streaming `cdrs` messages at `rate` per second to topic
+/// `cdrs`, a `resent_share` of them re-sent, with its ground truth at `truth`.
+pub fn stream_feed(
+    bootstrap: &str,
+    cdrs: u64,
+    seed: u64,
+    rate: u64,
+    resent_share: f64,
+    truth: &Path,
+    log: &Path,
+) -> Child {
     let args: Vec<String> = [
         "generate",
         "--cdrs",
@@ -210,7 +218,7 @@ pub fn stream_feed(bootstrap: &str, cdrs: u64, seed: u64, rate: u64, truth: &Pat
         "--seed",
         &seed.to_string(),
         "--resent-share",
-        "0",
+        &resent_share.to_string(),
         "--rate",
         &rate.to_string(),
         "--brokers",

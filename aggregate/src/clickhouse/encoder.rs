@@ -37,6 +37,7 @@ pub struct CounterRow {
     pub age_band_calls: Vec<u64>,
     pub channel_names: Vec<String>,
     pub channel_calls: Vec<u64>,
+    pub call_ids: Vec<u64>,
 }
 
 /// Which flush a row belongs to.
@@ -61,6 +62,7 @@ fn row(
     hour: i64,
     local_hour: i64,
     c: &Counters,
+    calls: &[u64],
 ) -> CounterRow {
     let (age_band_names, age_band_calls) = c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).unzip();
     let (channel_names, channel_calls) = c.named_channels().map(|(k, n)| (k.to_owned(), n)).unzip();
@@ -93,16 +95,18 @@ fn row(
         age_band_calls,
         channel_names,
         channel_calls,
+        call_ids: calls.to_vec(),
     }
 }
 
 /// The rows of one flush: one per (region, line, hour) touched, all carrying the unit's
-/// offset range; a unit with no valid CDR gets one checkpoint row (region 0, zeros).
+/// offset range and the keys of the calls it counted; a unit with no valid CDR gets one
+/// checkpoint row (region 0, zeros).
 pub fn encode(unit: &Unit<'_>, rollup: &PartitionRollup, lines: &LineRegistry) -> Vec<CounterRow> {
     let first = rollup.first_offset.unwrap_or(rollup.last_offset);
     let last = rollup.last_offset;
     if rollup.rows.is_empty() {
-        return vec![row(unit, first, last, 0, "", 0, 0, &Counters::default())];
+        return vec![row(unit, first, last, 0, "", 0, 0, &Counters::default(), &[])];
     }
     let mut keys: Vec<_> = rollup.rows.keys().copied().collect();
     keys.sort_unstable();
@@ -111,7 +115,8 @@ pub fn encode(unit: &Unit<'_>, rollup: &PartitionRollup, lines: &LineRegistry) -
             let region = Regions::get().by_code(k.region.0).expect("validated region");
             let t = jiff::Timestamp::from_second(k.hour).expect("validated hour");
             let local = k.hour + region.time_zone.to_offset(t).seconds() as i64;
-            row(unit, first, last, k.region.0, &lines.line(k.line).id, k.hour, local, &rollup.rows[&k])
+            let cell = &rollup.rows[&k];
+            row(unit, first, last, k.region.0, &lines.line(k.line).id, k.hour, local, &cell.counters, &cell.calls)
         })
         .collect()
 }

@@ -206,16 +206,53 @@ impl ClickHouse {
     /// Every stored (region, line id, UTC hour) with its counters, summed over flushes;
     /// only this consumer group's rows if given. (Breakdowns are summed through
     /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.)
+    /// The calls partition `partition` counted within `window_hours` of its newest counted
+    /// call: (start hour, call key) pairs, for its [`crate::rollup::CountedCalls`].
+    pub async fn recent_calls(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        window_hours: u32,
+    ) -> Result<Vec<(i64, u64)>> {
+        let log = self.table("counters_log");
+        let rows: Vec<(u32, u64)> = self
+            .client
+            .query(&format!(
+                "SELECT toUInt32(hour), call FROM {log} ARRAY JOIN call_ids AS call
+                 WHERE consumer_group = ? AND topic = ? AND kafka_partition = ? AND region != 0
+                   AND hour >= (SELECT max(hour) FROM {log}
+                                WHERE consumer_group = ? AND topic = ? AND kafka_partition = ? AND region != 0) - ?"
+            ))
+            .bind(group)
+            .bind(topic)
+            .bind(partition as u16)
+            .bind(group)
+            .bind(topic)
+            .bind(partition as u16)
+            .bind(window_hours as u64 * 3600)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the calls counted recently"))?;
+        Ok(rows.into_iter().map(|(h, c)| (h as i64, c)).collect())
+    }
+
+    /// Counters per (region, line, hour): one group's streaming rows (`Some(group)`), or
+    /// what dashboards see (`None`: `counters_current`, streaming and rebuilt hours).
     pub async fn stored_counters(&self, group: Option<&str>) -> Result<Vec<(u8, String, i64, Counters)>> {
-        let filter = if group.is_some() { "AND consumer_group = ?" } else { "" };
+        // One group's streaming rows, or what dashboards see (streaming and rebuilt hours).
+        let (filter, from) = match group {
+            Some(_) => ("AND consumer_group = ?", self.table("counters_log")),
+            None => ("", self.table("counters_current")),
+        };
         let q = format!(
             "SELECT region, line, hour, sum(offered) AS offered, sum(answered) AS answered, sum(abandoned) AS abandoned,
                 sum(short_abandoned) AS short_abandoned, sum(unanswered) AS unanswered,
                 sum(answered_within_sl) AS answered_within_sl, sum(abandoned_after_sl) AS abandoned_after_sl,
                 sum(wait_sum_ms) AS wait_sum_ms, max(wait_max_ms) AS wait_max_ms, sum(talk_sum_ms) AS talk_sum_ms,
                 sum(transferred_out) AS transferred_out, sum(out_of_hours) AS out_of_hours
-             FROM {} WHERE region != 0 {filter} GROUP BY region, line, hour ORDER BY region, line, hour",
-            self.table("counters_log"),
+             FROM {from} WHERE region != 0 {filter} GROUP BY region, line, hour HAVING offered > 0
+             ORDER BY region, line, hour",
         );
         let mut query = self.client.query(&q);
         if let Some(g) = group {
@@ -250,9 +287,8 @@ impl ClickHouse {
             [("topic_names", "topic_calls"), ("age_band_names", "age_band_calls"), ("channel_names", "channel_calls")]
         {
             let q = format!(
-                "SELECT region, line, hour, name, sum(count) AS calls FROM {} ARRAY JOIN {names} AS name, {counts} AS count
-                 WHERE region != 0 {filter} GROUP BY region, line, hour, name",
-                self.table("counters_log"),
+                "SELECT region, line, hour, name, sum(count) AS calls FROM {from} ARRAY JOIN {names} AS name, {counts} AS count
+                 WHERE region != 0 {filter} GROUP BY region, line, hour, name"
             );
             let mut query = self.client.query(&q);
             if let Some(g) = group {
