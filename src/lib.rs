@@ -13,6 +13,7 @@ pub mod broker;
 pub mod demo;
 pub mod kafka_tools;
 pub mod metrics;
+pub mod reconcile;
 pub mod signals;
 pub mod synthetic;
 pub mod validate;

@@ -36,6 +36,10 @@ enum Command {
     Ingest(IngestArgs),
     /// Consume CDRs and keep per-region, per-line, per-hour counters in ClickHouse, exactly once.
     Aggregate(AggregateArgs),
+    /// Check Kafka offsets, the Parquet archive and ClickHouse against each other; names every mismatch and exits 1 if any.
+    Reconcile(ReconcileArgs),
+    /// Rebuild the counters of some dates (and a region) from the Parquet archive, replacing those hours at once.
+    Backfill(BackfillArgs),
     /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
     Broker(BrokerArgs),
 }
@@ -288,6 +292,68 @@ struct IngestArgs {
     no_dead_letters: bool,
 }
 
+/// Which part of the archive.
+#[derive(clap::Args)]
+struct SelectionArgs {
+    /// Topic whose archive units are read.
+    #[arg(long, env = "CDRFLOW_TOPIC", default_value = "cdrs")]
+    topic: String,
+    /// First UTC date (YYYY-MM-DD, the archive's dt), inclusive.
+    #[arg(long)]
+    from_date: Option<jiff::civil::Date>,
+    /// Last UTC date, inclusive.
+    #[arg(long)]
+    to_date: Option<jiff::civil::Date>,
+    /// One region (its code) only.
+    #[arg(long)]
+    region: Option<u8>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> cdrflow_aggregate::rebuild::Selection {
+        cdrflow_aggregate::rebuild::Selection {
+            topic: self.topic.clone(),
+            from_date: self.from_date.map(|d| d.to_string()),
+            to_date: self.to_date.map(|d| d.to_string()),
+            region: self.region,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ReconcileArgs {
+    /// The archive: a directory or s3://BUCKET/PREFIX.
+    #[arg(long)]
+    archive: String,
+    /// Kafka bootstrap servers (omit to skip Kafka's offsets).
+    #[arg(long, env = "CDRFLOW_BROKERS")]
+    brokers: Option<String>,
+    /// The ingest workers' consumer group.
+    #[arg(long, default_value = "cdrflow-ingest")]
+    ingest_group: String,
+    /// The aggregators' consumer group.
+    #[arg(long, default_value = "cdrflow-aggregate")]
+    aggregate_group: String,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    /// The archive to rebuild from: a directory or s3://BUCKET/PREFIX.
+    #[arg(long = "from")]
+    archive: String,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
 #[derive(clap::Args)]
 struct DemoArgs {
     /// CDRs in the generated national feed.
@@ -335,6 +401,8 @@ fn main() {
         Command::Migrate(a) => migrate(a),
         Command::Aggregate(a) => aggregate(a),
         Command::Ingest(a) => ingest(a),
+        Command::Reconcile(a) => reconcile(a),
+        Command::Backfill(a) => backfill(a),
         Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
             brokers: a.brokers,
             topics: a.topics,
@@ -550,4 +618,64 @@ fn ingest(a: IngestArgs) -> Result<()> {
     };
     let stats = a.kafka.stats("ingest", "files")?;
     cdrflow_ingest::run(opts, pseudonymiser, stop, stats)
+}
+
+fn reconcile(a: ReconcileArgs) -> Result<()> {
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(a.clickhouse.config()?);
+    let rt = runtime()?;
+    rt.block_on(ch.ping())?;
+    let opts = cdrflow::reconcile::ReconcileOptions {
+        archive: a.archive,
+        brokers: a.brokers,
+        ingest_group: a.ingest_group,
+        aggregate_group: a.aggregate_group,
+        selection: a.selection.selection(),
+        lines: LineRegistry::builtin(),
+    };
+    let report = cdrflow::reconcile::run(&opts, &ch, &rt)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        cdrflow::reconcile::print(&report);
+    }
+    if !report.mismatches.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn backfill(a: BackfillArgs) -> Result<()> {
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(a.clickhouse.config()?);
+    let rt = runtime()?;
+    rt.block_on(ch.ping())?;
+    let archive = cdrflow_ingest::archive::Archive::open(&a.archive)?;
+    let sel = a.selection.selection();
+    let lines = LineRegistry::builtin();
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} reading the archive {wide_bar} {pos}/{len} files {msg}")
+            .expect("template"),
+    );
+    let recomputed = cdrflow_aggregate::rebuild::recompute(&archive, &sel, &lines, false, |done, total, rows| {
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(format!("{rows} rows"));
+    })?;
+    bar.finish_and_clear();
+    let read_s = started.elapsed().as_secs_f64();
+    let (rows, files, superseded) = (recomputed.rows, recomputed.files, recomputed.superseded);
+    let rebuilt = rt.block_on(cdrflow_aggregate::rebuild::write_rebuild(&ch, &sel, recomputed.rollup, &lines))?;
+    let summary = serde_json::json!({
+        "files": files,
+        "rows": rows,
+        "superseded_versions": superseded,
+        "rebuild_id": rebuilt.rebuild_id,
+        "cells": rebuilt.cells,
+        "emptied_cells": rebuilt.emptied,
+        "seconds": started.elapsed().as_secs_f64(),
+        "rows_per_second_reading": (rows as f64 / read_s.max(1e-9)).round(),
+    });
+    tracing::info!(files, rows, cells = rebuilt.cells, "rebuilt the counters from the archive");
+    println!("{summary}");
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! - [`worker`] — the consume → roll up → flush loop.
 
 pub mod clickhouse;
+pub mod rebuild;
 pub mod rollup;
 pub mod worker;
 

@@ -269,6 +269,30 @@ impl Archive {
         Ok(out)
     }
 
+    /// The partitions of `topic` with committed units, in order.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let dir = format!("_cdrflow/commits/{topic}");
+        let names: Vec<String> = match &*self.backend {
+            Backend::Local { root } => match fs::read_dir(root.join(&dir)) {
+                Ok(entries) => {
+                    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(|| format!("listing {}", root.join(&dir).display())),
+            },
+            Backend::Object { store, runtime, .. } => runtime
+                .block_on(store.list_with_delimiter(Some(&self.object_path(&dir)?)))
+                .map_err(|e| self.store_error(e, &format!("listing {dir}")))?
+                .common_prefixes
+                .into_iter()
+                .filter_map(|p| p.filename().map(str::to_owned))
+                .collect(),
+        };
+        let mut out: Vec<i32> = names.iter().filter_map(|n| n.strip_prefix('p')?.parse().ok()).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Every data file in the archive (relative paths, sorted), committed or not: for
     /// readers that compare the archive with its manifest.
     pub fn data_files(&self) -> Result<Vec<String>> {

@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod encode;
+pub mod read;
 pub mod worker;
 
 pub use worker::{IngestOptions, run};

@@ -29,6 +29,25 @@ fn explain(e: clickhouse::error::Error, cfg: &ClickHouseConfig, doing: &str) -> 
     }
 }
 
+/// One flush of one partition in the streaming log (see [`ClickHouse::log_units`]).
+#[derive(Debug, Clone, clickhouse::Row, Deserialize, Serialize)]
+pub struct LogUnit {
+    pub kafka_partition: u16,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub rows: u64,
+    pub cells: u64,
+}
+
+/// SQL restricting `hour` to `[from, to)` and maybe one region: numbers only.
+fn hours_filter(from: i64, to: i64, region: Option<u8>) -> String {
+    let mut f = format!("AND hour >= toDateTime({from}) AND hour < toDateTime({to})");
+    if let Some(r) = region {
+        f.push_str(&format!(" AND region = {r}"));
+    }
+    f
+}
+
 #[derive(clickhouse::Row, Deserialize)]
 struct Position {
     kafka_partition: u16,
@@ -240,11 +259,30 @@ impl ClickHouse {
     /// Counters per (region, line, hour): one group's streaming rows (`Some(group)`), or
     /// what dashboards see (`None`: `counters_current`, streaming and rebuilt hours).
     pub async fn stored_counters(&self, group: Option<&str>) -> Result<Vec<(u8, String, i64, Counters)>> {
-        // One group's streaming rows, or what dashboards see (streaming and rebuilt hours).
-        let (filter, from) = match group {
-            Some(_) => ("AND consumer_group = ?", self.table("counters_log")),
-            None => ("", self.table("counters_current")),
-        };
+        match group {
+            Some(_) => self.read_counters(&self.table("counters_log"), "AND consumer_group = ?", group).await,
+            None => self.read_counters(&self.table("counters_current"), "", None).await,
+        }
+    }
+
+    /// What dashboards see for UTC hours `[from, to)`, optionally of one region.
+    pub async fn current_counters(
+        &self,
+        from: i64,
+        to: i64,
+        region: Option<u8>,
+    ) -> Result<Vec<(u8, String, i64, Counters)>> {
+        let filter = hours_filter(from, to, region);
+        self.read_counters(&self.table("counters_current"), &filter, None).await
+    }
+
+    /// `filter` is SQL made of numbers only; `group` binds its `?`, if any.
+    async fn read_counters(
+        &self,
+        from: &str,
+        filter: &str,
+        group: Option<&str>,
+    ) -> Result<Vec<(u8, String, i64, Counters)>> {
         let q = format!(
             "SELECT region, line, hour, sum(offered) AS offered, sum(answered) AS answered, sum(abandoned) AS abandoned,
                 sum(short_abandoned) AS short_abandoned, sum(unanswered) AS unanswered,
@@ -319,6 +357,78 @@ impl ClickHouse {
     }
 
     /// Runs a named dashboard query from `schemas/sql/dashboards.sql`; rows as JSON objects.
+    /// The (region, line, hour) cells dashboards show for UTC hours `[from, to)`.
+    pub async fn current_cells(&self, from: i64, to: i64, region: Option<u8>) -> Result<Vec<(u8, String, i64)>> {
+        let rows: Vec<(u8, String, u32)> = self
+            .client
+            .query(&format!(
+                "SELECT DISTINCT region, line, toUInt32(hour) FROM {} WHERE region != 0 {}",
+                self.table("counters_current"),
+                hours_filter(from, to, region)
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "listing the cells of a rebuild"))?;
+        Ok(rows.into_iter().map(|(r, l, h)| (r, l, h as i64)).collect())
+    }
+
+    /// Cells that some rebuild wrote.
+    pub async fn rebuilt_cells(&self) -> Result<u64> {
+        self.client
+            .query(&format!(
+                "SELECT count() FROM (SELECT DISTINCT region, line, hour FROM {})",
+                self.table("counters_rebuilt")
+            ))
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "counting rebuilt cells"))
+    }
+
+    /// A rebuild id (its rows' `flushed_at`): now, or later than every earlier rebuild.
+    pub async fn next_rebuild_id(&self) -> Result<u32> {
+        let last: u32 = self
+            .client
+            .query(&format!("SELECT toUInt32(max(flushed_at)) FROM {}", self.table("counters_rebuilt")))
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the last rebuild"))?;
+        Ok((jiff::Timestamp::now().as_second() as u32).max(last + 1))
+    }
+
+    /// Inserts a rebuild's rows as ONE block (one part), however many there are.
+    pub async fn insert_rebuild(&self, rows: &[CounterRow]) -> Result<()> {
+        let block = (rows.len() + 1).max(1_048_576).to_string();
+        let client = self.client.clone().with_setting("max_insert_block_size", block);
+        let mut ins = client
+            .insert_unescaped::<CounterRow>(&self.table("counters_rebuilt"))
+            .await?
+            .with_timeouts(Some(Duration::from_secs(60)), Some(Duration::from_secs(600)));
+        for r in rows {
+            ins.write(r).await.map_err(|e| explain(e, &self.cfg, "inserting a rebuild"))?;
+        }
+        ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting a rebuild"))
+    }
+
+    /// The flushes in the streaming log of `group`: one entry per (partition, first, last
+    /// offset, flush time) with its rows and distinct cells — a unit inserted twice shows
+    /// as rows > cells.
+    pub async fn log_units(&self, group: &str, topic: &str) -> Result<Vec<LogUnit>> {
+        self.client
+            .query(&format!(
+                "SELECT kafka_partition, first_offset, last_offset, count() AS rows,
+                        uniqExact(region, line, hour) AS cells
+                 FROM {} WHERE consumer_group = ? AND topic = ?
+                 GROUP BY kafka_partition, first_offset, last_offset, flushed_at
+                 ORDER BY kafka_partition, first_offset, last_offset",
+                self.table("counters_log")
+            ))
+            .bind(group)
+            .bind(topic)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the streaming log's units"))
+    }
+
     pub async fn dashboard(&self, name: &str, params: &[(&str, Param)]) -> Result<Vec<serde_json::Value>> {
         let q = sql::dashboard_queries()
             .into_iter()

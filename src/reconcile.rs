@@ -1,0 +1,394 @@
+//! `cdrflow reconcile`: the three stores checked against each other.
+//!
+//! 1. **Kafka ↔ archive**, per partition: the archive's committed units (its commit
+//!    markers) must cover the offsets contiguously from the start of what Kafka holds, with
+//!    no gap and no overlap, up to at least the ingest group's committed offset (the worker
+//!    commits an offset to Kafka only after the unit holding it is committed to the archive);
+//!    how far behind the end of the partition it is, is reported.
+//! 2. **The archive's files**: every file a commit lists must exist with the rows it lists;
+//!    a data file that no commit lists (left by an interrupted unit, or copied in) is named.
+//! 3. **ClickHouse's streaming log**, per partition: its flushes must cover the offsets
+//!    contiguously, without overlap, and no flush may be stored twice.
+//! 4. **Counters**: recomputed from the archive with the aggregator's own rollup
+//!    ([`cdrflow_aggregate::rebuild`]) and compared, cell by cell, with what the dashboards
+//!    read (`counters_current`) for the selected dates and region.
+//!
+//! Every mismatch is named; the command exits non-zero if there is any. Run it when the
+//! workers have caught up (or on closed dates): a sink that is behind shows as a mismatch
+//! of counters, and the partition table shows the positions that explain it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cdrflow_aggregate::clickhouse::ClickHouse;
+use cdrflow_aggregate::rebuild::{Selection, recompute};
+use cdrflow_ingest::archive::Archive;
+use cdrflow_schemas::{Counters, LineRegistry};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+
+/// What to reconcile.
+pub struct ReconcileOptions {
+    /// The archive (directory or `s3://`).
+    pub archive: String,
+    /// Kafka bootstrap servers, if Kafka is to be asked.
+    pub brokers: Option<String>,
+    /// The ingest workers' consumer group (its committed offsets are reported).
+    pub ingest_group: String,
+    /// The aggregator's consumer group (its rows in the streaming log).
+    pub aggregate_group: String,
+    /// Topic, dates, region.
+    pub selection: Selection,
+    /// Line registry (thresholds) used to recompute.
+    pub lines: std::sync::Arc<LineRegistry>,
+}
+
+/// One partition's positions in the three stores.
+#[derive(Debug, Default, Serialize)]
+pub struct PartitionPositions {
+    pub partition: i32,
+    /// Kafka's first retained offset and its end (when `--brokers` is given).
+    pub kafka_low: Option<i64>,
+    pub kafka_high: Option<i64>,
+    /// The ingest group's committed offset (monitoring only).
+    pub kafka_committed: Option<i64>,
+    /// The aggregator group's committed offset (monitoring only).
+    pub kafka_committed_aggregate: Option<i64>,
+    /// Next offset after the archive's last committed unit.
+    pub archive_next: Option<i64>,
+    pub archive_units: usize,
+    pub archive_rows: u64,
+    /// Next offset after the streaming log's last flush.
+    pub clickhouse_next: Option<i64>,
+    pub clickhouse_flushes: usize,
+}
+
+/// A named disagreement.
+#[derive(Debug, Serialize)]
+pub struct Mismatch {
+    /// A stable code: `archive_gap`, `archive_overlap`, `archive_missing_start`,
+    /// `missing_file`, `file_rows`, `uncommitted_file`, `clickhouse_gap`,
+    /// `clickhouse_overlap`, `clickhouse_doubled`, `counters_differ`.
+    pub kind: &'static str,
+    pub partition: Option<i32>,
+    /// What, in words.
+    pub what: String,
+}
+
+/// The report (`--json` prints it as is).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub topic: String,
+    pub from_date: Option<String>,
+    pub to_date: Option<String>,
+    pub region: Option<u8>,
+    pub partitions: Vec<PartitionPositions>,
+    pub files_checked: usize,
+    pub archive_rows_read: u64,
+    pub cells_compared: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Runs every check.
+pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtime) -> Result<Report> {
+    let sel = &opts.selection;
+    let topic = &sel.topic;
+    let archive = Archive::open(&opts.archive)?;
+    let mut mismatches = Vec::new();
+    let mut parts: BTreeMap<i32, PartitionPositions> = BTreeMap::new();
+    fn at(parts: &mut BTreeMap<i32, PartitionPositions>, p: i32) -> &mut PartitionPositions {
+        parts.entry(p).or_insert_with(|| PartitionPositions { partition: p, ..Default::default() })
+    }
+
+    // Kafka.
+    if let Some(brokers) = &opts.brokers {
+        for (p, (low, high, committed)) in kafka_positions(brokers, topic, &opts.ingest_group)? {
+            let e = at(&mut parts, p);
+            (e.kafka_low, e.kafka_high, e.kafka_committed) = (Some(low), Some(high), committed);
+        }
+        for (p, (_, _, committed)) in kafka_positions(brokers, topic, &opts.aggregate_group)? {
+            at(&mut parts, p).kafka_committed_aggregate = committed;
+        }
+    }
+
+    // The archive's units, and their files.
+    let files: BTreeSet<String> = archive.data_files()?.into_iter().collect();
+    let mut listed = BTreeSet::new();
+    let mut files_checked = 0;
+    for p in archive.partitions(topic)? {
+        let units = archive.committed(topic, p)?;
+        let e = at(&mut parts, p);
+        e.archive_units = units.len();
+        e.archive_rows = units.iter().map(|u| u.rows).sum();
+        e.archive_next = units.iter().map(|u| u.last_offset + 1).max();
+        if let (Some(first), Some(low)) = (units.first(), e.kafka_low)
+            && first.first_offset > low
+        {
+            mismatches.push(Mismatch {
+                kind: "archive_missing_start",
+                partition: Some(p),
+                what: format!(
+                    "offsets {low}–{} are in Kafka but in no archive unit of partition {p}",
+                    first.first_offset - 1
+                ),
+            });
+        }
+        // The group commits an offset only after its unit is committed to the archive: a
+        // committed offset past the archive's end means units were lost.
+        let next = e.archive_next.unwrap_or(0);
+        if let Some(committed) = e.kafka_committed.filter(|c| *c > next) {
+            mismatches.push(Mismatch {
+                kind: "archive_gap",
+                partition: Some(p),
+                what: format!(
+                    "offsets {next}–{} of partition {p} are in no archive unit (the ingest group committed them)",
+                    committed - 1
+                ),
+            });
+        }
+        for w in units.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if b.first_offset > a.last_offset + 1 {
+                mismatches.push(Mismatch {
+                    kind: "archive_gap",
+                    partition: Some(p),
+                    what: format!(
+                        "offsets {}–{} of partition {p} are in no archive unit",
+                        a.last_offset + 1,
+                        b.first_offset - 1
+                    ),
+                });
+            } else if b.first_offset <= a.last_offset {
+                mismatches.push(Mismatch {
+                    kind: "archive_overlap",
+                    partition: Some(p),
+                    what: format!(
+                        "archive units {}–{} and {}–{} of partition {p} overlap",
+                        a.first_offset, a.last_offset, b.first_offset, b.last_offset
+                    ),
+                });
+            }
+        }
+        for u in &units {
+            for f in &u.files {
+                listed.insert(f.path.clone());
+                if !sel.covers(&f.path) {
+                    continue;
+                }
+                files_checked += 1;
+                if !files.contains(&f.path) {
+                    mismatches.push(Mismatch {
+                        kind: "missing_file",
+                        partition: Some(p),
+                        what: format!(
+                            "{} (offsets {}–{}, {} rows) is listed by its commit but not in the archive",
+                            f.path, u.first_offset, u.last_offset, f.rows
+                        ),
+                    });
+                    continue;
+                }
+                let rows = cdrflow_ingest::read::row_count(archive.get(&f.path)?.into())
+                    .with_context(|| format!("reading {}", f.path))?;
+                if rows != f.rows {
+                    mismatches.push(Mismatch {
+                        kind: "file_rows",
+                        partition: Some(p),
+                        what: format!("{} holds {rows} rows; its commit says {}", f.path, f.rows),
+                    });
+                }
+            }
+        }
+    }
+    for f in files.difference(&listed).filter(|f| sel.covers(f)) {
+        mismatches.push(Mismatch {
+            kind: "uncommitted_file",
+            partition: None,
+            what: format!("{f} is in the archive but no commit lists it (readers must ignore it)"),
+        });
+    }
+
+    // ClickHouse's streaming log.
+    let flushes = rt.block_on(ch.log_units(&opts.aggregate_group, topic))?;
+    let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+    for f in flushes {
+        by_partition.entry(f.kafka_partition as i32).or_default().push(f);
+    }
+    for (p, flushes) in &by_partition {
+        let p = *p;
+        let e = at(&mut parts, p);
+        e.clickhouse_flushes = flushes.len();
+        e.clickhouse_next = flushes.iter().map(|f| f.last_offset as i64 + 1).max();
+        let next = e.clickhouse_next.unwrap_or(0);
+        if let Some(committed) = e.kafka_committed_aggregate.filter(|c| *c > next) {
+            mismatches.push(Mismatch {
+                kind: "clickhouse_gap",
+                partition: Some(p),
+                what: format!(
+                    "offsets {next}–{} of partition {p} are in no ClickHouse flush (the aggregator group committed them)",
+                    committed - 1
+                ),
+            });
+        }
+        for f in flushes {
+            if f.rows > f.cells {
+                mismatches.push(Mismatch {
+                    kind: "clickhouse_doubled",
+                    partition: Some(p),
+                    what: format!(
+                        "ClickHouse holds the flush of offsets {}–{} of partition {p} more than once ({} rows for {} cells)",
+                        f.first_offset, f.last_offset, f.rows, f.cells
+                    ),
+                });
+            }
+        }
+        for w in flushes.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if b.first_offset > a.last_offset + 1 {
+                mismatches.push(Mismatch {
+                    kind: "clickhouse_gap",
+                    partition: Some(p),
+                    what: format!(
+                        "offsets {}–{} of partition {p} are in no ClickHouse flush",
+                        a.last_offset + 1,
+                        b.first_offset - 1
+                    ),
+                });
+            } else if b.first_offset <= a.last_offset {
+                mismatches.push(Mismatch {
+                    kind: "clickhouse_overlap",
+                    partition: Some(p),
+                    what: format!(
+                        "ClickHouse flushes {}–{} and {}–{} of partition {p} overlap: those offsets are counted twice",
+                        a.first_offset, a.last_offset, b.first_offset, b.last_offset
+                    ),
+                });
+            }
+        }
+    }
+
+    // Counters: the archive recomputed vs what dashboards read.
+    let recomputed = recompute(&archive, sel, &opts.lines, true, |_, _, _| {})?;
+    let (from, to) = sel.hours()?;
+    let stored: HashMap<(u8, String, i64), Counters> = rt
+        .block_on(ch.current_counters(from, to, sel.region))?
+        .into_iter()
+        .map(|(r, l, h, c)| ((r, l, h), c))
+        .collect();
+    let mut archive_cells: BTreeMap<(u8, String, i64), &Counters> = BTreeMap::new();
+    for (k, cell) in &recomputed.rollup.rows {
+        archive_cells.insert((k.region.0, opts.lines.line(k.line).id.clone(), k.hour), &cell.counters);
+    }
+    let hour = |h: i64| jiff::Timestamp::from_second(h).map(|t| t.to_string()).unwrap_or_default();
+    let mut cells_compared = 0;
+    let mut keys: BTreeSet<&(u8, String, i64)> = archive_cells.keys().collect();
+    keys.extend(stored.keys());
+    for k in keys {
+        cells_compared += 1;
+        let (a, s) = (archive_cells.get(k).copied(), stored.get(k));
+        let zero = Counters::default();
+        let (a, s) = (a.unwrap_or(&zero), s.unwrap_or(&zero));
+        if a != s {
+            mismatches.push(Mismatch {
+                kind: "counters_differ",
+                partition: None,
+                what: format!(
+                    "region {} line {} hour {}: the archive gives offered={} answered={} abandoned={}, ClickHouse offered={} answered={} abandoned={}",
+                    k.0,
+                    k.1,
+                    hour(k.2),
+                    a.offered,
+                    a.answered,
+                    a.abandoned,
+                    s.offered,
+                    s.answered,
+                    s.abandoned
+                ),
+            });
+        }
+    }
+    Ok(Report {
+        topic: topic.clone(),
+        from_date: sel.from_date.clone(),
+        to_date: sel.to_date.clone(),
+        region: sel.region,
+        partitions: parts.into_values().collect(),
+        files_checked,
+        archive_rows_read: recomputed.rows,
+        cells_compared,
+        mismatches,
+    })
+}
+
+/// (low, high, the group's committed offset) per partition of `topic`.
+fn kafka_positions(brokers: &str, topic: &str, group: &str) -> Result<BTreeMap<i32, (i64, i64, Option<i64>)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the metadata of {topic} at {brokers}: is Kafka there?"))?;
+    let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).context("reading committed offsets")?;
+    let mut out = BTreeMap::new();
+    for p in 0..n {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
+        let done = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        out.insert(p, (low, high, done));
+    }
+    Ok(out)
+}
+
+/// The report as a table for people.
+pub fn print(r: &Report) {
+    let range = match (&r.from_date, &r.to_date) {
+        (None, None) => "all dates".to_owned(),
+        (f, t) => format!("{} to {}", f.as_deref().unwrap_or("…"), t.as_deref().unwrap_or("…")),
+    };
+    let region = r.region.map(|x| format!(", region {x}")).unwrap_or_default();
+    println!("reconcile {} ({range}{region})\n", r.topic);
+    println!(
+        "{:>9} {:>10} {:>10} {:>10} {:>12} {:>6} {:>10} {:>12} {:>7}",
+        "partition", "kafka low", "kafka end", "committed", "archive next", "units", "rows", "ch next", "flushes"
+    );
+    let o = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    for p in &r.partitions {
+        println!(
+            "{:>9} {:>10} {:>10} {:>10} {:>12} {:>6} {:>10} {:>12} {:>7}",
+            p.partition,
+            o(p.kafka_low),
+            o(p.kafka_high),
+            o(p.kafka_committed),
+            o(p.archive_next),
+            p.archive_units,
+            p.archive_rows,
+            o(p.clickhouse_next),
+            p.clickhouse_flushes
+        );
+    }
+    println!(
+        "\n{} files checked, {} archived rows recomputed, {} (region, line, hour) cells compared",
+        r.files_checked, r.archive_rows_read, r.cells_compared
+    );
+    if r.mismatches.is_empty() {
+        println!("no mismatch: Kafka, the archive and ClickHouse agree");
+    } else {
+        println!("{} mismatches:", r.mismatches.len());
+        for m in &r.mismatches {
+            println!("  {:<22} {}", m.kind, m.what);
+        }
+    }
+}
