@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use cdrflow_ingest::archive::Archive;
 use cdrflow_ingest::read::read_file;
 use cdrflow_schemas::versions::{call_key, supersedes};
-use cdrflow_schemas::{Counters, HourKey, LineRegistry, RegionCode};
+use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;
 
 use crate::clickhouse::ClickHouse;
@@ -161,8 +161,8 @@ pub async fn write_rebuild(
     for (region, line, hour) in ch.current_cells(from, to, sel.region).await? {
         let Some(line) = lines.by_id(&line) else { continue };
         let key = HourKey { region: RegionCode(region), line, hour };
-        if !recomputed.rows.contains_key(&key) {
-            recomputed.rows.insert(key, crate::rollup::Cell { counters: Counters::default(), calls: Vec::new() });
+        if let std::collections::hash_map::Entry::Vacant(v) = recomputed.rows.entry(key) {
+            v.insert(crate::rollup::Cell::default());
             emptied += 1;
         }
     }
