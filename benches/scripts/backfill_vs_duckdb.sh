@@ -34,7 +34,7 @@ rows = con.execute(f"""
         SELECT *, row_number() OVER (PARTITION BY dt, call_id ORDER BY "end" DESC, kafka_partition DESC, kafka_offset DESC) AS rank
         FROM read_parquet('{archive}/dt=*/region=*/*.parquet', hive_partitioning = true, hive_types = {{'dt': VARCHAR, 'region': INTEGER}})
     )
-    SELECT region, line, date_trunc('hour', "start") AS hour,
+    SELECT region, line, epoch(date_trunc('hour', "start")) AS hour,
            count(*) AS offered,
            count(*) FILTER (WHERE disposition = 'answered') AS answered,
            sum(queue_wait_ms) FILTER (WHERE disposition = 'answered') AS wait_sum_ms,
