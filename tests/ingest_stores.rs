@@ -111,6 +111,17 @@ fn assert_exact(archive: &Archive, summary: &FeedSummary, partitions: i32) {
     assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
 }
 
+/// Waits for the worker to archive the whole feed, stops it, and checks the archive.
+fn finish(archive: &Archive, marks: &std::collections::HashMap<i32, i64>, worker: &mut Child, dir: &std::path::Path) {
+    wait_until(Duration::from_secs(120), "the worker to catch up", || {
+        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == *marks
+    });
+    assert!(sigterm(worker), "SIGTERM: drain and exit 0");
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    assert_exact(archive, &summary, 4);
+}
+
 #[test]
 fn an_s3_archive_survives_the_store_going_away() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,14 +163,7 @@ fn an_s3_archive_survives_the_store_going_away() {
         unsafe { std::env::set_var(k, v) };
     }
     let archive = Archive::open(&out).unwrap();
-    wait_until(Duration::from_secs(120), "the worker to catch up", || {
-        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == marks
-    });
-    assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
-
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    assert_exact(&archive, &summary, 4);
+    finish(&archive, &marks, &mut worker, dir.path());
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("consumption paused, nothing is lost"), "the outage is logged");
     assert!(logs.contains(&out), "the log names the store");
@@ -229,12 +233,6 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     assert!(feed.wait().unwrap().success());
     let marks = broker.watermarks("cdrs", 4);
     let archive = Archive::open_dir(&out).unwrap();
-    wait_until(Duration::from_secs(120), "the worker to catch up", || {
-        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == marks
-    });
-    assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    assert_exact(&archive, &summary, 4);
+    finish(&archive, &marks, &mut worker, dir.path());
     assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
 }
