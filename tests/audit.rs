@@ -158,7 +158,10 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert!(!ok);
     let gap = format!("offsets {}–{} of partition 2 are in no archive unit", gone.first_offset, gone.last_offset);
     assert!(found.iter().any(|(k, w)| k == "archive_gap" && w == &gap), "{found:?}");
-    // The last unit gone too: the ingest group's committed offset shows the tail is missing.
+    assert!(found.iter().any(|(k, _)| k == "uncommitted_file"), "its files are named too: {found:?}");
+    std::fs::rename(dir.path().join("aside.json"), &marker).unwrap();
+    assert!(reconcile(&broker.bootstrap, &archive, &server).0, "clean again once restored");
+    // The last unit's commit gone: the ingest group's committed offset shows the tail is missing.
     let tail = units.last().unwrap();
     let tail_marker =
         archive.join(format!("_cdrflow/commits/cdrs/p002/{:012}-{:012}.json", tail.first_offset, tail.last_offset));
@@ -170,9 +173,6 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     );
     assert!(found.iter().any(|(k, w)| k == "archive_gap" && w == &gap), "{found:?}");
     std::fs::rename(dir.path().join("tail.json"), &tail_marker).unwrap();
-    assert!(found.iter().any(|(k, _)| k == "uncommitted_file"), "its files are named too: {found:?}");
-    std::fs::rename(dir.path().join("aside.json"), &marker).unwrap();
-    assert!(reconcile(&broker.bootstrap, &archive, &server).0, "clean again once restored");
 
     // Fault 3: one ClickHouse flush inserted twice.
     clickhouse(&format!(
