@@ -104,12 +104,11 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
 
     // Kafka.
     if let Some(brokers) = &opts.brokers {
-        for (p, (low, high, committed)) in kafka_positions(brokers, topic, &opts.ingest_group)? {
+        let groups = [opts.ingest_group.as_str(), opts.aggregate_group.as_str()];
+        for (p, (low, high, committed)) in kafka_positions(brokers, topic, &groups)? {
             let e = at(&mut parts, p);
-            (e.kafka_low, e.kafka_high, e.kafka_committed) = (Some(low), Some(high), committed);
-        }
-        for (p, (_, _, committed)) in kafka_positions(brokers, topic, &opts.aggregate_group)? {
-            at(&mut parts, p).kafka_committed_aggregate = committed;
+            (e.kafka_low, e.kafka_high) = (Some(low), Some(high));
+            (e.kafka_committed, e.kafka_committed_aggregate) = (committed[0], committed[1]);
         }
     }
 
@@ -135,42 +134,8 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
                 ),
             });
         }
-        // The group commits an offset only after its unit is committed to the archive: a
-        // committed offset past the archive's end means units were lost.
-        let next = e.archive_next.unwrap_or(0);
-        if let Some(committed) = e.kafka_committed.filter(|c| *c > next) {
-            mismatches.push(Mismatch {
-                kind: "archive_gap",
-                partition: Some(p),
-                what: format!(
-                    "offsets {next}–{} of partition {p} are in no archive unit (the ingest group committed them)",
-                    committed - 1
-                ),
-            });
-        }
-        for w in units.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            if b.first_offset > a.last_offset + 1 {
-                mismatches.push(Mismatch {
-                    kind: "archive_gap",
-                    partition: Some(p),
-                    what: format!(
-                        "offsets {}–{} of partition {p} are in no archive unit",
-                        a.last_offset + 1,
-                        b.first_offset - 1
-                    ),
-                });
-            } else if b.first_offset <= a.last_offset {
-                mismatches.push(Mismatch {
-                    kind: "archive_overlap",
-                    partition: Some(p),
-                    what: format!(
-                        "archive units {}–{} and {}–{} of partition {p} overlap",
-                        a.first_offset, a.last_offset, b.first_offset, b.last_offset
-                    ),
-                });
-            }
-        }
+        let ranges: Vec<(i64, i64)> = units.iter().map(|u| (u.first_offset, u.last_offset)).collect();
+        check_ranges(p, &ranges, e.kafka_committed, &ARCHIVE_UNITS, &mut mismatches);
         for u in &units {
             for f in &u.files {
                 listed.insert(f.path.clone());
@@ -220,17 +185,8 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
         let e = at(&mut parts, p);
         e.clickhouse_flushes = flushes.len();
         e.clickhouse_next = flushes.iter().map(|f| f.last_offset as i64 + 1).max();
-        let next = e.clickhouse_next.unwrap_or(0);
-        if let Some(committed) = e.kafka_committed_aggregate.filter(|c| *c > next) {
-            mismatches.push(Mismatch {
-                kind: "clickhouse_gap",
-                partition: Some(p),
-                what: format!(
-                    "offsets {next}–{} of partition {p} are in no ClickHouse flush (the aggregator group committed them)",
-                    committed - 1
-                ),
-            });
-        }
+        let ranges: Vec<(i64, i64)> = flushes.iter().map(|f| (f.first_offset as i64, f.last_offset as i64)).collect();
+        check_ranges(p, &ranges, e.kafka_committed_aggregate, &CLICKHOUSE_FLUSHES, &mut mismatches);
         for f in flushes {
             if f.rows > f.cells {
                 mismatches.push(Mismatch {
@@ -239,29 +195,6 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
                     what: format!(
                         "ClickHouse holds the flush of offsets {}–{} of partition {p} more than once ({} rows for {} cells)",
                         f.first_offset, f.last_offset, f.rows, f.cells
-                    ),
-                });
-            }
-        }
-        for w in flushes.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            if b.first_offset > a.last_offset + 1 {
-                mismatches.push(Mismatch {
-                    kind: "clickhouse_gap",
-                    partition: Some(p),
-                    what: format!(
-                        "offsets {}–{} of partition {p} are in no ClickHouse flush",
-                        a.last_offset + 1,
-                        b.first_offset - 1
-                    ),
-                });
-            } else if b.first_offset <= a.last_offset {
-                mismatches.push(Mismatch {
-                    kind: "clickhouse_overlap",
-                    partition: Some(p),
-                    what: format!(
-                        "ClickHouse flushes {}–{} and {}–{} of partition {p} overlap: those offsets are counted twice",
-                        a.first_offset, a.last_offset, b.first_offset, b.last_offset
                     ),
                 });
             }
@@ -321,33 +254,124 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
     })
 }
 
-/// (low, high, the group's committed offset) per partition of `topic`.
-fn kafka_positions(brokers: &str, topic: &str, group: &str) -> Result<BTreeMap<i32, (i64, i64, Option<i64>)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating a Kafka client")?;
+/// Whose offset ranges [`check_ranges`] checks, and how its mismatches are named.
+struct RangeHolder {
+    gap: &'static str,
+    overlap: &'static str,
+    /// One range, in words ("archive unit").
+    one: &'static str,
+    /// Several ("archive units").
+    many: &'static str,
+    /// What an overlap means, appended to its description.
+    overlap_means: &'static str,
+    /// The consumer group whose committed offsets the ranges must reach.
+    group: &'static str,
+}
+
+const ARCHIVE_UNITS: RangeHolder = RangeHolder {
+    gap: "archive_gap",
+    overlap: "archive_overlap",
+    one: "archive unit",
+    many: "archive units",
+    overlap_means: "",
+    group: "ingest",
+};
+
+const CLICKHOUSE_FLUSHES: RangeHolder = RangeHolder {
+    gap: "clickhouse_gap",
+    overlap: "clickhouse_overlap",
+    one: "ClickHouse flush",
+    many: "ClickHouse flushes",
+    overlap_means: ": those offsets are counted twice",
+    group: "aggregator",
+};
+
+/// Names every gap and overlap between consecutive offset ranges `[first, last]` (in order)
+/// of partition `p`, and the offsets its group committed past the last range: a worker
+/// commits an offset to Kafka only after the sink holds it, so those were lost.
+fn check_ranges(p: i32, ranges: &[(i64, i64)], committed: Option<i64>, h: &RangeHolder, out: &mut Vec<Mismatch>) {
+    let next = ranges.iter().map(|r| r.1 + 1).max().unwrap_or(0);
+    if let Some(committed) = committed.filter(|c| *c > next) {
+        out.push(Mismatch {
+            kind: h.gap,
+            partition: Some(p),
+            what: format!(
+                "offsets {next}–{} of partition {p} are in no {} (the {} group committed them)",
+                committed - 1,
+                h.one,
+                h.group
+            ),
+        });
+    }
+    for w in ranges.windows(2) {
+        let ((a_first, a_last), (b_first, b_last)) = (w[0], w[1]);
+        if b_first > a_last + 1 {
+            out.push(Mismatch {
+                kind: h.gap,
+                partition: Some(p),
+                what: format!("offsets {}–{} of partition {p} are in no {}", a_last + 1, b_first - 1, h.one),
+            });
+        } else if b_first <= a_last {
+            out.push(Mismatch {
+                kind: h.overlap,
+                partition: Some(p),
+                what: format!(
+                    "{} {a_first}–{a_last} and {b_first}–{b_last} of partition {p} overlap{}",
+                    h.many, h.overlap_means
+                ),
+            });
+        }
+    }
+}
+
+/// Per partition of `topic`: (low, high, each group's committed offset, in `groups` order).
+type KafkaPositions = BTreeMap<i32, (i64, i64, Vec<Option<i64>>)>;
+
+/// Reads the watermarks of `topic` once, and the committed offsets of each group (a client
+/// per group: the group id is a client setting).
+fn kafka_positions(brokers: &str, topic: &str, groups: &[&str]) -> Result<KafkaPositions> {
+    let client = |group: &str| -> Result<BaseConsumer> {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating a Kafka client")
+    };
+    let c = client(groups.first().copied().unwrap_or("cdrflow-reconcile"))?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading the metadata of {topic} at {brokers}: is Kafka there?"))?;
     let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition(topic, p);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).context("reading committed offsets")?;
     let mut out = BTreeMap::new();
     for p in 0..n {
         let (low, high) = c
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
-        let done = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
+        out.insert(p, (low, high, Vec::with_capacity(groups.len())));
+    }
+    for (i, group) in groups.iter().enumerate() {
+        let own;
+        let consumer = if i == 0 {
+            &c
+        } else {
+            own = client(group)?;
+            &own
         };
-        out.insert(p, (low, high, done));
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .with_context(|| format!("reading the committed offsets of group {group}"))?;
+        for (p, entry) in out.iter_mut() {
+            let done = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            entry.2.push(done);
+        }
     }
     Ok(out)
 }
