@@ -64,6 +64,9 @@ pub struct FeedOptions {
     pub late_share: f64,
     /// Share of records re-sent a second time.
     pub resent_share: f64,
+    /// Sequence numbers (in call ids) start after this: feeds generated in slices with
+    /// disjoint ranges never share a call id.
+    pub first_seq: u64,
 }
 
 impl Default for FeedOptions {
@@ -79,6 +82,7 @@ impl Default for FeedOptions {
             bad_share: 0.005,
             late_share: 0.01,
             resent_share: 0.002,
+            first_seq: 0,
         }
     }
 }
@@ -314,6 +318,7 @@ impl Generator {
     /// A generator with the built-in line registry.
     pub fn new(opts: FeedOptions) -> Self {
         let lines = LineRegistry::builtin();
+        let first_seq = opts.first_seq;
         let regions: Vec<(RegionCode, f64)> = Regions::get()
             .all()
             .iter()
@@ -331,7 +336,7 @@ impl Generator {
             rate_hour: i64::MIN,
             cum_rates: Vec::new(),
             line_idx,
-            seq: 0,
+            seq: first_seq,
             heap: BinaryHeap::new(),
             truth: FxHashMap::default(),
             summary: FeedSummary::default(),

@@ -24,26 +24,5 @@ echo "== cdrflow backfill ($cdrs CDRs in $(find "$archive" -name '*.parquet' | w
 cat /tmp/backfill.time | tail -1
 
 echo "== DuckDB (same files, same rule)"
-python3 - "$archive" <<'PY'
-import sys, time, duckdb
-archive = sys.argv[1]
-con = duckdb.connect()
-t = time.time()
-rows = con.execute(f"""
-    WITH v AS (
-        SELECT *, row_number() OVER (PARTITION BY dt, call_id ORDER BY "end" DESC, kafka_partition DESC, kafka_offset DESC) AS rank
-        FROM read_parquet('{archive}/dt=*/region=*/*.parquet', hive_partitioning = true, hive_types = {{'dt': VARCHAR, 'region': INTEGER}})
-    )
-    SELECT region, line, epoch(date_trunc('hour', "start")) AS hour,
-           count(*) AS offered,
-           count(*) FILTER (WHERE disposition = 'answered') AS answered,
-           sum(queue_wait_ms) FILTER (WHERE disposition = 'answered') AS wait_sum_ms,
-           sum(talk_ms) AS talk_sum_ms
-    FROM v WHERE rank = 1
-    GROUP BY ALL
-""").fetchall()
-s = time.time() - t
-read = con.execute(f"SELECT count(*) FROM read_parquet('{archive}/dt=*/region=*/*.parquet')").fetchone()[0]
-print(f"duckdb {duckdb.__version__}: {len(rows)} cells, {sum(r[3] for r in rows)} calls from {read} rows in {s:.2f} s = {read / s:,.0f} rows/s")
-PY
+python3 benches/scripts/peers/duckdb_counters.py "$archive"
 echo "(cdrflow's rows/s above is rows_per_second_reading; both on the same machine, one after the other)"

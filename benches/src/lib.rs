@@ -1,1 +1,116 @@
-//! criterion benches live in benches/benches/
+//! What the pipeline benches share: the embedded broker, worker processes and their peak
+//! memory, waiting for a sink to catch up.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// `cdrflow broker` in its own process; killed on drop.
+pub struct Broker {
+    child: Child,
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+}
+
+impl Broker {
+    /// Starts the mock cluster with `topics`, each of `partitions` partitions.
+    pub fn start(cdrflow: &str, partitions: u32, topics: &[&str]) -> Result<Broker> {
+        let mut cmd = Command::new(cdrflow);
+        cmd.args(["broker", "--partitions", &partitions.to_string()]);
+        for t in topics {
+            cmd.args(["--topic", t]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cdrflow} broker (build it with cargo build --release)"))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        Ok(Broker { child, bootstrap: line.trim().to_owned() })
+    }
+
+    /// Per partition that holds data, its high watermark; and how many messages it holds
+    /// (the mock broker may have dropped the oldest data of a hot partition).
+    pub fn held(&self, topic: &str, partitions: u32) -> Result<(HashMap<i32, i64>, i64)> {
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create()?;
+        let (mut held, mut total) = (HashMap::new(), 0);
+        for p in 0..partitions as i32 {
+            let (low, high) = probe.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            total += high - low;
+            if high > low {
+                held.insert(p, high);
+            }
+        }
+        Ok((held, total))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when every partition in `held` is read up to its high watermark.
+pub fn caught_up(held: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> bool {
+    held.iter().all(|(p, high)| positions.get(p).is_some_and(|n| n >= high))
+}
+
+/// Spawns `cdrflow ARGS` with its output discarded (or its stderr to `log`).
+pub fn spawn(cdrflow: &str, args: &[&str], envs: &[(&str, &str)], log: Option<&std::path::Path>) -> Result<Child> {
+    let mut cmd = Command::new(cdrflow);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log)?);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Ok(cmd.spawn()?)
+}
+
+/// Runs `cdrflow ARGS` to completion; fails naming the command if it fails.
+pub fn run(cdrflow: &str, args: &[&str]) -> Result<std::process::Output> {
+    let out = Command::new(cdrflow).args(args).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("cdrflow {} failed: {}", args.join(" "), out.status);
+    }
+    Ok(out)
+}
+
+/// Polls `done` every 50 ms until it holds; fails if the worker exits or `limit` passes.
+pub fn wait(w: &mut Child, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let t = Instant::now();
+    while !done()? {
+        if let Some(s) = w.try_wait()? {
+            bail!("the worker exited early: {s}");
+        }
+        if t.elapsed() > limit {
+            bail!("the worker did not catch up in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory so far (VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// SIGTERM (the worker drains and exits), then waits.
+pub fn stop(w: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+    let _ = w.wait();
+}

@@ -4,6 +4,7 @@
 #
 #   deploy/local/clickhouse.sh start    install if missing, start in the background, wait until it answers
 #   deploy/local/clickhouse.sh stop     stop it by PID
+#   deploy/local/clickhouse.sh kill     SIGKILL it (fault tests, the peer bench)
 #   deploy/local/clickhouse.sh status   exit 0 if it answers
 #   deploy/local/clickhouse.sh install  install the Debian packages only
 #
@@ -71,6 +72,8 @@ write_config() {
     <default_database>default</default_database>
     <timezone>UTC</timezone>
     <mlock_executable>false</mlock_executable>
+    <!-- For the peer bench's Kafka table engine: a new consumer group reads a topic from its start. -->
+    <kafka><auto_offset_reset>smallest</auto_offset_reset></kafka>
 </yandex>
 XML
     cat >"$dir/users.xml" <<XML
@@ -140,10 +143,22 @@ stop() {
     rm -f "$pidfile"
 }
 
+# For fault tests and the peer bench: the server dies at once, as on a power cut.
+kill9() {
+    local pid
+    if pid="$(running_pid)"; then
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        log "killed (pid $pid, SIGKILL)"
+    fi
+    rm -f "$pidfile"
+}
+
 case "${1:-}" in
     start) start ;;
+    kill) kill9 ;;
     stop) stop ;;
     status) answers && running_pid >/dev/null ;;
     install) install ;;
-    *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|kill|status|install" >&2; exit 2 ;;
 esac

@@ -2,23 +2,32 @@
 //! (a) the raw consume rate of the topic with librdkafka doing no work,
 //! (b) one `cdrflow ingest` worker archiving the same topic from the start,
 //! (c) one `cdrflow aggregate` worker counting the same topic from the start,
-//! and prints b/a and c/a.
+//! and prints b/a and c/a, with each worker's peak memory.
+//!
+//! With `--peers` (what `benches/scripts/peers.sh` runs, after installing the Python peers), the
+//! same run goes on with the peers side by side:
+//! (d) ClickHouse's Kafka table engine with a materialized view into a summing table
+//!     (`benches/sql/kafka_engine_peer.sql`) on the same topic: its rate, its totals against
+//!     the ground truth, and its totals again after the server is SIGKILLed mid-topic;
+//! (e) Parquet writing: cdrflow's encoder and pyarrow on the same rows (the archive of (b));
+//! (f) rebuilding the counters from that archive: `cdrflow backfill` and DuckDB.
 //!
 //! ```sh
 //! deploy/local/clickhouse.sh start
 //! cargo run --release -p cdrflow-benches --bin pipeline -- --cdrs 800000 --partitions 48
+//! benches/scripts/peers.sh            # the same with --peers
 //! ```
 //! Worker times run from process start (group join included) until the sink holds every
 //! partition up to its end. The mock broker keeps ~5 MiB per partition, so the topic is
 //! sized to fit (48 partitions for 800 k CDRs, lz4-compressed batches); if a hot partition still
 //! overflows, the rates count only what the broker holds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_benches::{Broker, caught_up, peak_rss_mib, run, spawn, stop, wait};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -41,30 +50,34 @@ struct Args {
     /// ClickHouse HTTP interface.
     #[arg(long, default_value = "http://127.0.0.1:8123")]
     clickhouse: String,
+    /// Also run the peers: ClickHouse's Kafka engine, pyarrow, DuckDB (see the module doc).
+    #[arg(long)]
+    peers: bool,
+    /// The Python with pyarrow and duckdb (for --peers).
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
+
+const DB: &str = "cdrflow_bench";
 
 fn main() -> Result<()> {
     let a = Args::parse();
     let work = std::env::temp_dir().join(format!("cdrflow-pipeline-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let mut broker = Command::new(&a.cdrflow)
-        .args(["broker", "--partitions", &a.partitions.to_string(), "--topic", "cdrs", "--topic", "cdrs.dlq"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} broker (build it with cargo build --release)", a.cdrflow))?;
-    let mut line = String::new();
-    BufReader::new(broker.stdout.take().unwrap()).read_line(&mut line)?;
-    let bootstrap = line.trim().to_owned();
-    let result = run(&a, &bootstrap, &work);
-    let _ = broker.kill();
+    let broker = Broker::start(&a.cdrflow, a.partitions, &["cdrs", "cdrs.dlq"])?;
+    let result = bench(&a, &broker, &work);
+    drop(broker);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
-    let status = Command::new(&a.cdrflow)
-        .args([
+fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
+    let truth = work.join("truth.jsonl");
+    // The peers cannot dead-letter: with --peers every record is valid, for all alike.
+    let bad_share = if a.peers { "0" } else { "0.005" };
+    run(
+        &a.cdrflow,
+        &[
             "generate",
             "--cdrs",
             &a.cdrs.to_string(),
@@ -72,36 +85,28 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
             "7",
             "--resent-share",
             "0",
+            "--bad-share",
+            bad_share,
             "--brokers",
-            bootstrap,
+            &broker.bootstrap,
             "--topic",
             "cdrs",
-        ])
-        .stderr(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("generate failed");
-    }
-    // The mock broker may have dropped the oldest data of a hot partition: count what it holds.
-    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let mut total = 0i64;
-    let mut held = std::collections::HashMap::new();
-    for p in 0..a.partitions as i32 {
-        let (low, high) = probe.fetch_watermarks("cdrs", p, Duration::from_secs(10))?;
-        total += high - low;
-        if high > low {
-            held.insert(p, high);
-        }
-    }
-    // A sink has caught up when every partition that holds data is read to its end
-    // (an empty partition never gets a position).
-    let caught_up =
-        |pos: &std::collections::HashMap<i32, i64>| held.iter().all(|(p, high)| pos.get(p).is_some_and(|n| n >= high));
+            "--truth",
+            &truth.to_string_lossy(),
+        ],
+    )?;
+    let (held, total) = broker.held("cdrs", a.partitions)?;
     println!("topic: {total} messages held in {} partitions ({} produced)", a.partitions, a.cdrs);
+    if total < a.cdrs as i64 && a.peers {
+        bail!(
+            "the mock broker dropped {} messages: use more --partitions so totals can be compared",
+            a.cdrs as i64 - total
+        );
+    }
 
     // (a) raw consume: every message fetched, nothing done with it.
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", "raw-consume")
         .set("enable.auto.commit", "false")
         .create()?;
@@ -129,11 +134,11 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
     let out_s = out.to_string_lossy().into_owned();
     let t = Instant::now();
     let mut w = spawn(
-        a,
+        &a.cdrflow,
         &[
             "ingest",
             "--brokers",
-            bootstrap,
+            &broker.bootstrap,
             "--topic",
             "cdrs",
             "--group",
@@ -144,17 +149,21 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
             &a.flush_ms.to_string(),
         ],
         &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
+        None,
     )?;
     let archive = cdrflow_ingest::archive::Archive::open_dir(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
-    wait(&mut w, || Ok(caught_up(&archive.committed_positions("cdrs", &parts)?)))?;
+    wait(&mut w, Duration::from_secs(600), || Ok(caught_up(&held, &archive.committed_positions("cdrs", &parts)?)))?;
     let ingest = total as f64 / t.elapsed().as_secs_f64();
+    let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
     stop(&mut w);
-    println!("(b) one ingest worker:                 {ingest:>10.0} msg/s   b/a = {:.2}", ingest / raw);
+    println!(
+        "(b) one ingest worker:                 {ingest:>10.0} msg/s   b/a = {:.2}   peak RSS {rss:.0} MiB",
+        ingest / raw
+    );
 
     // (c) one aggregator.
-    let db = "cdrflow_bench";
-    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, db)?);
+    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         ch.drop_database().await?;
@@ -162,11 +171,11 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
     })?;
     let t = Instant::now();
     let mut w = spawn(
-        a,
+        &a.cdrflow,
         &[
             "aggregate",
             "--brokers",
-            bootstrap,
+            &broker.bootstrap,
             "--topic",
             "cdrs",
             "--group",
@@ -174,43 +183,219 @@ fn run(a: &Args, bootstrap: &str, work: &std::path::Path) -> Result<()> {
             "--clickhouse",
             &a.clickhouse,
             "--database",
-            db,
+            DB,
             "--flush-interval-ms",
             &a.flush_ms.to_string(),
         ],
         &[],
+        None,
     )?;
-    wait(&mut w, || Ok(caught_up(&rt.block_on(ch.positions("bench-aggregate", "cdrs"))?)))?;
+    wait(&mut w, Duration::from_secs(600), || {
+        Ok(caught_up(&held, &rt.block_on(ch.positions("bench-aggregate", "cdrs"))?))
+    })?;
     let aggregate = total as f64 / t.elapsed().as_secs_f64();
+    let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
     stop(&mut w);
-    println!("(c) one aggregator:                    {aggregate:>10.0} msg/s   c/a = {:.2}", aggregate / raw);
-    Ok(())
-}
-
-fn spawn(a: &Args, args: &[&str], envs: &[(&str, &str)]) -> Result<Child> {
-    let mut cmd = Command::new(&a.cdrflow);
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
+    println!(
+        "(c) one aggregator:                    {aggregate:>10.0} msg/s   c/a = {:.2}   peak RSS {rss:.0} MiB",
+        aggregate / raw
+    );
+    if !a.peers {
+        return Ok(());
     }
-    Ok(cmd.spawn()?)
-}
+    let truth = Totals::of_truth(&truth)?;
+    let ours = rt.block_on(Totals::of_cdrflow(&ch))?;
+    println!("    totals: {ours} (ground truth: {truth}) {}", verdict(&ours, &truth));
 
-fn wait(w: &mut Child, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    // (d) ClickHouse's Kafka engine on the same topic.
+    let peer = Peer::new(&a.clickhouse)?;
     let t = Instant::now();
-    while !done()? {
-        if let Some(s) = w.try_wait()? {
-            bail!("the worker exited early: {s}");
+    rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine"))?;
+    let limit = Duration::from_secs(600);
+    loop {
+        if rt.block_on(peer.totals())?.offered >= total as u64 {
+            break;
         }
-        if t.elapsed() > Duration::from_secs(600) {
-            bail!("the worker did not catch up in 10 minutes");
+        if t.elapsed() > limit {
+            bail!("ClickHouse's Kafka engine did not read the topic in {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let engine = total as f64 / t.elapsed().as_secs_f64();
+    let theirs = rt.block_on(peer.totals())?;
+    println!(
+        "(d) ClickHouse {} Kafka engine + MV:  {engine:>10.0} msg/s   c/d = {:.2}",
+        rt.block_on(peer.version())?,
+        aggregate / engine
+    );
+    println!("    totals: {theirs} {}", verdict(&theirs, &truth));
+    // The same, with the server SIGKILLed a moment into the topic and started again.
+    rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine-restart"))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = rt.block_on(peer.totals())?.offered;
+    clickhouse_sh("kill")?;
+    clickhouse_sh("start")?;
+    let after = peer.settle(&rt, total as u64)?;
+    println!("    after a SIGKILL at {before} rows and a restart: {after} {}", verdict(&after, &truth));
+    rt.block_on(peer.drop())?;
+
+    // (e) Parquet writing on the same rows: cdrflow's encoder, then pyarrow.
+    let lines = cdrflow_schemas::LineRegistry::builtin();
+    let (mut rows, mut encode, mut arrow_only, mut size) = (0usize, Duration::ZERO, Duration::ZERO, 0usize);
+    for f in archive.data_files()? {
+        let cdrs = cdrflow_ingest::read::read_file(archive.get(&f)?.into(), &lines)?;
+        let refs: Vec<_> = cdrs.iter().collect();
+        let t = Instant::now();
+        let batch = cdrflow_ingest::encode::record_batch(&refs, &lines)?;
+        arrow_only += t.elapsed();
+        size += cdrflow_ingest::encode::parquet_bytes(&batch, &[])?.len();
+        encode += t.elapsed();
+        rows += cdrs.len();
+    }
+    println!(
+        "(e) Parquet, same rows ({rows} in {} files): cdrflow Arrow append + zstd Parquet {:>10.0} rows/s ({:.0} rows/s Parquet alone, {} MiB)",
+        archive.data_files()?.len(),
+        rows as f64 / encode.as_secs_f64(),
+        rows as f64 / (encode - arrow_only).as_secs_f64(),
+        size >> 20
+    );
+    let py = python(a, "pyarrow_write.py", &out)?;
+    println!("    {py}");
+
+    // (f) rebuilding the counters from the archive: cdrflow backfill, then DuckDB.
+    let bf = run(&a.cdrflow, &["backfill", "--from", &out_s, "--clickhouse", &a.clickhouse, "--database", DB])?;
+    println!("(f) rebuild from the archive: cdrflow backfill {}", String::from_utf8_lossy(&bf.stdout).trim());
+    let rebuilt = rt.block_on(Totals::of_cdrflow(&ch))?;
+    println!("    totals after the rebuild: {rebuilt} {}", verdict(&rebuilt, &truth));
+    println!("    {}", python(a, "duckdb_counters.py", &out)?);
+    Ok(())
+}
+
+/// Calls, answered and abandoned over the whole topic.
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+struct Totals {
+    offered: u64,
+    answered: u64,
+    abandoned: u64,
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offered {} answered {} abandoned {}", self.offered, self.answered, self.abandoned)
+    }
+}
+
+fn verdict(t: &Totals, truth: &Totals) -> &'static str {
+    if t == truth { "= ground truth" } else { "≠ GROUND TRUTH" }
+}
+
+impl Totals {
+    /// From the generator's ground truth (JSON lines per region, line and hour).
+    fn of_truth(path: &Path) -> Result<Totals> {
+        let mut t = Totals::default();
+        for line in std::fs::read_to_string(path)?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            t.offered += n("offered");
+            t.answered += n("answered");
+            t.abandoned += n("abandoned") + n("short_abandoned");
+        }
+        Ok(t)
+    }
+
+    /// From what dashboards read.
+    async fn of_cdrflow(ch: &ClickHouse) -> Result<Totals> {
+        let mut t = Totals::default();
+        for (_, _, _, c) in ch.current_counters(0, u32::MAX as i64, None).await? {
+            t.offered += c.offered;
+            t.answered += c.answered;
+            t.abandoned += c.abandoned + c.short_abandoned;
+        }
+        Ok(t)
+    }
+}
+
+/// ClickHouse's Kafka engine, set up from `benches/sql/kafka_engine_peer.sql`.
+struct Peer {
+    client: clickhouse::Client,
+}
+
+const PEER_DB: &str = "cdrflow_peer";
+
+impl Peer {
+    fn new(url: &str) -> Result<Peer> {
+        Ok(Peer { client: clickhouse::Client::default().with_url(url).with_validation(false) })
+    }
+
+    async fn create(&self, brokers: &str, group: &str) -> Result<()> {
+        self.drop().await?;
+        for stmt in include_str!("../../sql/kafka_engine_peer.sql").split(';') {
+            let sql: String = stmt.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+            if sql.trim().is_empty() {
+                continue;
+            }
+            let sql = sql
+                .replace("{db}", PEER_DB)
+                .replace("{brokers}", brokers)
+                .replace("{topic}", "cdrs")
+                .replace("{group}", group);
+            self.client.query(&sql).execute().await.with_context(|| format!("peer DDL: {sql}"))?;
+        }
+        Ok(())
+    }
+
+    async fn drop(&self) -> Result<()> {
+        self.client.query(&format!("DROP DATABASE IF EXISTS {PEER_DB}")).execute().await?;
+        Ok(())
+    }
+
+    async fn version(&self) -> Result<String> {
+        Ok(self.client.query("SELECT version()").fetch_one::<String>().await?)
+    }
+
+    async fn totals(&self) -> Result<Totals> {
+        let sql = format!(
+            "SELECT toUInt64(sum(offered)) AS offered, toUInt64(sum(answered)) AS answered, toUInt64(sum(abandoned)) AS abandoned FROM {PEER_DB}.hourly"
+        );
+        Ok(self.client.query(&sql).fetch_one::<Totals>().await?)
+    }
+
+    /// Totals once they reach `total` calls and then stay put for 15 s (or stop moving
+    /// for 30 s short of it).
+    fn settle(&self, rt: &tokio::runtime::Runtime, total: u64) -> Result<Totals> {
+        let (mut last, mut since) = (Totals::default(), Instant::now());
+        let started = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let Ok(now) = rt.block_on(self.totals()) else { continue };
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if (last.offered >= total && since.elapsed() > Duration::from_secs(15))
+                || since.elapsed() > Duration::from_secs(30)
+                || started.elapsed() > Duration::from_secs(600)
+            {
+                return Ok(last);
+            }
+        }
+    }
+}
+
+fn clickhouse_sh(action: &str) -> Result<()> {
+    let s = std::process::Command::new("deploy/local/clickhouse.sh").arg(action).status()?;
+    if !s.success() {
+        bail!("deploy/local/clickhouse.sh {action} failed");
     }
     Ok(())
 }
 
-fn stop(w: &mut Child) {
-    unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
-    let _ = w.wait();
+fn python(a: &Args, script: &str, archive: &Path) -> Result<String> {
+    let out = std::process::Command::new(&a.python)
+        .arg(format!("benches/scripts/peers/{script}"))
+        .arg(archive)
+        .output()
+        .with_context(|| format!("running {} (install pyarrow and duckdb: benches/scripts/peers.sh does)", a.python))?;
+    if !out.status.success() {
+        bail!("{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -1,0 +1,242 @@
+//! National scale: pushes `--cdrs` (default 100 M) CDRs through one ingest worker and one
+//! aggregator, then rebuilds all counters from the archive, and records wall time, peak
+//! memory, CPU time and CDRs/s of each. The mock broker holds ~5 MiB per partition, so the
+//! feed goes in slices: each slice is generated (distinct call ids, the next stretch of
+//! time) while both workers consume, and the next starts once both have caught up.
+//! At the end the ClickHouse totals and the archive's rows are checked against the sum of the
+//! slices' ground truth.
+//!
+//! ```sh
+//! benches/scripts/national.sh                    # 100 M, ~1 h on 2 cores
+//! cargo run --release -p cdrflow-benches --bin national -- --cdrs 2000000   # a short run
+//! ```
+//! Rates: `wall` is CDRs over the whole run's wall time, with the generator, the broker and
+//! both workers sharing the machine; `per CPU-second` is CDRs over the worker's own CPU time
+//! (user + system), which is what one core of it sustains.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_benches::{Broker, caught_up, peak_rss_mib, run, spawn, stop, wait};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// CDRs in all.
+    #[arg(long, default_value_t = 100_000_000)]
+    cdrs: u64,
+    /// CDRs per slice (must fit the mock broker: ~16 k per partition).
+    #[arg(long, default_value_t = 1_000_000)]
+    slice: u64,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 96)]
+    partitions: u32,
+    /// Working directory (the archive, logs, result.json); emptied first.
+    #[arg(long, default_value = "target/bench-national")]
+    work: PathBuf,
+    /// The cdrflow binary.
+    #[arg(long, default_value = "target/release/cdrflow")]
+    cdrflow: String,
+    /// ClickHouse HTTP interface.
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    clickhouse: String,
+}
+
+const DB: &str = "cdrflow_national";
+/// The feed's first instant: 2022-02-01T00:00:00Z.
+const START_MS: i64 = 1_643_673_600_000;
+const CALLS_PER_DAY: f64 = 320_000.0;
+
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Totals {
+    offered: u64,
+    answered: u64,
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let _ = std::fs::remove_dir_all(&a.work);
+    std::fs::create_dir_all(&a.work)?;
+    let work = a.work.canonicalize()?;
+    let broker = Broker::start(&a.cdrflow, a.partitions, &["cdrs", "cdrs.dlq"])?;
+    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        ch.drop_database().await?;
+        ch.migrate().await
+    })
+    .context("ClickHouse: is it running? deploy/local/clickhouse.sh start")?;
+
+    let archive_dir = work.join("archive");
+    let archive_s = archive_dir.to_string_lossy().into_owned();
+    let parts: Vec<i32> = (0..a.partitions as i32).collect();
+    let started = Instant::now();
+    let mut ingest = spawn(
+        &a.cdrflow,
+        &["ingest", "--brokers", &broker.bootstrap, "--topic", "cdrs", "--out", &archive_s, "--max-age-ms", "2000"],
+        &[("CDRFLOW_CALLER_KEY", "national-bench-key-0123456789")],
+        Some(&work.join("ingest.log")),
+    )?;
+    let mut aggregate = spawn(
+        &a.cdrflow,
+        &[
+            "aggregate",
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "cdrs",
+            "--clickhouse",
+            &a.clickhouse,
+            "--database",
+            DB,
+            "--flush-interval-ms",
+            "2000",
+        ],
+        &[],
+        Some(&work.join("aggregate.log")),
+    )?;
+    let archive = cdrflow_ingest::archive::Archive::open_dir(&archive_dir)?;
+
+    let slices = a.cdrs.div_ceil(a.slice);
+    let span_ms = (a.slice as f64 / CALLS_PER_DAY * 86_400_000.0) as i64;
+    let (mut truth, mut valid, mut messages) = (Totals::default(), 0u64, 0u64);
+    for i in 0..slices {
+        let n = a.slice.min(a.cdrs - i * a.slice);
+        let start = jiff::Timestamp::from_millisecond(START_MS + i as i64 * span_ms)?.to_string();
+        let truth_file = work.join("truth.jsonl");
+        run(
+            &a.cdrflow,
+            &[
+                "generate",
+                "--cdrs",
+                &n.to_string(),
+                "--seed",
+                &(i + 1).to_string(),
+                "--first-seq",
+                &(i * a.slice * 4).to_string(),
+                "--start",
+                &start,
+                "--brokers",
+                &broker.bootstrap,
+                "--topic",
+                "cdrs",
+                "--truth",
+                &truth_file.to_string_lossy(),
+            ],
+        )?;
+        for line in std::fs::read_to_string(&truth_file)?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            truth.offered += v["offered"].as_u64().unwrap_or(0);
+            truth.answered += v["answered"].as_u64().unwrap_or(0);
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
+        valid += summary["valid_messages"].as_u64().unwrap_or(0);
+        messages += summary["messages"].as_u64().unwrap_or(0);
+        // (Had the broker dropped data before a worker read it, the totals at the end would
+        // fall short of the truth.)
+        let (held, _) = broker.held("cdrs", a.partitions)?;
+        wait(&mut ingest, Duration::from_secs(1800), || {
+            Ok(caught_up(&held, &archive.committed_positions("cdrs", &parts)?))
+        })?;
+        wait(&mut aggregate, Duration::from_secs(1800), || {
+            Ok(caught_up(&held, &rt.block_on(ch.positions("cdrflow-aggregate", "cdrs"))?))
+        })?;
+        let done = messages;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "slice {}/{slices}: {done} CDRs in {secs:.0} s ({:.0} CDRs/s), ingest {:.0} MiB, aggregate {:.0} MiB",
+            i + 1,
+            done as f64 / secs,
+            peak_rss_mib(ingest.id()).unwrap_or(0.0),
+            peak_rss_mib(aggregate.id()).unwrap_or(0.0)
+        );
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = |pid: u32| cpu_seconds(pid).unwrap_or(f64::NAN);
+    let (ingest_cpu, aggregate_cpu) = (cpu(ingest.id()), cpu(aggregate.id()));
+    let (ingest_rss, aggregate_rss) =
+        (peak_rss_mib(ingest.id()).unwrap_or(f64::NAN), peak_rss_mib(aggregate.id()).unwrap_or(f64::NAN));
+    stop(&mut ingest);
+    stop(&mut aggregate);
+
+    let streamed = rt.block_on(totals(&ch))?;
+    let t = Instant::now();
+    let bf = run(&a.cdrflow, &["backfill", "--from", &archive_s, "--clickhouse", &a.clickhouse, "--database", DB])?;
+    let rebuild_wall = t.elapsed().as_secs_f64();
+    let backfill: serde_json::Value = serde_json::from_slice(&bf.stdout)?;
+    let rebuilt = rt.block_on(totals(&ch))?;
+    let archive_bytes: u64 = walk_size(&archive_dir);
+
+    let result = serde_json::json!({
+        "cdrs": messages,
+        "valid_messages": valid,
+        "slices": slices,
+        "partitions": a.partitions,
+        "wall_seconds": wall.round(),
+        "cdrs_per_second_wall": (messages as f64 / wall).round(),
+        "ingest": {
+            "cpu_seconds": ingest_cpu.round(),
+            "cdrs_per_cpu_second": (messages as f64 / ingest_cpu).round(),
+            "peak_rss_mib": ingest_rss.round(),
+            "archive_rows": backfill["rows"],
+            "archive_gib": (archive_bytes as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0,
+        },
+        "aggregate": {
+            "cpu_seconds": aggregate_cpu.round(),
+            "cdrs_per_cpu_second": (messages as f64 / aggregate_cpu).round(),
+            "peak_rss_mib": aggregate_rss.round(),
+            "offered": streamed.offered,
+            "answered": streamed.answered,
+        },
+        "truth": { "offered": truth.offered, "answered": truth.answered },
+        "streamed_equals_truth": streamed == truth,
+        "archive_rows_equal_valid_messages": backfill["rows"].as_u64() == Some(valid),
+        "rebuild": {
+            "wall_seconds": (rebuild_wall * 10.0).round() / 10.0,
+            "summary": backfill,
+            "rebuilt_equals_truth": rebuilt == truth,
+        },
+    });
+    let pretty = serde_json::to_string_pretty(&result)?;
+    println!("{pretty}");
+    std::fs::write(work.join("result.json"), pretty)?;
+    if streamed != truth || rebuilt != truth || backfill["rows"].as_u64() != Some(valid) {
+        bail!("the counters or the archive do not match the ground truth: see above");
+    }
+    Ok(())
+}
+
+async fn totals(ch: &ClickHouse) -> Result<Totals> {
+    let mut t = Totals::default();
+    for (_, _, _, c) in ch.current_counters(0, u32::MAX as i64, None).await? {
+        t.offered += c.offered;
+        t.answered += c.answered;
+    }
+    Ok(t)
+}
+
+/// User + system CPU seconds of a live process.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
