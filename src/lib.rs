@@ -10,6 +10,7 @@
 //! The CDR itself is defined once, in [`cdrflow_schemas`].
 
 pub mod broker;
+pub mod config;
 pub mod demo;
 pub mod kafka_tools;
 pub mod metrics;

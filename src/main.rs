@@ -16,6 +16,10 @@ struct Cli {
     /// Log as JSON lines instead of text (for log shippers).
     #[arg(long, global = true, env = "CDRFLOW_LOG_JSON")]
     log_json: bool,
+    /// Configuration file (TOML; see deploy/cdrflow.example.toml). Flags override environment
+    /// variables, which override the file.
+    #[arg(long, global = true, env = "CDRFLOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,8 +44,20 @@ enum Command {
     Reconcile(ReconcileArgs),
     /// Rebuild the counters of some dates (and a region) from the Parquet archive, replacing those hours at once.
     Backfill(BackfillArgs),
+    /// Check a configuration file: syntax, keys, values, referenced files, librdkafka properties.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
     Broker(BrokerArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE and print the settings it gives each worker (secrets redacted); exits 1 naming the problem.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +122,9 @@ struct GenerateArgs {
     /// Share of records sent a second time.
     #[arg(long, default_value_t = 0.002)]
     resent_share: f64,
+    /// Call-id sequence numbers start after this (feeds made in slices use disjoint ranges).
+    #[arg(long, default_value_t = 0)]
+    first_seq: u64,
 }
 
 #[derive(clap::Args)]
@@ -153,19 +172,20 @@ struct KafkaArgs {
     #[arg(long, env = "CDRFLOW_TOPIC", default_value = "cdrs")]
     topic: String,
     /// Consumer group.
-    #[arg(long)]
+    #[arg(long, env = "CDRFLOW_GROUP")]
     group: Option<String>,
     /// Wire format of the topic.
-    #[arg(long, value_enum, default_value = "json")]
+    #[arg(long, value_enum, env = "CDRFLOW_FORMAT", default_value = "json")]
     format: WireFormat,
     /// For asterisk-csv: the region of the feed (else each line's accountcode).
-    #[arg(long)]
+    #[arg(long, env = "CDRFLOW_CSV_REGION")]
     region: Option<u8>,
     /// Kafka session timeout: how long a dead member's partitions wait before moving on.
-    #[arg(long, default_value_t = 45_000)]
+    #[arg(long, env = "CDRFLOW_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
     session_timeout_ms: u32,
     /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
-    /// Passwords are refused here: set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD.
+    /// Passwords are refused here: set CDRFLOW_KAFKA_SASL_PASSWORD(_FILE) or CDRFLOW_KAFKA_SSL_KEY_PASSWORD(_FILE).
+    /// Overrides the config file's [kafka.properties] of the same key.
     #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
     kafka_options: Vec<String>,
     /// Line registry file (default: the built-in one).
@@ -191,20 +211,21 @@ impl KafkaArgs {
     }
 
     fn settings(&self) -> Result<cdrflow_kafka::KafkaSettings> {
-        let mut extra = Vec::new();
+        let mut extra: Vec<(String, String)> = cdrflow::config::kafka_properties().to_vec();
         for kv in &self.kafka_options {
             let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv}: expected KEY=VALUE"))?;
-            if k.contains("password") || k.contains("secret") {
+            if cdrflow::config::is_secret_property(k) {
                 bail!(
-                    "--kafka-option {k}: secrets do not go on the command line; set CDRFLOW_KAFKA_SASL_PASSWORD or CDRFLOW_KAFKA_SSL_KEY_PASSWORD"
+                    "--kafka-option {k}: secrets do not go on the command line; set CDRFLOW_KAFKA_SASL_PASSWORD_FILE or CDRFLOW_KAFKA_SSL_KEY_PASSWORD_FILE"
                 );
             }
+            extra.retain(|(key, _)| key != k);
             extra.push((k.to_owned(), v.to_owned()));
         }
         for (env, key) in
             [("CDRFLOW_KAFKA_SASL_PASSWORD", "sasl.password"), ("CDRFLOW_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")]
         {
-            if let Ok(v) = std::env::var(env) {
+            if let Some(v) = cdrflow::config::secret_from_env(env)? {
                 extra.push((key.to_owned(), v));
             }
         }
@@ -253,18 +274,22 @@ struct AggregateArgs {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     /// Flush each partition's counters at least this often (ms).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, env = "CDRFLOW_FLUSH_INTERVAL_MS", default_value_t = 5000)]
     flush_interval_ms: u64,
     /// Flush early once this many messages are unflushed.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, env = "CDRFLOW_FLUSH_MAX_MESSAGES", default_value_t = 500_000)]
     flush_max_messages: u64,
     /// Skip re-sent CDRs of calls counted within this many hours (of call start) before
     /// the newest call of their partition; older re-sends count again (backfill fixes them).
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, env = "CDRFLOW_WINDOW_HOURS", default_value_t = 48)]
     window_hours: u32,
     /// Send rejected messages here too (by default only the archive worker dead-letters; the aggregator counts).
     #[arg(long)]
     dead_letter_topic: Option<String>,
+    /// Resolve and check the settings (flags, environment, config file), print them with secrets
+    /// redacted, and exit without connecting.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -273,23 +298,27 @@ struct IngestArgs {
     kafka: KafkaArgs,
     /// Where the archive goes: a local directory, or s3://BUCKET/PREFIX (credentials,
     /// region and endpoint from the AWS_* environment variables).
-    #[arg(long)]
+    #[arg(long, env = "CDRFLOW_OUT")]
     out: String,
     /// Close a unit (and its files) at this many rows.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, env = "CDRFLOW_MAX_ROWS", default_value_t = 500_000)]
     max_rows: usize,
     /// Close a unit at about this many MiB of buffered records.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "CDRFLOW_MAX_MIB", default_value_t = 256)]
     max_mib: usize,
     /// Close a unit this many ms after its first record, even on a quiet partition.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "CDRFLOW_MAX_AGE_MS", default_value_t = 30_000)]
     max_age_ms: u64,
     /// Dead-letter topic for rejected records (default: TOPIC.dlq).
-    #[arg(long)]
+    #[arg(long, env = "CDRFLOW_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
     /// Count rejected records without sending them anywhere.
     #[arg(long, conflicts_with = "dead_letter_topic")]
     no_dead_letters: bool,
+    /// Resolve and check the settings (flags, environment, config file), print them with secrets
+    /// redacted, and exit without connecting.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Which part of the archive.
@@ -323,7 +352,7 @@ impl SelectionArgs {
 #[derive(clap::Args)]
 struct ReconcileArgs {
     /// The archive: a directory or s3://BUCKET/PREFIX.
-    #[arg(long)]
+    #[arg(long, env = "CDRFLOW_ARCHIVE")]
     archive: String,
     /// Kafka bootstrap servers (omit to skip Kafka's offsets).
     #[arg(long, env = "CDRFLOW_BROKERS")]
@@ -346,7 +375,7 @@ struct ReconcileArgs {
 #[derive(clap::Args)]
 struct BackfillArgs {
     /// The archive to rebuild from: a directory or s3://BUCKET/PREFIX.
-    #[arg(long = "from")]
+    #[arg(long = "from", env = "CDRFLOW_ARCHIVE")]
     archive: String,
     #[command(flatten)]
     selection: SelectionArgs,
@@ -387,6 +416,17 @@ struct BrokerArgs {
 }
 
 fn main() {
+    // The config file becomes environment variables before clap reads flags and environment,
+    // so a setting only the file holds (a required --out, say) is found.
+    if let Some((path, command)) = config_in_args() {
+        match cdrflow::config::ConfigFile::load(&path) {
+            Ok(file) => file.apply(&command, &path),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let cli = Cli::parse();
     init_logs(cli.log_json);
     let result = match cli.command {
@@ -403,6 +443,7 @@ fn main() {
         Command::Ingest(a) => ingest(a),
         Command::Reconcile(a) => reconcile(a),
         Command::Backfill(a) => backfill(a),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
             brokers: a.brokers,
             topics: a.topics,
@@ -457,6 +498,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         bad_share: a.bad_share,
         late_share: a.late_share,
         resent_share: a.resent_share,
+        first_seq: a.first_seq,
     };
     let mut feed = Generator::new(opts);
     let bar = indicatif::ProgressBar::new(a.cdrs).with_style(
@@ -587,7 +629,6 @@ fn migrate(a: MigrateArgs) -> Result<()> {
 }
 
 fn aggregate(a: AggregateArgs) -> Result<()> {
-    let stop = cdrflow::signals::stop_flag()?;
     let opts = cdrflow_aggregate::AggregateOptions {
         source: a.kafka.source("cdrflow-aggregate", a.dead_letter_topic.clone())?,
         clickhouse: a.clickhouse.config()?,
@@ -595,6 +636,24 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
         flush_max_messages: a.flush_max_messages,
         window_hours: a.window_hours,
     };
+    if a.flush_interval_ms == 0 || a.flush_max_messages == 0 {
+        bail!("--flush-interval-ms and --flush-max-messages must be above 0");
+    }
+    if a.dry_run {
+        let ch = &opts.clickhouse;
+        return dry_run(
+            "aggregate",
+            &opts.source,
+            &a.kafka,
+            serde_json::json!({
+                "clickhouse": { "url": ch.url, "database": ch.database, "user": ch.user, "password": ch.password.as_ref().map(|_| "<set>") },
+                "flush_interval_ms": a.flush_interval_ms,
+                "flush_max_messages": a.flush_max_messages,
+                "window_hours": a.window_hours,
+            }),
+        );
+    }
+    let stop = cdrflow::signals::stop_flag()?;
     let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(opts.clickhouse.clone());
     runtime()?.block_on(ch.ping())?;
     let stats = a.kafka.stats("aggregate", "rows")?;
@@ -603,7 +662,6 @@ fn aggregate(a: AggregateArgs) -> Result<()> {
 
 fn ingest(a: IngestArgs) -> Result<()> {
     let pseudonymiser = cdrflow_schemas::Pseudonymiser::from_env()?;
-    let stop = cdrflow::signals::stop_flag()?;
     let dead_letters = if a.no_dead_letters {
         None
     } else {
@@ -616,6 +674,25 @@ fn ingest(a: IngestArgs) -> Result<()> {
         max_bytes: a.max_mib << 20,
         max_age: Duration::from_millis(a.max_age_ms),
     };
+    if a.max_rows == 0 || a.max_mib == 0 || a.max_age_ms == 0 {
+        bail!("--max-rows, --max-mib and --max-age-ms must be above 0");
+    }
+    if a.dry_run {
+        let archive = cdrflow_ingest::archive::Archive::open(&opts.out)?;
+        return dry_run(
+            "ingest",
+            &opts.source,
+            &a.kafka,
+            serde_json::json!({
+                "out": archive.describe(),
+                "caller_key": "<set>",
+                "max_rows": a.max_rows,
+                "max_mib": a.max_mib,
+                "max_age_ms": a.max_age_ms,
+            }),
+        );
+    }
+    let stop = cdrflow::signals::stop_flag()?;
     let stats = a.kafka.stats("ingest", "files")?;
     cdrflow_ingest::run(opts, pseudonymiser, stop, stats)
 }
@@ -678,4 +755,115 @@ fn backfill(a: BackfillArgs) -> Result<()> {
     tracing::info!(files, rows, cells = rebuilt.cells, "rebuilt the counters from the archive");
     println!("{summary}");
     Ok(())
+}
+
+/// What `--dry-run` prints: the resolved settings, secrets redacted, after librdkafka has
+/// accepted the properties.
+fn dry_run(worker: &str, source: &cdrflow_kafka::SourceOptions, k: &KafkaArgs, more: serde_json::Value) -> Result<()> {
+    check_kafka_properties(&source.kafka)?;
+    let properties: serde_json::Map<String, serde_json::Value> = source
+        .kafka
+        .extra
+        .iter()
+        .map(|(key, v)| {
+            let v = if cdrflow::config::is_secret_property(key) { "<redacted>".to_owned() } else { v.clone() };
+            (key.clone(), v.into())
+        })
+        .collect();
+    let mut out = serde_json::json!({
+        "worker": worker,
+        "kafka": {
+            "brokers": source.kafka.brokers,
+            "topic": source.topic,
+            "group": source.group,
+            "format": format!("{:?}", source.format),
+            "session_timeout_ms": source.session_timeout_ms,
+            "dead_letter_topic": source.dead_letter_topic,
+            "properties": properties,
+        },
+        "lines": k.lines.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in".to_owned()),
+        "metrics_addr": k.metrics_addr,
+    });
+    if let (Some(o), serde_json::Value::Object(m)) = (out.as_object_mut(), more) {
+        o.extend(m);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// librdkafka checks property names and values (and files such as ssl.ca.location) when a
+/// client is created; nothing connects until it is used.
+fn check_kafka_properties(k: &cdrflow_kafka::KafkaSettings) -> Result<()> {
+    let mut c = k.client_config();
+    c.set("group.id", "cdrflow-config-check");
+    let _: rdkafka::consumer::BaseConsumer =
+        c.create().map_err(|e| anyhow::anyhow!("Kafka properties rejected by librdkafka: {e}"))?;
+    Ok(())
+}
+
+/// `cdrflow config check FILE`.
+fn config_check(path: &std::path::Path) -> Result<()> {
+    let file = cdrflow::config::ConfigFile::load(path)?;
+    let mut kafka = cdrflow_kafka::KafkaSettings {
+        brokers: file.kafka.brokers.clone().unwrap_or_else(|| "localhost:9092".to_owned()),
+        extra: file.kafka.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    for (key, f) in [
+        ("sasl.password", &file.secrets.kafka_sasl_password_file),
+        ("ssl.key.password", &file.secrets.kafka_ssl_key_password_file),
+    ] {
+        if f.is_some() {
+            kafka.extra.push((key.to_owned(), "checked-placeholder".to_owned()));
+        }
+    }
+    check_kafka_properties(&kafka)?;
+    if let Some(lines) = &file.kafka.lines {
+        let p = path.parent().unwrap_or(std::path::Path::new(".")).join(lines);
+        LineRegistry::from_toml_file(&p).map_err(|e| anyhow::anyhow!("[kafka] lines {}: {e}", p.display()))?;
+    }
+    if let Some(f) = &file.secrets.caller_key_file {
+        let p = path.parent().unwrap_or(std::path::Path::new(".")).join(f);
+        let key = std::fs::read(&p).with_context(|| format!("[secrets] caller_key_file {}", p.display()))?;
+        cdrflow_schemas::Pseudonymiser::new(key.trim_ascii())
+            .map_err(|e| anyhow::anyhow!("[secrets] caller_key_file {}: {e}", p.display()))?;
+    }
+    if let Some(out) = &file.ingest.out {
+        cdrflow_ingest::archive::Archive::open(out).with_context(|| format!("[ingest] out {out}"))?;
+    }
+    let env = |cmd: &str| -> serde_json::Value {
+        file.environment(cmd, path).into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::from(v))).collect()
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "file": path.display().to_string(),
+            "ok": true,
+            "kafka_properties": file.kafka.properties,
+            "ingest_environment": env("ingest"),
+            "aggregate_environment": env("aggregate"),
+        }))?
+    );
+    Ok(())
+}
+
+/// `--config FILE` (or `CDRFLOW_CONFIG`) and the subcommand, found before clap parses
+/// (the global flags before the subcommand are `--log-json` and `--config`).
+fn config_in_args() -> Option<(PathBuf, String)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut path = std::env::var_os("CDRFLOW_CONFIG").map(PathBuf::from);
+    let mut command = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--config" {
+            path = args.get(i + 1).map(PathBuf::from);
+            i += 1;
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        } else if !a.starts_with('-') && command.is_none() {
+            command = Some(a.clone());
+        }
+        i += 1;
+    }
+    Some((path?, command.unwrap_or_default()))
 }
