@@ -172,7 +172,7 @@ impl ConfigFile {
         Ok(c)
     }
 
-    /// Checks what a parser cannot: secrets kept out, values in range, files present.
+    /// Checks what a parser cannot: secrets kept out, values in range.
     fn check(&self, path: &Path) -> Result<()> {
         let at = |key: &str| format!("config file {}: {key}", path.display());
         for key in self.kafka.properties.keys() {
@@ -207,6 +207,13 @@ impl ConfigFile {
                 bail!("{}: must be above 0", at(key));
             }
         }
+        Ok(())
+    }
+
+    /// Checks that every file the config names is there and not empty (`config check`; a
+    /// worker only reads the files it needs, when it needs them).
+    pub fn check_files(&self, path: &Path) -> Result<()> {
+        let at = |key: &str| format!("config file {}: {key}", path.display());
         let base = path.parent().unwrap_or(Path::new("."));
         for (key, file) in [
             ("[secrets] caller_key_file", &self.secrets.caller_key_file),

@@ -12,9 +12,11 @@
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod grafana;
 pub mod kafka_tools;
 pub mod metrics;
 pub mod reconcile;
+pub mod report;
 pub mod signals;
 pub mod synthetic;
 pub mod validate;

@@ -44,6 +44,8 @@ enum Command {
     Reconcile(ReconcileArgs),
     /// Rebuild the counters of some dates (and a region) from the Parquet archive, replacing those hours at once.
     Backfill(BackfillArgs),
+    /// Write one region's calls over a range of dates as a self-contained HTML page with charts.
+    Report(ReportArgs),
     /// Check a configuration file: syntax, keys, values, referenced files, librdkafka properties.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -265,6 +267,10 @@ impl KafkaArgs {
 struct MigrateArgs {
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// Print the connection settings (password redacted) and the migrations cdrflow knows,
+    /// and exit without connecting.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args)]
@@ -384,6 +390,24 @@ struct BackfillArgs {
 }
 
 #[derive(clap::Args)]
+struct ReportArgs {
+    /// Region code (e.g. 38 for Irkutsk Oblast).
+    #[arg(long)]
+    region: u8,
+    /// First UTC date (YYYY-MM-DD), inclusive.
+    #[arg(long)]
+    from: jiff::civil::Date,
+    /// Last UTC date, inclusive.
+    #[arg(long)]
+    to: jiff::civil::Date,
+    /// The HTML file to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+#[derive(clap::Args)]
 struct DemoArgs {
     /// CDRs in the generated national feed.
     #[arg(long, default_value_t = 300_000)]
@@ -444,6 +468,7 @@ fn main() {
         Command::Reconcile(a) => reconcile(a),
         Command::Backfill(a) => backfill(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Report(a) => report(a),
         Command::Broker(a) => cdrflow::broker::run(cdrflow::broker::BrokerOptions {
             brokers: a.brokers,
             topics: a.topics,
@@ -617,7 +642,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn migrate(a: MigrateArgs) -> Result<()> {
-    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(a.clickhouse.config()?);
+    let cfg = a.clickhouse.config()?;
+    if a.dry_run {
+        let migrations: Vec<String> =
+            cdrflow_schemas::sql::MIGRATIONS.iter().map(|m| format!("{:03}_{}", m.version, m.name)).collect();
+        let out = serde_json::json!({
+            "worker": "migrate",
+            "clickhouse": { "url": cfg.url, "database": cfg.database, "user": cfg.user, "password": cfg.password.as_ref().map(|_| "<set>") },
+            "migrations": migrations,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(cfg);
     let applied = runtime()?.block_on(async {
         ch.ping().await?;
         ch.migrate().await
@@ -695,6 +732,17 @@ fn ingest(a: IngestArgs) -> Result<()> {
     let stop = cdrflow::signals::stop_flag()?;
     let stats = a.kafka.stats("ingest", "files")?;
     cdrflow_ingest::run(opts, pseudonymiser, stop, stats)
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    region_arg(Some(a.region))?;
+    let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(a.clickhouse.config()?);
+    let rt = runtime()?;
+    rt.block_on(ch.ping())?;
+    let o = cdrflow::report::ReportOptions { region: a.region, from: a.from, to: a.to };
+    let r = cdrflow::report::run(&ch, &rt, &o, &a.out)?;
+    tracing::info!(out = %a.out.display(), region = r.region, offered = r.offered, lines = r.lines.len(), "report written");
+    Ok(())
 }
 
 fn reconcile(a: ReconcileArgs) -> Result<()> {
@@ -804,6 +852,7 @@ fn check_kafka_properties(k: &cdrflow_kafka::KafkaSettings) -> Result<()> {
 /// `cdrflow config check FILE`.
 fn config_check(path: &std::path::Path) -> Result<()> {
     let file = cdrflow::config::ConfigFile::load(path)?;
+    file.check_files(path)?;
     let mut kafka = cdrflow_kafka::KafkaSettings {
         brokers: file.kafka.brokers.clone().unwrap_or_else(|| "localhost:9092".to_owned()),
         extra: file.kafka.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -45,7 +45,12 @@ def render(sql, params):
     def sub(m):
         name, ty = m.group(1), m.group(2)
         v = params[name]
-        return f"toDateTime('{v}', 'UTC')" if ty == "DateTime" else str(int(v))
+        if ty == "DateTime":
+            return f"toDateTime('{v}', 'UTC')"
+        if ty == "String":
+            assert re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", v), v
+            return f"'{v}'"
+        return str(int(v))
     return re.sub(r"\{(\w+):(\w+)\}", sub, sql)
 
 
@@ -78,7 +83,7 @@ def main():
         # A rebuild of Moscow's hour replaces its streaming row (4 → 5 offered).
         s.query("""INSERT INTO cdrflow.counters_rebuilt VALUES
             ('backfill','',0,0,0,now(),77,'112','2022-02-01 09:00:00','2022-02-01 12:00:00',5,5,0,0,0,5,0,9000,3000,120000,0,0,['police'],[5],['40_60'],[5],['voice'],[5],[])""")
-        params = {"from": "2022-01-01 00:00:00", "to": "2023-01-01 00:00:00", "limit": 5}
+        params = {"from": "2022-01-01 00:00:00", "to": "2023-01-01 00:00:00", "limit": 5, "region": 38, "line": ""}
         expect = {
             "national_calls_per_hour": "2022-02-01 09:00:00,15,13,1",
             "region_local_day": "38,Irkutsk Oblast,2022-02-01,10,8,1",
@@ -87,6 +92,12 @@ def main():
             "topic_shares": "covid,6,0.4",
             "age_band_shares": "30_40,5,0.3333333333333333",
             "region_quality": "38,Irkutsk Oblast,10,8,0.1,0.7777777777777778,10",
+            "regions": "38,Irkutsk Oblast,Иркутская область,Asia/Irkutsk",
+            "lines": "112,5",
+            "line_hourly": "2022-02-01 09:00:00,122,10,8,0.875",
+            "region_line_quality": "122,10,8,0.1,0.875,10",
+            "region_local_hour_profile": "17,10,8,1",
+            "region_topics": "covid,6",
         }
         for name, sql in dashboard_queries((SQL / "dashboards.sql").read_text()):
             try:

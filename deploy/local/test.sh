@@ -22,6 +22,15 @@ python3 -c "import pyarrow" 2>/dev/null || python3 -m pip install -q "pyarrow>=1
 # An S3 server for the object-storage archive test (moto, in memory, on 127.0.0.1).
 python3 -c "import moto.server, flask_cors" 2>/dev/null || python3 -m pip install -q "moto[server]>=5,<6"
 python3 deploy/local/check_sql_modern.py
+# The deploy files' validators (Compose schema, Kubernetes schemas, Dockerfile parser).
+python3 -c "import yaml, jsonschema, kubernetes_validate, dockerfile_parse" 2>/dev/null ||
+    python3 -m pip install -q pyyaml jsonschema "kubernetes-validate>=1.30" dockerfile-parse
+python3 deploy/local/check_deploy.py
+# Headless Chromium renders `cdrflow report` to a PNG (tests/deploy.rs).
+command -v chromium >/dev/null || {
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq chromium >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }
+}
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

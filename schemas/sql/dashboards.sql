@@ -124,3 +124,70 @@ FROM
 ) AS per_region
 ANY LEFT JOIN cdrflow.regions AS names USING (region)
 ORDER BY offered_calls DESC, region;
+
+-- name: regions
+-- The regions, for a dashboard's region picker.
+SELECT region, name_en, name_ru, time_zone
+FROM cdrflow.regions
+ORDER BY region;
+
+-- name: lines
+-- The lines with calls in the range, for a dashboard's line picker.
+SELECT line, sum(offered) AS offered_calls
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+GROUP BY line
+ORDER BY line;
+
+-- name: line_hourly
+-- Per line per UTC hour, of one region (0: every region) and one line ('': every line):
+-- offered, answered and service level (ICMI).
+SELECT
+    hour,
+    line,
+    sum(offered) AS offered_calls,
+    sum(answered) AS answered_calls,
+    if(answered_calls + sum(abandoned_after_sl) = 0, 0,
+       sum(answered_within_sl) / (answered_calls + sum(abandoned_after_sl))) AS service_level
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+  AND ({region:UInt8} = 0 OR region = {region:UInt8})
+  AND ({line:String} = '' OR line = {line:String})
+GROUP BY hour, line
+ORDER BY hour, line;
+
+-- name: region_line_quality
+-- One region's lines (0: every region): offered, answered, abandon rate, service level (ICMI), ASA.
+SELECT
+    line,
+    sum(offered) AS offered_calls,
+    sum(answered) AS answered_calls,
+    if(offered_calls = 0, 0, sum(abandoned) / offered_calls) AS abandon_rate,
+    if(answered_calls + sum(abandoned_after_sl) = 0, 0,
+       sum(answered_within_sl) / (answered_calls + sum(abandoned_after_sl))) AS service_level,
+    if(answered_calls = 0, 0, sum(wait_sum_ms) / answered_calls / 1000) AS asa_s
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime}
+  AND ({region:UInt8} = 0 OR region = {region:UInt8})
+GROUP BY line
+ORDER BY offered_calls DESC, line;
+
+-- name: region_local_hour_profile
+-- One region's calls by hour of its own wall clock (0–23), over the range.
+SELECT
+    toHour(local_hour) AS local_hour_of_day,
+    sum(offered) AS offered_calls,
+    sum(answered) AS answered_calls,
+    sum(abandoned) AS abandoned_calls
+FROM cdrflow.hourly
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime} AND region = {region:UInt8}
+GROUP BY local_hour_of_day
+ORDER BY local_hour_of_day;
+
+-- name: region_topics
+-- One region's calls by topic.
+SELECT topic, sum(calls) AS topic_calls
+FROM cdrflow.hourly_topics
+WHERE hour >= {from:DateTime} AND hour < {to:DateTime} AND region = {region:UInt8}
+GROUP BY topic
+ORDER BY topic_calls DESC, topic;

@@ -93,6 +93,9 @@ pub enum Param {
     DateTime(i64),
     /// A `UInt32` or `UInt8`.
     UInt(u64),
+    /// A `String` that is a code (a line id, say): letters, digits, `_`, `-`, `.` only, at
+    /// most 64 bytes; anything else is refused, so no text can change the statement.
+    Code(String),
 }
 
 /// Replaces each `{name:Type}` with a literal rendered from a typed value, for servers
@@ -120,6 +123,14 @@ pub fn render(sql: &str, params: &[(&str, Param)]) -> Result<String, String> {
                 out.push_str("', 'UTC')");
             }
             ("UInt32" | "UInt8" | "UInt64", Param::UInt(v)) => out.push_str(&v.to_string()),
+            ("String", Param::Code(v)) => {
+                if v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+                    return Err(format!("parameter `{name}`: `{v}` is not a code (letters, digits, _ - . only)"));
+                }
+                out.push('\'');
+                out.push_str(v);
+                out.push('\'');
+            }
             _ => return Err(format!("parameter `{name}` of type {ty} got {value:?}")),
         }
         rest = &rest[close + 1..];

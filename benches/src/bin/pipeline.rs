@@ -231,8 +231,15 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     println!("    totals: {theirs} {}", verdict(&theirs, &truth));
     // The same, with the server SIGKILLed a moment into the topic and started again.
     rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine-restart"))?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let before = rt.block_on(peer.totals())?.offered;
+    // Kill it once the first blocks have landed, well before the end of the topic.
+    let t = Instant::now();
+    let before = loop {
+        let n = rt.block_on(peer.totals())?.offered;
+        if n > 0 || t.elapsed() > Duration::from_secs(60) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     clickhouse_sh("kill")?;
     clickhouse_sh("start")?;
     let after = peer.settle(&rt, total as u64)?;
@@ -361,7 +368,8 @@ impl Peer {
     }
 
     /// Totals once they reach `total` calls and then stay put for 15 s (or stop moving
-    /// for 30 s short of it).
+    /// for 120 s short of it: the killed consumer holds its partitions until its session
+    /// times out, 45 s by librdkafka's default).
     fn settle(&self, rt: &tokio::runtime::Runtime, total: u64) -> Result<Totals> {
         let (mut last, mut since) = (Totals::default(), Instant::now());
         let started = Instant::now();
@@ -371,7 +379,7 @@ impl Peer {
             if now != last {
                 (last, since) = (now, Instant::now());
             } else if (last.offered >= total && since.elapsed() > Duration::from_secs(15))
-                || since.elapsed() > Duration::from_secs(30)
+                || since.elapsed() > Duration::from_secs(120)
                 || started.elapsed() > Duration::from_secs(600)
             {
                 return Ok(last);
