@@ -271,6 +271,13 @@ struct MigrateArgs {
     /// and exit without connecting.
     #[arg(long)]
     dry_run: bool,
+    /// Create the cluster layout on this ClickHouse cluster (remote_servers name): ON CLUSTER,
+    /// ReplicatedMergeTree tables and Distributed tables over them (see deploy/clickhouse-cluster/).
+    #[arg(long, value_name = "CLUSTER")]
+    cluster: Option<String>,
+    /// Print every statement (of --cluster's layout if given) and exit without connecting.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(clap::Args)]
@@ -643,6 +650,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn migrate(a: MigrateArgs) -> Result<()> {
     let cfg = a.clickhouse.config()?;
+    if let Some(c) = &a.cluster
+        && !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("--cluster {c}: a cluster name from remote_servers (letters, digits, _ and -)");
+    }
+    if a.print {
+        let stmts = match &a.cluster {
+            Some(c) => cdrflow_schemas::sql::cluster_schema(&cfg.database, c),
+            None => std::iter::once(cdrflow_schemas::sql::BOOTSTRAP)
+                .chain(cdrflow_schemas::sql::MIGRATIONS.iter().map(|m| m.sql))
+                .flat_map(|t| cdrflow_schemas::sql::statements(&cdrflow_schemas::sql::for_database(t, &cfg.database)))
+                .collect(),
+        };
+        for s in stmts {
+            println!("{s};\n");
+        }
+        return Ok(());
+    }
     if a.dry_run {
         let migrations: Vec<String> =
             cdrflow_schemas::sql::MIGRATIONS.iter().map(|m| format!("{:03}_{}", m.version, m.name)).collect();
@@ -657,7 +682,7 @@ fn migrate(a: MigrateArgs) -> Result<()> {
     let ch = cdrflow_aggregate::clickhouse::ClickHouse::new(cfg);
     let applied = runtime()?.block_on(async {
         ch.ping().await?;
-        ch.migrate().await
+        ch.migrate_on(a.cluster.as_deref()).await
     })?;
     if applied.is_empty() {
         tracing::info!(database = a.clickhouse.database, "schema is up to date");

@@ -384,3 +384,121 @@ fn every_dashboard_panel_runs_on_clickhouse_and_the_report_renders() {
     assert_eq!(&shot[1..4], b"PNG");
     assert!(shot.len() > 30_000, "the screenshot has content ({} bytes)", shot.len());
 }
+
+#[test]
+fn cluster_ddl_is_the_single_node_schema_in_the_cluster_layout() {
+    let o = cdrflow(&["migrate", "--cluster", "hotlines", "--print"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let made = String::from_utf8(o.stdout).unwrap();
+    let path = repo().join("deploy/clickhouse-cluster/cluster.sql");
+    if std::env::var_os("CDRFLOW_BLESS").is_some() {
+        std::fs::write(&path, &made).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path).unwrap() == made,
+        "{} is stale: CDRFLOW_BLESS=1 cargo test --test deploy cluster",
+        path.display()
+    );
+    let stmts: Vec<&str> = made.split(";\n").map(str::trim).filter(|s| !s.is_empty()).collect();
+    assert!(stmts.iter().all(|s| s.contains("ON CLUSTER 'hotlines'")), "every statement runs on the whole cluster");
+    // Every MergeTree table of the single-node schema is a replicated local table and a
+    // distributed table of the same name.
+    let single = cdrflow(&["migrate", "--print"], &[]);
+    let single = String::from_utf8(single.stdout).unwrap();
+    for s in single.split(";\n").filter(|s| s.contains("ENGINE = MergeTree") || s.contains(" AS cdrflow.")) {
+        let Some(name) = s.trim().strip_prefix("CREATE TABLE IF NOT EXISTS ").and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        assert!(
+            made.contains(&format!("CREATE TABLE IF NOT EXISTS {name}_local ON CLUSTER 'hotlines'")),
+            "{name}_local"
+        );
+        let table = name.split_once('.').unwrap().1;
+        assert!(
+            made.contains(&format!(
+                "ReplicatedMergeTree('/clickhouse/tables/{{shard}}/cdrflow/{table}', '{{replica}}')"
+            ))
+        );
+        assert!(made.contains(&format!("CREATE TABLE IF NOT EXISTS {name} ON CLUSTER 'hotlines' AS {name}_local\nENGINE = Distributed('hotlines', cdrflow, {table}_local,")), "{name}");
+    }
+    assert!(
+        made.contains("Distributed('hotlines', cdrflow, counters_log_local, kafka_partition)"),
+        "a flush stays on one shard"
+    );
+    assert!(!made.contains(" NOT IN (SELECT") || made.contains("GLOBAL NOT IN (SELECT"));
+    let o = cdrflow(&["migrate", "--cluster", "bad name;", "--print"], &[]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn kafka_tls_and_sasl_examples_pass_librdkafka_checks() {
+    // A throwaway CA-signed pair, so librdkafka really loads certificates and keys.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).current_dir(d).output().expect("openssl (Debian's openssl package)");
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=test-ca",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "user.key",
+        "-out",
+        "user.csr",
+        "-subj",
+        "/CN=cdrflow",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "user.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "user.crt",
+        "-days",
+        "2",
+    ]);
+    write(d, "secrets/kafka-sasl-password", "a-sasl-password-of-the-test");
+    write(d, "secrets/kafka-ssl-key-password", "unused-for-an-unencrypted-key");
+    for example in ["sasl-scram.toml", "mtls.toml"] {
+        let text_of = std::fs::read_to_string(repo().join("deploy/kafka-security").join(example)).unwrap();
+        let local_paths = text_of
+            .replace("/etc/cdrflow/kafka-ca/", &format!("{}/", d.display()))
+            .replace("/etc/cdrflow/kafka-tls/", &format!("{}/", d.display()))
+            .replace("/etc/cdrflow/secrets/", &format!("{}/secrets/", d.display()));
+        let cfg = write(d, example, &local_paths);
+        let o = cdrflow(&["config", "check", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{example}: {}", text(&o));
+        let o = cdrflow(&["aggregate", "--config", cfg.to_str().unwrap(), "--dry-run"], &[]);
+        assert!(o.status.success(), "{example}: {}", text(&o));
+        assert!(!text(&o).contains("a-sasl-password-of-the-test"), "{example}: the password is not shown");
+        // A certificate file that is not there is caught by librdkafka, named.
+        let broken = write(d, &format!("broken-{example}"), &local_paths.replace("ca.crt", "missing-ca.crt"));
+        let o = cdrflow(&["config", "check", broken.to_str().unwrap()], &[]);
+        assert!(!o.status.success() && text(&o).contains("ssl.ca.location"), "{example}: {}", text(&o));
+    }
+}

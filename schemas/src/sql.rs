@@ -139,6 +139,121 @@ pub fn render(sql: &str, params: &[(&str, Param)]) -> Result<String, String> {
     Ok(out)
 }
 
+/// The same schema for a ClickHouse cluster, statement by statement, from the single-node
+/// SQL (after [`for_database`]): one definition, two layouts.
+///
+/// - `CREATE DATABASE` and every view and `DROP` run `ON CLUSTER`.
+/// - Each `MergeTree` table `T` becomes `T_local`, a `ReplicatedMergeTree` on every replica
+///   of every shard (ZooKeeper/Keeper path `/clickhouse/tables/{shard}/DB/T`, replica
+///   `{replica}`: the servers' macros), plus `T`, a `Distributed` table over them with the
+///   same name the single-node schema uses, so workers, views and dashboards are unchanged.
+/// - The sharding keys keep each atomic insert on one shard: a flush of the aggregator holds
+///   one Kafka partition (`kafka_partition`), a rebuild one id (`flushed_at`). With
+///   `insert_distributed_sync = 1` in the workers' profile (`distributed_foreground_insert`
+///   in new releases) an insert returns once its shard has it, so the positions read back
+///   from `counters_log` are as exact as on one node.
+/// - `ALTER TABLE` runs on both; `IN (SELECT …)` over distributed tables becomes
+///   `GLOBAL IN`, which the cluster needs and which means the same.
+pub fn for_cluster(sql: &str, cluster: &str) -> Vec<String> {
+    let on = format!("ON CLUSTER '{cluster}'");
+    let mut out = Vec::new();
+    for stmt in statements(sql) {
+        let head: Vec<&str> = stmt.split_whitespace().take(6).collect();
+        match head.as_slice() {
+            ["CREATE", "DATABASE", "IF", "NOT", "EXISTS", db] => {
+                out.push(format!("CREATE DATABASE IF NOT EXISTS {db} {on}"));
+            }
+            ["CREATE", "TABLE", "IF", "NOT", "EXISTS", name] => {
+                let name = name.trim_end_matches('(').to_owned();
+                let (db, table) = name.split_once('.').expect("tables are named DB.TABLE");
+                let path = format!("ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')");
+                let local = format!("{name}_local");
+                let key = match table {
+                    "counters_log" => "kafka_partition",
+                    "counters_rebuilt" => "flushed_at",
+                    _ => "rand()",
+                };
+                if let Some(pos) = stmt.find("ENGINE = MergeTree") {
+                    let tail = stmt[pos + "ENGINE = MergeTree".len()..].to_owned();
+                    let columns = &stmt[stmt.find(&name).expect("name") + name.len()..pos];
+                    out.push(format!(
+                        "CREATE TABLE IF NOT EXISTS {local} {on}{}ENGINE = {path}{tail}",
+                        columns.trim_end().to_owned() + "\n"
+                    ));
+                } else if let Some(src) = stmt.split(" AS ").nth(1) {
+                    let src = src.trim();
+                    let tail = engine_tail(src).unwrap_or_else(|| panic!("{src}: AS a MergeTree table of the schema"));
+                    out.push(format!("CREATE TABLE IF NOT EXISTS {local} {on} AS {src}_local\nENGINE = {path}{tail}"));
+                }
+                out.push(format!(
+                    "CREATE TABLE IF NOT EXISTS {name} {on} AS {local}\nENGINE = Distributed('{cluster}', {db}, {table}_local, {key})"
+                ));
+            }
+            ["ALTER", "TABLE", name, ..] => {
+                let rest = stmt.split_once(name).expect("name").1;
+                out.push(format!("ALTER TABLE {name}_local {on}{rest}"));
+                out.push(format!("ALTER TABLE {name} {on}{rest}"));
+            }
+            ["CREATE", "VIEW", "IF", "NOT", "EXISTS", name] => {
+                let rest = stmt.split_once(name).expect("name").1;
+                out.push(global_in(&format!("CREATE VIEW IF NOT EXISTS {name} {on}{rest}")));
+            }
+            ["DROP", "TABLE", "IF", "EXISTS", name, ..] => {
+                out.push(format!("DROP TABLE IF EXISTS {name} {on}"));
+            }
+            _ => out.push(stmt),
+        }
+    }
+    out
+}
+
+/// What follows `ENGINE = MergeTree` in the statement that creates `table` (`DB.TABLE`).
+fn engine_tail(table: &str) -> Option<String> {
+    let db = table.split_once('.')?.0;
+    std::iter::once(BOOTSTRAP).chain(MIGRATIONS.iter().map(|m| m.sql)).find_map(|text| {
+        statements(&for_database(text, db)).into_iter().find_map(|s| {
+            let created = s.strip_prefix("CREATE TABLE IF NOT EXISTS ")?.split_whitespace().next()? == table;
+            let pos = s.find("ENGINE = MergeTree")?;
+            created.then(|| s[pos + "ENGINE = MergeTree".len()..].to_owned())
+        })
+    })
+}
+
+/// `IN (SELECT` → `GLOBAL IN (SELECT` (and `NOT IN` likewise).
+fn global_in(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    while let Some(i) = rest.find(" IN") {
+        let after = &rest[i + 3..];
+        let subquery = after.trim_start().starts_with("(SELECT");
+        let (before, kw) = (&rest[..i], " IN");
+        if subquery {
+            if let Some(b) = before.strip_suffix(" NOT") {
+                out.push_str(b);
+                out.push_str(" GLOBAL NOT IN");
+            } else {
+                out.push_str(before);
+                out.push_str(" GLOBAL IN");
+            }
+        } else {
+            out.push_str(before);
+            out.push_str(kw);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every statement of the cluster layout, in order: bootstrap, then each migration.
+pub fn cluster_schema(database: &str, cluster: &str) -> Vec<String> {
+    let mut out = for_cluster(&for_database(BOOTSTRAP, database), cluster);
+    for m in MIGRATIONS {
+        out.extend(for_cluster(&for_database(m.sql, database), cluster));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,8 +127,18 @@ impl ClickHouse {
 
     /// Applies the migrations not yet applied; returns the versions it applied.
     pub async fn migrate(&self) -> Result<Vec<u32>> {
+        self.migrate_on(None).await
+    }
+
+    /// [`migrate`](Self::migrate) in the cluster layout of [`sql::for_cluster`] when
+    /// `cluster` is given (ON CLUSTER, Replicated + Distributed tables).
+    pub async fn migrate_on(&self, cluster: Option<&str>) -> Result<Vec<u32>> {
         let db = &self.cfg.database;
-        for stmt in sql::statements(&sql::for_database(sql::BOOTSTRAP, db)) {
+        let layout = |text: &str| match cluster {
+            None => sql::statements(&sql::for_database(text, db)),
+            Some(c) => sql::for_cluster(&sql::for_database(text, db), c),
+        };
+        for stmt in layout(sql::BOOTSTRAP) {
             self.client
                 .query(&stmt)
                 .execute()
@@ -143,7 +153,7 @@ impl ClickHouse {
             .map_err(|e| explain(e, &self.cfg, "reading applied migrations"))?;
         let mut done = Vec::new();
         for m in sql::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-            for stmt in sql::statements(&sql::for_database(m.sql, db)) {
+            for stmt in layout(m.sql) {
                 self.client
                     .query(&stmt)
                     .execute()
