@@ -444,6 +444,9 @@ struct BrokerArgs {
     /// Also write the bootstrap address to this file.
     #[arg(long)]
     address_file: Option<PathBuf>,
+    /// Read fault-injection commands from stdin (tests): down ID | up ID | rtt ID MS | errors API CODE N.
+    #[arg(long)]
+    control: bool,
 }
 
 fn main() {
@@ -481,6 +484,7 @@ fn main() {
             topics: a.topics,
             partitions: a.partitions,
             address_file: a.address_file,
+            control: a.control,
         }),
     };
     if let Err(e) = result {

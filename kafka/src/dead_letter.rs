@@ -11,6 +11,8 @@
 //! | `cdrflow-source-offset`    | offset (decimal)                    |
 //! | `cdrflow-group`            | the consumer group that rejected it |
 //!
+//! | `cdrflow-truncated-from`   | for a payload over 256 KiB: its size; the payload is its first 256 KiB (the whole message stays in the source topic at that offset) |
+//!
 //! Delivery is at least once: a worker flushes the dead letters of a unit of work before
 //! it records that unit's offsets in its sink, so a crash can re-send a dead letter (same
 //! source partition/offset: readers de-duplicate on those) but never lose one.
@@ -24,6 +26,9 @@ use rdkafka::producer::BaseRecord;
 
 use crate::KafkaSettings;
 use crate::producer::{CountingProducer, flush, producer, send};
+
+/// The most of a rejected payload a dead letter carries (Kafka's default message limit is 1 MB).
+pub const MAX_PAYLOAD: usize = 256 * 1024;
 
 /// Sends rejected messages to the dead-letter topic.
 pub struct DeadLetters {
@@ -64,6 +69,15 @@ impl DeadLetters {
             .insert(Header { key: "cdrflow-source-partition", value: Some(p.as_str()) })
             .insert(Header { key: "cdrflow-source-offset", value: Some(o.as_str()) })
             .insert(Header { key: "cdrflow-group", value: Some(self.group.as_str()) });
+        // A hostile message of many MiB would exceed the topic's message size: keep a prefix
+        // (enough to see what it was) and say how big it was.
+        let (payload, headers) = if payload.len() > MAX_PAYLOAD {
+            let size = payload.len().to_string();
+            let h = headers.insert(Header { key: "cdrflow-truncated-from", value: Some(size.as_str()) });
+            (&payload[..MAX_PAYLOAD], h)
+        } else {
+            (payload, headers)
+        };
         let mut record = BaseRecord::to(&self.topic).payload(payload).headers(headers);
         if let Some(k) = key {
             record = record.key(k);

@@ -25,19 +25,45 @@ pub fn repo() -> PathBuf {
 pub struct Broker {
     pub child: Child,
     pub bootstrap: String,
+    /// Its stdout after the bootstrap line (fault-injection answers).
+    answers: BufReader<std::process::ChildStdout>,
 }
 
 impl Broker {
     pub fn start(partitions: u32, topics: &[&str]) -> Broker {
+        Self::start_with(partitions, topics, false)
+    }
+
+    /// A broker that takes fault-injection commands ([`Broker::fault`]).
+    pub fn with_faults(partitions: u32, topics: &[&str]) -> Broker {
+        Self::start_with(partitions, topics, true)
+    }
+
+    fn start_with(partitions: u32, topics: &[&str], control: bool) -> Broker {
         let mut cmd = Command::new(BIN);
         cmd.args(["broker", "--brokers", "3", "--partitions", &partitions.to_string()]);
         for t in topics {
             cmd.args(["--topic", t]);
         }
+        if control {
+            cmd.arg("--control").stdin(Stdio::piped());
+        }
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("cdrflow broker starts");
+        let mut answers = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        Broker { child, bootstrap: line.trim().to_owned() }
+        answers.read_line(&mut line).unwrap();
+        Broker { child, bootstrap: line.trim().to_owned(), answers }
+    }
+
+    /// Injects a fault (`down 2`, `rtt 1 300`, `errors Fetch NOT_LEADER_FOR_PARTITION 20`).
+    pub fn fault(&mut self, command: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("started with_faults");
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.answers.read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim(), "ok", "fault `{command}`");
     }
 
     /// High watermark per partition.
@@ -454,4 +480,69 @@ impl Relay {
     pub fn up(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// One dead letter: its headers and payload.
+pub struct DeadLetter {
+    pub headers: HashMap<String, String>,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Every message of `topic` (a dead-letter topic), read until it is quiet for 3 s.
+pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("fetch.message.max.bytes", "10485760")
+        .create()
+        .unwrap();
+    let parts = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let (mut out, mut idle) = (Vec::new(), 0);
+    while idle < 10 {
+        match c.poll(Duration::from_millis(300)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(DeadLetter {
+                    headers,
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            _ => idle += 1,
+        }
+    }
+    out
+}
+
+/// Peak resident memory of a live process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib / 1024
 }

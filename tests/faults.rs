@@ -1,0 +1,426 @@
+//! Hardening on real parts: broker faults injected into librdkafka's mock cluster (slow
+//! brokers, failing requests, every broker down), a consumer group of three that members
+//! join and leave while the feed streams, and hostile messages. In each, both sinks must end
+//! exactly right: every valid record archived once, the counters equal to the ground truth,
+//! every rejected message in the dead-letter topic with its reason.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cdrflow::synthetic::FeedSummary;
+use common::*;
+
+const KEY: &str = "faults-test-caller-key-0123456789";
+
+fn ingest(bootstrap: &str, out: &std::path::Path, group: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "ingest",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        group,
+        "--session-timeout-ms",
+        "6000",
+        "--max-age-ms",
+        "500",
+        "--max-rows",
+        "4000",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn aggregate(bootstrap: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "aggregate",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        group,
+        "--session-timeout-ms",
+        "6000",
+        "--flush-interval-ms",
+        "300",
+        "--clickhouse",
+        url,
+        "--database",
+        db,
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn archive_positions(out: &std::path::Path, partitions: i32) -> std::collections::HashMap<i32, i64> {
+    let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
+    a.committed_positions("cdrs", &(0..partitions).collect::<Vec<_>>()).unwrap()
+}
+
+fn summary(truth: &std::path::Path) -> FeedSummary {
+    serde_json::from_slice(&std::fs::read(format!("{}.summary.json", truth.display())).unwrap()).unwrap()
+}
+
+/// Waits for both sinks to hold every partition up to the broker's end, then checks them
+/// against the ground truth.
+fn assert_both_sinks_exact(
+    broker: &Broker,
+    partitions: u32,
+    out: &std::path::Path,
+    ch: &cdrflow_aggregate::clickhouse::ClickHouse,
+    group: &str,
+    truth: &std::path::Path,
+) {
+    let marks = broker.watermarks("cdrs", partitions);
+    let rt = runtime();
+    wait_until(Duration::from_secs(180), "the archive to catch up", || {
+        archive_positions(out, partitions as i32) == marks
+    });
+    wait_until(Duration::from_secs(180), "the counters to catch up", || {
+        rt.block_on(ch.positions(group, "cdrs")).unwrap_or_default() == marks
+    });
+    let s = summary(truth);
+    let archived = read_archive(out);
+    assert_eq!(archived.rows, s.valid_messages, "every valid record archived once");
+    assert_eq!(archived.call_ids.len() as u64, s.distinct_calls);
+    assert!(!files_under(out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file visible");
+    assert_same_counters(&stored_as_truth(&rt, ch, Some(group)), &read_truth(truth));
+}
+
+#[test]
+fn broker_faults_pause_both_workers_and_they_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("archive");
+    let mut broker = Broker::with_faults(6, &["cdrs", "cdrs.dlq"]);
+    let server = Server::shared();
+    let ch = server.fresh_database("broker_faults");
+    let truth = d.join("truth.jsonl");
+    let mut feed = stream_feed(&broker.bootstrap, 36_000, 51, 2000, 0.01, &truth, &d.join("generate.log"));
+    let mut ing = spawn_with_env(
+        &ingest(&broker.bootstrap, &out, "faults-ingest", &["--metrics-addr", "127.0.0.1:19471"]),
+        &d.join("ingest.log"),
+        &[("CDRFLOW_CALLER_KEY", KEY)],
+    );
+    let mut agg = spawn(
+        &aggregate(
+            &broker.bootstrap,
+            &server.url(),
+            "t_broker_faults",
+            "faults-agg",
+            &["--metrics-addr", "127.0.0.1:19472"],
+        ),
+        &d.join("aggregate.log"),
+    );
+    let consumed = |port: u16| {
+        http_get(port, "/metrics").map(|(_, body)| metric(&body, "cdrflow_records_consumed_total")).unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(60), "both workers consuming", || consumed(19471) > 0 && consumed(19472) > 0);
+
+    // Slow brokers, then failing fetches and produces (the dead-letter producer's too).
+    for b in 1..=3 {
+        broker.fault(&format!("rtt {b} 400"));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for b in 1..=3 {
+        broker.fault(&format!("rtt {b} 0"));
+    }
+    broker.fault("errors Fetch NOT_LEADER_FOR_PARTITION 30");
+    broker.fault("errors Produce REQUEST_TIMED_OUT 10");
+    broker.fault("errors Heartbeat COORDINATOR_NOT_AVAILABLE 5");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Every broker down: both workers pause (nothing consumed), then resume.
+    for b in 1..=3 {
+        broker.fault(&format!("down {b}"));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // what was already fetched drains
+    let (i0, a0) = (consumed(19471), consumed(19472));
+    std::thread::sleep(Duration::from_secs(4));
+    let (i1, a1) = (consumed(19471), consumed(19472));
+    assert_eq!((i1, a1), (i0, a0), "nothing is consumed while every broker is down");
+    assert!(ing.try_wait().unwrap().is_none() && agg.try_wait().unwrap().is_none(), "both workers live through it");
+    for b in 1..=3 {
+        broker.fault(&format!("up {b}"));
+    }
+    let resumed = Instant::now();
+    wait_until(Duration::from_secs(90), "both workers to resume", || consumed(19471) > i1 && consumed(19472) > a1);
+    eprintln!("resumed {:?} after the brokers came back", resumed.elapsed());
+
+    assert!(feed.wait().unwrap().success(), "the producer rode out the faults");
+    assert_both_sinks_exact(&broker, 6, &out, &ch, "faults-agg", &truth);
+    assert!(sigterm(&mut ing) && sigterm(&mut agg), "both drain and exit 0");
+    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
+    let distinct: std::collections::HashSet<_> = dead
+        .iter()
+        .map(|l| (l.headers["cdrflow-source-partition"].clone(), l.headers["cdrflow-source-offset"].clone()))
+        .collect();
+    assert_eq!(distinct.len() as u64, summary(&truth).bad, "every rejected message dead-lettered");
+}
+
+#[test]
+fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("archive");
+    let broker = Broker::start(9, &["cdrs", "cdrs.dlq"]);
+    let server = Server::shared();
+    let ch = server.fresh_database("rebalance");
+    let truth = d.join("truth.jsonl");
+    let mut feed = stream_feed(&broker.bootstrap, 45_000, 61, 2500, 0.01, &truth, &d.join("generate.log"));
+    let ingest_args = ingest(&broker.bootstrap, &out, "rebalance-ingest", &[]);
+    let agg_args = aggregate(&broker.bootstrap, &server.url(), "t_rebalance", "rebalance-agg", &[]);
+    let mut n = 0;
+    let mut start = |kind: &str| {
+        n += 1;
+        let log = d.join(format!("{kind}-{n}.log"));
+        if kind == "ingest" {
+            spawn_with_env(&ingest_args, &log, &[("CDRFLOW_CALLER_KEY", KEY)])
+        } else {
+            spawn(&agg_args, &log)
+        }
+    };
+    let mut ingests: Vec<_> = (0..3).map(|_| start("ingest")).collect();
+    let mut aggs: Vec<_> = (0..3).map(|_| start("aggregate")).collect();
+    // Members leave (SIGTERM, and once SIGKILL) and join while the feed streams (~18 s).
+    let steps: [(u64, &str); 6] = [(3, "leave"), (5, "join"), (8, "kill"), (10, "join"), (12, "leave"), (14, "join")];
+    let t0 = Instant::now();
+    for (at, what) in steps {
+        std::thread::sleep(Duration::from_secs(at).saturating_sub(t0.elapsed()));
+        match what {
+            "leave" => {
+                let (mut i, mut a) = (ingests.remove(0), aggs.remove(0));
+                assert!(sigterm(&mut i) && sigterm(&mut a), "a leaving member drains and exits 0");
+            }
+            "kill" => {
+                sigkill(&mut ingests.remove(0));
+                sigkill(&mut aggs.remove(0));
+            }
+            _ => {
+                ingests.push(start("ingest"));
+                aggs.push(start("aggregate"));
+            }
+        }
+    }
+    assert!(feed.wait().unwrap().success());
+    assert_eq!((ingests.len(), aggs.len()), (3, 3), "three members of each at the end");
+    assert_both_sinks_exact(&broker, 9, &out, &ch, "rebalance-agg", &truth);
+    for w in ingests.iter_mut().chain(aggs.iter_mut()) {
+        assert!(sigterm(w));
+    }
+    let logs: String = (1..=n)
+        .map(|i| {
+            std::fs::read_to_string(d.join(format!("ingest-{i}.log"))).unwrap_or_default()
+                + &std::fs::read_to_string(d.join(format!("aggregate-{i}.log"))).unwrap_or_default()
+        })
+        .collect();
+    assert!(logs.matches("partitions assigned").count() >= 12, "the group rebalanced again and again");
+}
+
+#[test]
+fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap().keep();
+    eprintln!("DIR {}", dir.display());
+    let d = dir.as_path();
+    let out = d.join("archive");
+    let broker = Broker::start(3, &["cdrs", "cdrs.dlq"]);
+    let server = Server::shared();
+    let ch = server.fresh_database("hostile");
+    let truth = d.join("truth.jsonl");
+    generate(&[
+        "--cdrs",
+        "6000",
+        "--seed",
+        "71",
+        "--resent-share",
+        "0",
+        "--bad-share",
+        "0",
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        "cdrs",
+        "--truth",
+        truth.to_str().unwrap(),
+    ]);
+
+    let good = r#"{"call_id":"38-hostile-1","region":38,"dialled":"122","caller":"+79001234567","start":"2022-02-01T10:00:00Z","answer":"2022-02-01T10:00:05Z","end":"2022-02-01T10:01:00Z","queue_wait_s":5,"talk_s":50,"disposition":"answered","topic":"covid","age_band":"30_40","channel":"voice"}"#;
+    let many_mib = {
+        let mut s = good.replacen("\"topic\":\"covid\"", &format!("\"topic\":\"{}\"", "x".repeat(4 << 20)), 1);
+        s.shrink_to_fit();
+        s.into_bytes()
+    };
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("oversized", many_mib),
+        ("oversized", format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes()),
+        // 30 000 levels of nesting in a required field: skipped without recursion, then refused.
+        (
+            "wrong_type",
+            good.replace("\"38-hostile-1\"", &format!("{}1{}", "[".repeat(30_000), "]".repeat(30_000))).into_bytes(),
+        ),
+        // Nesting under an unknown key is skipped without recursion; the record lacks every field.
+        ("missing_field", format!("{{\"a\":{}}}", "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000)).into_bytes()),
+        ("malformed", good.replace("\"queue_wait_s\":5", "\"queue_wait_s\":1e400").into_bytes()),
+        ("malformed", good.replace("\"queue_wait_s\":5", "\"queue_wait_s\":NaN").into_bytes()),
+        ("wrong_type", good.replace("\"region\":38", "\"region\":18446744073709551616").into_bytes()),
+        (
+            "not_utf8",
+            good.replace("covid", "co\u{0}vid")
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 0 { 0xff } else { b })
+                .collect(),
+        ),
+        ("invalid_value", good.replace("covid", "co\\u0007vid\\u001b[31m").into_bytes()),
+        ("malformed", b"region,start\n38,\"2022-02-01\nT10:00\",\"\"\"".to_vec()),
+        ("malformed", vec![]),
+        ("malformed", b"\xef\xbb\xbf".to_vec()),
+    ];
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("message.max.bytes", "10000000") // the mock broker keeps ~5 MiB per partition: 4 MiB fits
+        .create()
+        .unwrap();
+    for (i, (_, bytes)) in hostile.iter().enumerate() {
+        p.send(BaseRecord::to("cdrs").key(&format!("h{i}")).payload(bytes)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+
+    let mut ing = spawn_with_env(
+        &ingest(&broker.bootstrap, &out, "hostile-ingest", &["--metrics-addr", "127.0.0.1:19473"]),
+        &d.join("ingest.log"),
+        &[("CDRFLOW_CALLER_KEY", KEY)],
+    );
+    let mut agg = spawn(
+        &aggregate(
+            &broker.bootstrap,
+            &server.url(),
+            "t_hostile",
+            "hostile-agg",
+            &["--metrics-addr", "127.0.0.1:19474"],
+        ),
+        &d.join("aggregate.log"),
+    );
+    assert_both_sinks_exact(&broker, 3, &out, &ch, "hostile-agg", &truth);
+    let (ingest_mib, agg_mib) = (peak_rss_mib(ing.id()), peak_rss_mib(agg.id()));
+    let scrapes = [http_get(19473, "/metrics").unwrap().1, http_get(19474, "/metrics").unwrap().1];
+    assert!(sigterm(&mut ing) && sigterm(&mut agg), "neither worker panicked: both drain and exit 0");
+    assert!(
+        ingest_mib < 400 && agg_mib < 400,
+        "memory stays bounded: ingest {ingest_mib} MiB, aggregate {agg_mib} MiB"
+    );
+
+    // Each hostile message is in the dead-letter topic once, with a reason (the oversized
+    // one cut to its first 256 KiB, its size in a header); none reached a sink.
+    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
+    assert_eq!(dead.len(), hostile.len(), "one dead letter per hostile message");
+    for (i, (want, _)) in hostile.iter().enumerate() {
+        let l = dead
+            .iter()
+            .find(|l| l.key == format!("h{i}").as_bytes())
+            .unwrap_or_else(|| panic!("hostile message {i} not dead-lettered"));
+        assert_eq!(&l.headers["cdrflow-reason"], want, "hostile message {i}: {}", l.headers["cdrflow-detail"]);
+    }
+    let big = dead.iter().find(|l| l.key == b"h0").unwrap();
+    assert_eq!(big.payload.len(), 256 * 1024);
+    assert_eq!(big.headers["cdrflow-truncated-from"], hostile[0].1.len().to_string());
+    assert!(dead.iter().all(|l| !l.headers["cdrflow-detail"].is_empty()), "a human explanation each");
+    assert_eq!(metric(&scrapes[0], "cdrflow_records_rejected_total{worker=\"ingest\""), hostile.len() as u64);
+
+    // Nobody gets data they should not: no raw caller number and no key in logs, metrics or
+    // archive files.
+    let logs = std::fs::read(d.join("ingest.log"))
+        .unwrap()
+        .into_iter()
+        .chain(std::fs::read(d.join("aggregate.log")).unwrap())
+        .collect::<Vec<u8>>();
+    let callers = generated_callers(&["--cdrs", "6000", "--seed", "71", "--resent-share", "0", "--bad-share", "0"]);
+    let files: Vec<Vec<u8>> = files_under(&out).iter().map(|f| std::fs::read(f).unwrap()).collect();
+    for (what, hay) in [
+        ("logs", vec![logs.clone()]),
+        ("metrics", scrapes.iter().map(|s| s.clone().into_bytes()).collect()),
+        ("archive files", files.clone()),
+    ] {
+        assert_no_callers(&callers, &hay, what);
+        assert!(
+            !hay.iter().any(|h| h.windows(KEY.len()).any(|w| w == KEY.as_bytes())),
+            "the caller key is not in {what}"
+        );
+        assert!(
+            !hay.iter().any(|h| h.windows(12).any(|w| w == b"+79001234567")),
+            "a hostile record's caller is not in {what}"
+        );
+    }
+}
+
+#[test]
+fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("archive");
+    let broker = Broker::start(2, &["cdrs", "cdrs.dlq"]);
+    let truth = d.join("truth.jsonl");
+    generate(&[
+        "--cdrs",
+        "2000",
+        "--seed",
+        "81",
+        "--format",
+        "asterisk-csv",
+        "--resent-share",
+        "0",
+        "--bad-share",
+        "0",
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        "cdrs",
+        "--truth",
+        truth.to_str().unwrap(),
+    ]);
+    let good = r#""27","+79005503705","122","hotline","""Citizen"" <+79005503705>","SIP/trunk-00000001","SIP/op0124-0000002a","Queue","q122,t,,,300","2022-02-01 10:00:11","2022-02-01 10:00:15","2022-02-01 10:01:12",61,57,"ANSWERED","DOCUMENTATION","27-hostile-1","topic=transport;age=30_40;channel=social""#;
+    let hostile: Vec<(&str, String)> = vec![
+        // Two records in one message.
+        ("malformed", format!("{good}\n{}", good.replace("27-hostile-1", "27-hostile-2"))),
+        // An embedded newline inside the quoted call id.
+        ("invalid_value", good.replace("27-hostile-1", "27-host\nile-1")),
+        // A quote left open; a quote inside an unquoted field is read as a character (as
+        // RFC 4180 readers do), which makes the caller number no number.
+        ("malformed", good.replacen("\"27\",", "\"27,", 1)),
+        ("invalid_value", good.replacen("\"27\",\"+79005503705\"", "27,+7900\"5503705", 1)),
+        // Ten thousand fields.
+        ("malformed", format!("{good}{}", ",\"\"".repeat(10_000))),
+        // Control characters and an escape sequence in the topic.
+        ("invalid_value", good.replace("topic=transport", "topic=trans\u{7}port\u{1b}[31m")),
+    ];
+    let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).create().unwrap();
+    for (i, (_, line)) in hostile.iter().enumerate() {
+        p.send(BaseRecord::to("cdrs").key(&format!("h{i}")).payload(line.as_bytes())).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let mut args = ingest(&broker.bootstrap, &out, "hostile-csv", &["--format", "asterisk-csv"]);
+    args.retain(|a| !a.is_empty());
+    let mut ing = spawn_with_env(&args, &d.join("ingest.log"), &[("CDRFLOW_CALLER_KEY", KEY)]);
+    let marks = broker.watermarks("cdrs", 2);
+    wait_until(Duration::from_secs(120), "the archive to catch up", || archive_positions(&out, 2) == marks);
+    assert!(sigterm(&mut ing));
+    assert_eq!(read_archive(&out).rows, summary(&truth).valid_messages, "the good lines archived, once");
+    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
+    assert_eq!(dead.len(), hostile.len());
+    for (i, (want, line)) in hostile.iter().enumerate() {
+        let l = dead.iter().find(|l| l.key == format!("h{i}").as_bytes()).unwrap();
+        assert_eq!(&l.headers["cdrflow-reason"], want, "hostile line {i}: {}", l.headers["cdrflow-detail"]);
+        assert_eq!(l.payload, line.as_bytes(), "the original bytes");
+    }
+}
