@@ -9,7 +9,8 @@
 #   deploy/local/clickhouse.sh install  install the Debian packages only
 #
 # Idempotent: `start` on a running server and `stop` on a stopped one do nothing.
-# Environment: CDRFLOW_CH_HTTP_PORT (8123), CDRFLOW_CH_TCP_PORT (9000), CDRFLOW_LOCAL_DIR.
+# Environment: CDRFLOW_CH_HTTP_PORT (8123), CDRFLOW_CH_TCP_PORT (9000), CDRFLOW_LOCAL_DIR,
+# CDRFLOW_CH_PARTS_TO_THROW_INSERT (fault tests only).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -46,6 +47,11 @@ running_pid() {
 
 write_config() {
     mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
+    # Fault tests lower the part limits to provoke "too many parts" (CDRFLOW_CH_PARTS_TO_THROW_INSERT).
+    local merge_tree=""
+    if [ -n "${CDRFLOW_CH_PARTS_TO_THROW_INSERT:-}" ]; then
+        merge_tree="    <merge_tree><parts_to_throw_insert>$CDRFLOW_CH_PARTS_TO_THROW_INSERT</parts_to_throw_insert><parts_to_delay_insert>$((CDRFLOW_CH_PARTS_TO_THROW_INSERT * 3 / 4))</parts_to_delay_insert></merge_tree>"
+    fi
     cat >"$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
@@ -72,6 +78,7 @@ write_config() {
     <default_database>default</default_database>
     <timezone>UTC</timezone>
     <mlock_executable>false</mlock_executable>
+$merge_tree
     <!-- For the peer bench's Kafka table engine: a new consumer group reads a topic from its start. -->
     <kafka><auto_offset_reset>smallest</auto_offset_reset></kafka>
 </yandex>

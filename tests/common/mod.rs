@@ -87,11 +87,13 @@ pub struct Server {
     pub tcp_port: u16,
     /// Set for a private server: its directory (stopped on drop).
     own_dir: Option<PathBuf>,
+    /// For a private server: the most parts a partition may have before inserts fail.
+    parts_limit: Option<u32>,
 }
 
 impl Server {
     pub fn shared() -> Server {
-        let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None };
+        let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None, parts_limit: None };
         assert!(
             s.script("status"),
             "ClickHouse is not running on 127.0.0.1:8123: run the tests with deploy/local/test.sh (or deploy/local/clickhouse.sh start)"
@@ -101,9 +103,23 @@ impl Server {
 
     /// A private server on its own ports and data directory, for tests that restart it.
     pub fn private(dir: &Path, http_port: u16, tcp_port: u16) -> Server {
-        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()) };
+        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()), parts_limit: None };
         assert!(s.script("start"), "private ClickHouse starts");
         s
+    }
+
+    /// A private server that refuses inserts into a partition of more than `parts` parts.
+    pub fn private_with_parts_limit(dir: &Path, http_port: u16, tcp_port: u16, parts: u32) -> Server {
+        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()), parts_limit: Some(parts) };
+        assert!(s.script("start"), "private ClickHouse starts");
+        s
+    }
+
+    /// Runs one statement with clickhouse-client.
+    pub fn query(&self, sql: &str) -> String {
+        let o = Command::new("clickhouse-client").args(["--port", &self.tcp_port.to_string(), "--query", sql]).output().unwrap();
+        assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     pub fn script(&self, action: &str) -> bool {
@@ -113,6 +129,9 @@ impl Server {
             .env("CDRFLOW_CH_TCP_PORT", self.tcp_port.to_string());
         if let Some(d) = &self.own_dir {
             cmd.env("CDRFLOW_LOCAL_DIR", d);
+        }
+        if let Some(p) = self.parts_limit {
+            cmd.env("CDRFLOW_CH_PARTS_TO_THROW_INSERT", p.to_string());
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
     }
@@ -437,6 +456,8 @@ pub fn metric(scrape: &str, name_and_labels_prefix: &str) -> u64 {
 /// new, so the client sees its store vanish from the network and come back.
 pub struct Relay {
     pub port: u16,
+    /// Milliseconds each chunk waits before it is passed on (a slow network or server).
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
@@ -448,7 +469,8 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, o) = (down.clone(), open.clone());
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, o, slow) = (down.clone(), open.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -459,14 +481,25 @@ impl Relay {
                 o.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                 {
+                    let slow = slow.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            let ms = slow.load(Ordering::SeqCst);
+                            if ms > 0 {
+                                std::thread::sleep(Duration::from_millis(ms));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
             }
         });
-        Relay { port, down, open }
+        Relay { port, delay_ms, down, open }
     }
 
     /// Cuts every open connection and refuses new ones until [`Relay::up`].
@@ -479,6 +512,11 @@ impl Relay {
 
     pub fn up(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delays every chunk in both directions by `ms` (0: no delay).
+    pub fn slow(&self, ms: u64) {
+        self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

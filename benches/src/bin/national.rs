@@ -163,12 +163,51 @@ fn main() -> Result<()> {
     stop(&mut ingest);
     stop(&mut aggregate);
 
-    let streamed = rt.block_on(totals(&ch))?;
+    let streamed = rt.block_on(totals(&a.clickhouse))?;
+    // The rebuild, a month at a time: one backfill holds its selection's cells in memory and
+    // writes them as one insert (one part), so a whole year at national scale is rebuilt in
+    // month-sized steps, each atomic.
     let t = Instant::now();
-    let bf = run(&a.cdrflow, &["backfill", "--from", &archive_s, "--clickhouse", &a.clickhouse, "--database", DB])?;
+    let last_day = jiff::Timestamp::from_millisecond(START_MS + slices as i64 * span_ms + 86_400_000)?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let mut month = jiff::civil::date(2022, 2, 1);
+    let (mut rows, mut cells, mut superseded, mut files, mut rebuild_rss) = (0u64, 0u64, 0u64, 0u64, 0f64);
+    while month <= last_day {
+        let end = month.last_of_month();
+        let (out, rss) = run_measured(
+            &a.cdrflow,
+            &[
+                "backfill",
+                "--from",
+                &archive_s,
+                "--clickhouse",
+                &a.clickhouse,
+                "--database",
+                DB,
+                "--from-date",
+                &month.to_string(),
+                "--to-date",
+                &end.to_string(),
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&out)?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        (rows, cells, superseded, files) = (rows + n("rows"), cells + n("cells"), superseded + n("superseded_versions"), files + n("files"));
+        rebuild_rss = rebuild_rss.max(rss);
+        eprintln!("rebuilt {month}..{end}: {v}");
+        month = end.tomorrow()?;
+    }
     let rebuild_wall = t.elapsed().as_secs_f64();
-    let backfill: serde_json::Value = serde_json::from_slice(&bf.stdout)?;
-    let rebuilt = rt.block_on(totals(&ch))?;
+    let backfill = serde_json::json!({
+        "rows": rows,
+        "cells": cells,
+        "superseded_versions": superseded,
+        "files": files,
+        "peak_rss_mib": rebuild_rss.round(),
+        "rows_per_second": (rows as f64 / rebuild_wall).round(),
+    });
+    let rebuilt = rt.block_on(totals(&a.clickhouse))?;
     let archive_bytes: u64 = walk_size(&archive_dir);
 
     let result = serde_json::json!({
@@ -210,13 +249,49 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn totals(ch: &ClickHouse) -> Result<Totals> {
-    let mut t = Totals::default();
-    for (_, _, _, c) in ch.current_counters(0, u32::MAX as i64, None).await? {
-        t.offered += c.offered;
-        t.answered += c.answered;
+/// What dashboards see over all time, summed in ClickHouse (millions of cells).
+async fn totals(url: &str) -> Result<Totals> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Sums {
+        offered: u64,
+        answered: u64,
     }
-    Ok(t)
+    let client = clickhouse::Client::default().with_url(url).with_validation(false);
+    let s: Sums = client
+        .query(&format!(
+            "SELECT toUInt64(sum(offered)) AS offered, toUInt64(sum(answered)) AS answered FROM {DB}.counters_current"
+        ))
+        .fetch_one()
+        .await?;
+    Ok(Totals { offered: s.offered, answered: s.answered })
+}
+
+/// Runs `cdrflow ARGS`, sampling its peak memory; its stdout and peak RSS (MiB).
+fn run_measured(cdrflow: &str, args: &[&str]) -> Result<(Vec<u8>, f64)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(cdrflow)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let mut peak = 0f64;
+    let status = loop {
+        peak = peak.max(peak_rss_mib(child.id()).unwrap_or(0.0));
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        bail!("cdrflow {} failed: {status}", args.join(" "));
+    }
+    Ok((reader.join().expect("reader"), peak))
 }
 
 /// User + system CPU seconds of a live process.
