@@ -69,7 +69,8 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     wait_until(Duration::from_secs(60), "consumption to resume", || consumed() > back + 1000);
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
-        logs.contains(&format!("ClickHouse at http://127.0.0.1:{} did not answer", relay.port)) && logs.contains("is it running?"),
+        logs.contains(&format!("ClickHouse at http://127.0.0.1:{} did not answer", relay.port))
+            && logs.contains("is it running?"),
         "the log names ClickHouse and the fix"
     );
 

@@ -32,6 +32,9 @@ command -v chromium >/dev/null || {
     $sudo apt-get install -y -qq chromium >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null; }
 }
 
+# A short fuzz run of both decoders (cargo fuzz, 30 s each; fuzz/README.md).
+bash deploy/local/fuzz.sh "${CDRFLOW_FUZZ_SECONDS:-30}"
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

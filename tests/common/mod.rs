@@ -117,7 +117,10 @@ impl Server {
 
     /// Runs one statement with clickhouse-client.
     pub fn query(&self, sql: &str) -> String {
-        let o = Command::new("clickhouse-client").args(["--port", &self.tcp_port.to_string(), "--query", sql]).output().unwrap();
+        let o = Command::new("clickhouse-client")
+            .args(["--port", &self.tcp_port.to_string(), "--query", sql])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }

@@ -193,7 +193,8 @@ fn main() -> Result<()> {
         )?;
         let v: serde_json::Value = serde_json::from_slice(&out)?;
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        (rows, cells, superseded, files) = (rows + n("rows"), cells + n("cells"), superseded + n("superseded_versions"), files + n("files"));
+        (rows, cells, superseded, files) =
+            (rows + n("rows"), cells + n("cells"), superseded + n("superseded_versions"), files + n("files"));
         rebuild_rss = rebuild_rss.max(rss);
         eprintln!("rebuilt {month}..{end}: {v}");
         month = end.tomorrow()?;
