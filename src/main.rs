@@ -462,6 +462,11 @@ fn main() {
         }
     }
     let cli = Cli::parse();
+    // Workers take SIGTERM as "drain and stop" from their first moment (a pod may be stopped
+    // while it starts); the loops read the flag once they run.
+    if matches!(cli.command, Command::Ingest(_) | Command::Aggregate(_)) {
+        let _ = cdrflow::signals::stop_flag();
+    }
     init_logs(cli.log_json);
     let result = match cli.command {
         Command::Demo(a) => cdrflow::demo::run(cdrflow::demo::DemoOptions {

@@ -57,11 +57,16 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     assert!(feed.wait().unwrap().success(), "the feed was fully produced");
     eprintln!("{kills} kills in {:?}", start.elapsed());
 
-    let mut worker = spawn(&worker_args, &dir.path().join("aggregate-final.log"));
+    let final_log = dir.path().join("aggregate-final.log");
+    let mut worker = spawn(&worker_args, &final_log);
     let marks = broker.watermarks("cdrs", 6);
     let rt = runtime();
     wait_until(Duration::from_secs(120), "the last aggregator to catch up", || {
         rt.block_on(ch.positions("agg-crash", "cdrs")).unwrap_or_default() == marks
+    });
+    // SIGTERM only once it is up (the earlier workers may have counted everything already).
+    wait_until(Duration::from_secs(60), "the last aggregator to join", || {
+        std::fs::read_to_string(&final_log).unwrap_or_default().contains("partitions assigned")
     });
     assert!(sigterm(&mut worker));
     let logs: String =

@@ -154,7 +154,13 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let mut w = spawn_ingest(&args, &dir.path().join("ingest-final.log"));
     let marks = broker.watermarks("cdrs", 4);
     wait_until(Duration::from_secs(120), "the last worker to catch up", || archive_positions(&out, 4) == marks);
-    assert!(sigterm(&mut w));
+    let final_log = dir.path().join("ingest-final.log");
+    // The earlier workers may have archived everything already: SIGTERM only once this one
+    // is up (before its handler is installed, SIGTERM would just kill it).
+    wait_until(Duration::from_secs(60), "the last worker to join", || {
+        std::fs::read_to_string(&final_log).unwrap_or_default().contains("partitions assigned")
+    });
+    assert!(sigterm(&mut w), "SIGTERM: drain and exit 0; its log:\n{}", std::fs::read_to_string(&final_log).unwrap());
 
     let summary: FeedSummary =
         serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::{
-    Chores, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
+    Chores, ClockGate, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
 };
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
@@ -120,11 +120,13 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         last_flush: Instant::now(),
     };
     let mut chores = Chores::new("aggregate");
+    let mut clock = ClockGate::every(64);
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
 
     while !stop.load(Ordering::Relaxed) {
         let msg = consumer.consumer.poll(Duration::from_millis(100));
         apply_changes(&consumer, &mut state);
+        let idle = msg.is_none();
         if let Some(msg) = msg {
             match msg {
                 Ok(m) => {
@@ -160,10 +162,13 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
                 Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
             }
         }
-        if state.unflushed >= opts.flush_max_messages || state.last_flush.elapsed() >= opts.flush_interval {
+        let timers = clock.open(idle);
+        if state.unflushed >= opts.flush_max_messages || (timers && state.last_flush.elapsed() >= opts.flush_interval) {
             flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
         }
-        chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
+        if timers {
+            chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
+        }
     }
     tracing::info!("stopping: flushing what was read");
     flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::{
-    Chores, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
+    Chores, ClockGate, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
 };
 use cdrflow_schemas::time::civil_from_days;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
@@ -90,15 +90,19 @@ pub fn run(
     let mut chores = Chores::new("ingest");
     tracing::info!(group = src.group, topic = src.topic, archive = opts.out, "ingest worker started");
 
+    let mut clock = ClockGate::every(64);
     while !stop.load(Ordering::Relaxed) {
         let msg = consumer.consumer.poll(Duration::from_millis(100));
         for change in consumer.take_changes() {
             apply(change, &mut buffers);
         }
+        let timers = clock.open(msg.is_none());
+        let mut touched = None;
         if let Some(msg) = msg {
             match msg {
                 Ok(m) => {
                     let p = m.partition();
+                    touched = Some(p);
                     let Some(buf) = buffers.get_mut(&p) else { continue };
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
                     buf.first_offset.get_or_insert(m.offset());
@@ -124,21 +128,25 @@ pub fn run(
                 Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
             }
         }
-        // Rotate every partition whose unit is full or old enough (quiet ones too).
-        let due: Vec<i32> = buffers
-            .iter()
-            .filter(|(_, b)| {
-                b.messages > 0
-                    && (b.rows.len() >= opts.max_rows
-                        || b.bytes >= opts.max_bytes
-                        || b.opened.is_some_and(|t| t.elapsed() >= opts.max_age))
-            })
-            .map(|(p, _)| *p)
-            .collect();
+        // Rotate the partition just read if its unit is full; when the clock gate opens, every
+        // partition whose unit is full or old enough (quiet ones too).
+        let full = |b: &PartitionBuffer| b.messages > 0 && (b.rows.len() >= opts.max_rows || b.bytes >= opts.max_bytes);
+        let due: Vec<i32> = if timers {
+            let now = Instant::now();
+            buffers
+                .iter()
+                .filter(|(_, b)| full(b) || (b.messages > 0 && b.opened.is_some_and(|t| now - t >= opts.max_age)))
+                .map(|(p, _)| *p)
+                .collect()
+        } else {
+            touched.filter(|p| buffers.get(p).is_some_and(full)).into_iter().collect()
+        };
         for p in due {
             write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
         }
-        chores.run(&consumer, &stats, dead_letters.as_ref(), || buffers.keys().copied().collect());
+        if timers {
+            chores.run(&consumer, &stats, dead_letters.as_ref(), || buffers.keys().copied().collect());
+        }
     }
     tracing::info!("stopping: writing what was read");
     let mut held: Vec<i32> = buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect();

@@ -16,4 +16,4 @@ pub mod stats;
 pub use consumer::{GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
 pub use settings::{KafkaSettings, SourceOptions};
-pub use stats::{Chores, WorkerStats};
+pub use stats::{Chores, ClockGate, WorkerStats};
