@@ -14,13 +14,13 @@ use common::*;
 fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = Server::private_with_parts_limit(&d.join("ch"), 18125, 19002, 24);
+    let server = Server::private_with_parts_limit(&d.join("ch"), 18125, 19002, 10);
     let ch = server.fresh_database("clickhouse_faults");
     let relay = Relay::start(server.http_port);
     let broker = Broker::start(4, &["cdrs"]);
     let truth = d.join("truth.jsonl");
-    // ~110 s of feed at 500 CDRs/s, through every fault below.
-    let mut feed = stream_feed(&broker.bootstrap, 55_000, 91, 500, 0.01, &truth, &d.join("generate.log"));
+    // ~140 s of feed at 500 CDRs/s, streaming through every fault below.
+    let mut feed = stream_feed(&broker.bootstrap, 70_000, 91, 500, 0.01, &truth, &d.join("generate.log"));
     let args: Vec<String> = [
         "aggregate",
         "--brokers",
@@ -49,10 +49,26 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let errors = || metric(&scrape(), "cdrflow_sink_errors_total");
     wait_until(Duration::from_secs(60), "the aggregator consuming", || consumed() > 2000);
 
-    // 1. The server is stopped for 60 s.
+    // 1. Merges stopped: parts pile up until the server refuses inserts ("too many parts").
+    let before = errors();
+    server.query("SYSTEM STOP MERGES t_clickhouse_faults.counters_log");
+    wait_until(Duration::from_secs(90), "inserts refused for too many parts", || {
+        std::fs::read_to_string(&log).unwrap().contains("Too many parts") && errors() > before
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    server.query("SYSTEM START MERGES t_clickhouse_faults.counters_log");
+    server.query("OPTIMIZE TABLE t_clickhouse_faults.counters_log FINAL");
+
+    // 2. Responses slowed to 1.5 s a chunk for 12 s.
+    relay.slow(1500);
+    std::thread::sleep(Duration::from_secs(12));
+    relay.slow(0);
+
+    // 3. The server is stopped for 60 s (the feed goes on meanwhile).
+    let failed_before = errors();
     assert!(server.script("stop"));
     let stopped = Instant::now();
-    wait_until(Duration::from_secs(30), "a failed flush", || errors() > 0);
+    wait_until(Duration::from_secs(30), "a failed flush", || errors() > failed_before);
     std::thread::sleep(Duration::from_secs(5));
     let paused_at = consumed();
     let mut most = 0;
@@ -73,21 +89,6 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
             && logs.contains("is it running?"),
         "the log names ClickHouse and the fix"
     );
-
-    // 2. Responses slowed to 1.5 s a chunk for 12 s.
-    relay.slow(1500);
-    std::thread::sleep(Duration::from_secs(12));
-    relay.slow(0);
-
-    // 3. Merges stopped: parts pile up until the server refuses inserts ("too many parts").
-    let before = errors();
-    server.query("SYSTEM STOP MERGES t_clickhouse_faults.counters_log");
-    wait_until(Duration::from_secs(60), "inserts refused for too many parts", || {
-        std::fs::read_to_string(&log).unwrap().contains("Too many parts") && errors() > before
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    server.query("SYSTEM START MERGES t_clickhouse_faults.counters_log");
-    server.query("OPTIMIZE TABLE t_clickhouse_faults.counters_log FINAL");
 
     assert!(feed.wait().unwrap().success());
     let marks = broker.watermarks("cdrs", 4);

@@ -274,7 +274,13 @@ mod tests {
                 "top_regions",
                 "topic_shares",
                 "age_band_shares",
-                "region_quality"
+                "region_quality",
+                "regions",
+                "lines",
+                "line_hourly",
+                "region_line_quality",
+                "region_local_hour_profile",
+                "region_topics"
             ]
         );
         assert!(q.iter().all(|q| !q.doc.is_empty() && q.sql.starts_with("SELECT")));
