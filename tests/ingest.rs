@@ -12,40 +12,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-const KEY: &str = "test-caller-key-0123456789";
-
-fn ingest_args(bootstrap: &str, out: &std::path::Path, group: &str) -> Vec<String> {
-    [
-        "ingest",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        "cdrs",
-        "--group",
-        group,
-        "--session-timeout-ms",
-        "6000",
-        "--max-age-ms",
-        "700",
-        "--max-rows",
-        "5000",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn spawn_ingest(args: &[String], log: &std::path::Path) -> std::process::Child {
-    spawn_with_env(args, log, &[("CDRFLOW_CALLER_KEY", KEY)])
-}
-
-/// The archive's committed positions per partition (next offset), from its commit markers.
-fn archive_positions(out: &std::path::Path, partitions: i32) -> std::collections::HashMap<i32, i64> {
-    let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
-    a.committed_positions("cdrs", &(0..partitions).collect::<Vec<_>>()).unwrap()
-}
-
 #[test]
 fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,10 +25,10 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let summary: FeedSummary =
         serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
 
-    let mut with_metrics = ingest_args(&broker.bootstrap, &out, "ingest-e2e");
+    let mut with_metrics = ingest_args(&broker.bootstrap, &out, "ingest-e2e", &[]);
     with_metrics.extend(["--metrics-addr".to_owned(), "127.0.0.1:19465".to_owned()]);
     let mut a = spawn_ingest(&with_metrics, &dir.path().join("a.log"));
-    let mut b = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e"), &dir.path().join("b.log"));
+    let mut b = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e", &[]), &dir.path().join("b.log"));
     let marks = broker.watermarks("cdrs", 4);
     wait_until(Duration::from_secs(120), "both workers to archive the feed", || archive_positions(&out, 4) == marks);
     let scrape = http_get(19465, "/metrics").expect("worker a serves /metrics").1;
@@ -143,7 +109,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
     let truth = dir.path().join("truth.jsonl");
     let mut feed = stream_feed(&broker.bootstrap, 50000, 43, 700, 0.0, &truth, &dir.path().join("generate.log"));
-    let args = ingest_args(&broker.bootstrap, &out, "ingest-crash");
+    let args = ingest_args(&broker.bootstrap, &out, "ingest-crash", &[]);
     let mut jitter = Jitter(0x2545_f491_4f6c_dd1d);
     let start_worker = |i: usize| {
         let log = dir.path().join(format!("ingest-{i}.log"));

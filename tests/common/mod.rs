@@ -587,3 +587,43 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
         .unwrap();
     kib / 1024
 }
+
+/// The caller-hashing key tests give ingest workers (scanned for in every output).
+pub const CALLER_KEY: &str = "test-caller-key-0123456789";
+
+/// `cdrflow ingest` of topic `cdrs` into `out` as `group`: 6 s sessions and small, quick
+/// units (700 ms, 5 000 rows), then `extra`.
+pub fn ingest_args(bootstrap: &str, out: &Path, group: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "ingest",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        "cdrs",
+        "--group",
+        group,
+        "--session-timeout-ms",
+        "6000",
+        "--max-age-ms",
+        "700",
+        "--max-rows",
+        "5000",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// An ingest worker with the test caller key.
+pub fn spawn_ingest(args: &[String], log: &Path) -> Child {
+    spawn_with_env(args, log, &[("CDRFLOW_CALLER_KEY", CALLER_KEY)])
+}
+
+/// The archive's committed positions per partition (next offset), from its commit markers.
+pub fn archive_positions(out: &Path, partitions: i32) -> HashMap<i32, i64> {
+    let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
+    a.committed_positions("cdrs", &(0..partitions).collect::<Vec<_>>()).unwrap()
+}
