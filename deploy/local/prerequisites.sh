@@ -9,11 +9,12 @@ for tool in cc make perl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 pkg-config --exists openssl 2>/dev/null || missing+=("libssl-dev")
+command -v openssl >/dev/null || missing+=("openssl")   # tests make throwaway TLS certificates
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "prerequisites.sh: installing build-essential, perl, pkg-config and libssl-dev (missing: ${missing[*]})" >&2
+    echo "prerequisites.sh: installing build-essential, perl, pkg-config, libssl-dev and openssl (missing: ${missing[*]})" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq build-essential perl pkg-config libssl-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq build-essential perl pkg-config libssl-dev openssl >/dev/null
 fi
 bash "$here/clickhouse.sh" install
