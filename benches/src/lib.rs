@@ -114,3 +114,62 @@ pub fn stop(w: &mut Child) {
     unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
     let _ = w.wait();
 }
+
+/// Calls offered, answered and abandoned (short ones included) over a whole feed: what the
+/// benches compare between the ground truth, cdrflow's counters and a peer's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clickhouse::Row)]
+pub struct Totals {
+    /// Calls offered.
+    pub offered: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls abandoned, short abandons included.
+    pub abandoned: u64,
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offered {} answered {} abandoned {}", self.offered, self.answered, self.abandoned)
+    }
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.offered += o.offered;
+        self.answered += o.answered;
+        self.abandoned += o.abandoned;
+    }
+}
+
+impl Totals {
+    /// From the generator's ground truth (`generate --truth`: JSON lines per region, line, hour).
+    pub fn of_truth(path: &std::path::Path) -> Result<Totals> {
+        let mut t = Totals::default();
+        for line in std::fs::read_to_string(path)?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            t += Totals {
+                offered: n("offered"),
+                answered: n("answered"),
+                abandoned: n("abandoned") + n("short_abandoned"),
+            };
+        }
+        Ok(t)
+    }
+
+    /// What the dashboards of `database` see over all time (`counters_current`), summed in
+    /// ClickHouse: a national archive has millions of cells.
+    pub async fn of_dashboards(url: &str, database: &str) -> Result<Totals> {
+        let client = clickhouse::Client::default().with_url(url).with_validation(false);
+        let sql = format!(
+            "SELECT toUInt64(sum(offered)) AS offered, toUInt64(sum(answered)) AS answered, \
+             toUInt64(sum(abandoned) + sum(short_abandoned)) AS abandoned FROM {database}.counters_current"
+        );
+        Ok(client.query(&sql).fetch_one::<Totals>().await?)
+    }
+
+    /// `= ground truth` or `≠ GROUND TRUTH`, for a bench's output.
+    pub fn verdict(&self, truth: &Totals) -> &'static str {
+        if self == truth { "= ground truth" } else { "≠ GROUND TRUTH" }
+    }
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Broker, caught_up, peak_rss_mib, run, spawn, stop, wait};
+use cdrflow_benches::{Broker, Totals, caught_up, peak_rss_mib, run, spawn, stop, wait};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -49,12 +49,6 @@ const DB: &str = "cdrflow_national";
 /// The feed's first instant: 2022-02-01T00:00:00Z.
 const START_MS: i64 = 1_643_673_600_000;
 const CALLS_PER_DAY: f64 = 320_000.0;
-
-#[derive(Default, Debug, PartialEq, Eq)]
-struct Totals {
-    offered: u64,
-    answered: u64,
-}
 
 fn main() -> Result<()> {
     let a = Args::parse();
@@ -127,11 +121,7 @@ fn main() -> Result<()> {
                 &truth_file.to_string_lossy(),
             ],
         )?;
-        for line in std::fs::read_to_string(&truth_file)?.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)?;
-            truth.offered += v["offered"].as_u64().unwrap_or(0);
-            truth.answered += v["answered"].as_u64().unwrap_or(0);
-        }
+        truth += Totals::of_truth(&truth_file)?;
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
         valid += summary["valid_messages"].as_u64().unwrap_or(0);
@@ -163,7 +153,7 @@ fn main() -> Result<()> {
     stop(&mut ingest);
     stop(&mut aggregate);
 
-    let streamed = rt.block_on(totals(&a.clickhouse))?;
+    let streamed = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
     // The rebuild, a month at a time: one backfill holds its selection's cells in memory and
     // writes them as one insert (one part), so a whole year at national scale is rebuilt in
     // month-sized steps, each atomic.
@@ -208,7 +198,7 @@ fn main() -> Result<()> {
         "peak_rss_mib": rebuild_rss.round(),
         "rows_per_second": (rows as f64 / rebuild_wall).round(),
     });
-    let rebuilt = rt.block_on(totals(&a.clickhouse))?;
+    let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
     let archive_bytes: u64 = walk_size(&archive_dir);
 
     let result = serde_json::json!({
@@ -229,10 +219,9 @@ fn main() -> Result<()> {
             "cpu_seconds": aggregate_cpu.round(),
             "cdrs_per_cpu_second": (messages as f64 / aggregate_cpu).round(),
             "peak_rss_mib": aggregate_rss.round(),
-            "offered": streamed.offered,
-            "answered": streamed.answered,
+            "counters": streamed,
         },
-        "truth": { "offered": truth.offered, "answered": truth.answered },
+        "truth": truth,
         "streamed_equals_truth": streamed == truth,
         "archive_rows_equal_valid_messages": backfill["rows"].as_u64() == Some(valid),
         "rebuild": {
@@ -248,23 +237,6 @@ fn main() -> Result<()> {
         bail!("the counters or the archive do not match the ground truth: see above");
     }
     Ok(())
-}
-
-/// What dashboards see over all time, summed in ClickHouse (millions of cells).
-async fn totals(url: &str) -> Result<Totals> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct Sums {
-        offered: u64,
-        answered: u64,
-    }
-    let client = clickhouse::Client::default().with_url(url).with_validation(false);
-    let s: Sums = client
-        .query(&format!(
-            "SELECT toUInt64(sum(offered)) AS offered, toUInt64(sum(answered)) AS answered FROM {DB}.counters_current"
-        ))
-        .fetch_one()
-        .await?;
-    Ok(Totals { offered: s.offered, answered: s.answered })
 }
 
 /// Runs `cdrflow ARGS`, sampling its peak memory; its stdout and peak RSS (MiB).

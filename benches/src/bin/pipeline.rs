@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Broker, caught_up, peak_rss_mib, run, spawn, stop, wait};
+use cdrflow_benches::{Broker, Totals, caught_up, peak_rss_mib, run, spawn, stop, wait};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -204,8 +204,8 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         return Ok(());
     }
     let truth = Totals::of_truth(&truth)?;
-    let ours = rt.block_on(Totals::of_cdrflow(&ch))?;
-    println!("    totals: {ours} (ground truth: {truth}) {}", verdict(&ours, &truth));
+    let ours = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
+    println!("    totals: {ours} (ground truth: {truth}) {}", ours.verdict(&truth));
 
     // (d) ClickHouse's Kafka engine on the same topic.
     let peer = Peer::new(&a.clickhouse)?;
@@ -228,7 +228,7 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         rt.block_on(peer.version())?,
         aggregate / engine
     );
-    println!("    totals: {theirs} {}", verdict(&theirs, &truth));
+    println!("    totals: {theirs} {}", theirs.verdict(&truth));
     // The same, with the server SIGKILLed a moment into the topic and started again.
     rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine-restart"))?;
     // Kill it 4 s in: it has read much of the topic, and its first flush (stream_flush_interval_ms,
@@ -238,7 +238,7 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     clickhouse_sh("kill")?;
     clickhouse_sh("start")?;
     let after = peer.settle(&rt, total as u64)?;
-    println!("    after a SIGKILL at {before} rows and a restart: {after} {}", verdict(&after, &truth));
+    println!("    after a SIGKILL at {before} rows and a restart: {after} {}", after.verdict(&truth));
     rt.block_on(peer.drop())?;
 
     // (e) Parquet writing on the same rows: cdrflow's encoder, then pyarrow.
@@ -267,54 +267,10 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     // (f) rebuilding the counters from the archive: cdrflow backfill, then DuckDB.
     let bf = run(&a.cdrflow, &["backfill", "--from", &out_s, "--clickhouse", &a.clickhouse, "--database", DB])?;
     println!("(f) rebuild from the archive: cdrflow backfill {}", String::from_utf8_lossy(&bf.stdout).trim());
-    let rebuilt = rt.block_on(Totals::of_cdrflow(&ch))?;
-    println!("    totals after the rebuild: {rebuilt} {}", verdict(&rebuilt, &truth));
+    let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
+    println!("    totals after the rebuild: {rebuilt} {}", rebuilt.verdict(&truth));
     println!("    {}", python(a, "duckdb_counters.py", &out)?);
     Ok(())
-}
-
-/// Calls, answered and abandoned over the whole topic.
-#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
-struct Totals {
-    offered: u64,
-    answered: u64,
-    abandoned: u64,
-}
-
-impl std::fmt::Display for Totals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "offered {} answered {} abandoned {}", self.offered, self.answered, self.abandoned)
-    }
-}
-
-fn verdict(t: &Totals, truth: &Totals) -> &'static str {
-    if t == truth { "= ground truth" } else { "≠ GROUND TRUTH" }
-}
-
-impl Totals {
-    /// From the generator's ground truth (JSON lines per region, line and hour).
-    fn of_truth(path: &Path) -> Result<Totals> {
-        let mut t = Totals::default();
-        for line in std::fs::read_to_string(path)?.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)?;
-            let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            t.offered += n("offered");
-            t.answered += n("answered");
-            t.abandoned += n("abandoned") + n("short_abandoned");
-        }
-        Ok(t)
-    }
-
-    /// From what dashboards read.
-    async fn of_cdrflow(ch: &ClickHouse) -> Result<Totals> {
-        let mut t = Totals::default();
-        for (_, _, _, c) in ch.current_counters(0, u32::MAX as i64, None).await? {
-            t.offered += c.offered;
-            t.answered += c.answered;
-            t.abandoned += c.abandoned + c.short_abandoned;
-        }
-        Ok(t)
-    }
 }
 
 /// ClickHouse's Kafka engine, set up from `benches/sql/kafka_engine_peer.sql`.
