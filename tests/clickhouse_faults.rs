@@ -47,12 +47,12 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let scrape = || http_get(19481, "/metrics").map(|(_, b)| b).unwrap_or_default();
     let consumed = || metric(&scrape(), "cdrflow_records_consumed_total");
     let errors = || metric(&scrape(), "cdrflow_sink_errors_total");
-    wait_until(Duration::from_secs(60), "the aggregator consuming", || consumed() > 2000);
+    wait_until_logged(Duration::from_secs(60), "the aggregator consuming", &log, || consumed() > 2000);
 
     // 1. Merges stopped: parts pile up until the server refuses inserts ("too many parts").
     let before = errors();
     server.query("SYSTEM STOP MERGES t_clickhouse_faults.counters_log");
-    wait_until(Duration::from_secs(90), "inserts refused for too many parts", || {
+    wait_until_logged(Duration::from_secs(90), "inserts refused for too many parts", &log, || {
         std::fs::read_to_string(&log).unwrap().contains("Too many parts") && errors() > before
     });
     std::thread::sleep(Duration::from_secs(3));
@@ -68,7 +68,7 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let failed_before = errors();
     assert!(server.script("stop"));
     let stopped = Instant::now();
-    wait_until(Duration::from_secs(30), "a failed flush", || errors() > failed_before);
+    wait_until_logged(Duration::from_secs(30), "a failed flush", &log, || errors() > failed_before);
     std::thread::sleep(Duration::from_secs(5));
     let paused_at = consumed();
     let mut most = 0;
@@ -82,7 +82,7 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     assert!(most < 300, "memory bounded during the outage: {most} MiB");
     assert!(server.script("start"));
     let back = consumed();
-    wait_until(Duration::from_secs(60), "consumption to resume", || consumed() > back + 1000);
+    wait_until_logged(Duration::from_secs(60), "consumption to resume", &log, || consumed() > back + 1000);
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
         logs.contains(&format!("ClickHouse at http://127.0.0.1:{} did not answer", relay.port))
@@ -93,7 +93,7 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     assert!(feed.wait().unwrap().success());
     let marks = broker.watermarks("cdrs", 4);
     let rt = runtime();
-    wait_until(Duration::from_secs(120), "the aggregator to catch up", || {
+    wait_until_logged(Duration::from_secs(120), "the aggregator to catch up", &log, || {
         rt.block_on(ch.positions("ch-faults", "cdrs")).unwrap_or_default() == marks
     });
     assert!(sigterm(&mut worker), "drains and exits 0");

@@ -240,25 +240,31 @@ fn flush(
     loop {
         let rows: Vec<_> = units.iter().flat_map(|(_, _, r)| r.iter().cloned()).collect();
         let mut failed_before = false;
+        // Every failed attempt counts as a sink error, whichever request of it failed.
         let attempt = || -> Result<()> {
             // After a failure the outcome may be unknown: ask before inserting again. The
             // insert is atomic, so one partition's position tells for all of them.
-            if std::mem::replace(&mut failed_before, true) {
-                let pos = rt.block_on(ch.positions(&opts.source.group, &opts.source.topic))?;
-                let (p, last, _) = &units[0];
-                if pos.get(p).is_some_and(|&next| next > *last) {
+            let started = Instant::now();
+            let result = if std::mem::replace(&mut failed_before, true) {
+                rt.block_on(ch.positions(&opts.source.group, &opts.source.topic)).map(|pos| {
+                    let (p, last, _) = &units[0];
+                    pos.get(p).is_some_and(|&next| next > *last)
+                })
+            } else {
+                Ok(false)
+            }
+            .and_then(|landed| {
+                if landed {
                     tracing::warn!("the insert had landed after all; not repeating it");
                     return Ok(());
                 }
+                rt.block_on(ch.insert_unit(&rows))
+            });
+            match &result {
+                Ok(()) => stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed),
+                Err(_) => _ = stats.sink_errors.fetch_add(1, Ordering::Relaxed),
             }
-            let started = Instant::now();
-            rt.block_on(ch.insert_unit(&rows))
-                .inspect(|_| {
-                    stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                })
-                .inspect_err(|_| {
-                    stats.sink_errors.fetch_add(1, Ordering::Relaxed);
-                })
+            result
         };
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
         // insert before the next attempt (its new owner re-reads them).

@@ -322,6 +322,21 @@ pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`], but a timeout also shows the last lines of the worker's `log`, so a CI
+/// failure says what the worker was doing.
+pub fn wait_until_logged(limit: Duration, what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() >= limit {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!("timed out after {limit:?} waiting for {what}; the last lines of {}:\n{tail}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A tiny deterministic random source for kill timings (no extra dependency).
 pub struct Jitter(pub u64);
 impl Jitter {
