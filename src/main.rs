@@ -547,14 +547,19 @@ fn generate(a: GenerateArgs) -> Result<()> {
             .expect("template"),
     );
     let started = Instant::now();
+    // With --rate, the feed is paced in small steps (~200 a second) so that it streams
+    // steadily, as a telecom feed does, instead of arriving in bursts.
+    let step = a.rate.map_or(1024, |rate| ((rate / 200.0) as u64).clamp(1, 1024));
     let pace = |n: u64| {
         if n % 1024 == 0 {
             bar.set_position(n);
-            if let Some(rate) = a.rate {
-                let due = Duration::from_secs_f64(n as f64 / rate);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+        }
+        if let Some(rate) = a.rate
+            && n % step == 0
+        {
+            let due = Duration::from_secs_f64(n as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
             }
         }
     };
