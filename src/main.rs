@@ -551,11 +551,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
     // steadily, as a telecom feed does, instead of arriving in bursts.
     let step = a.rate.map_or(1024, |rate| ((rate / 200.0) as u64).clamp(1, 1024));
     let pace = |n: u64| {
-        if n % 1024 == 0 {
+        if n.is_multiple_of(1024) {
             bar.set_position(n);
         }
         if let Some(rate) = a.rate
-            && n % step == 0
+            && n.is_multiple_of(step)
         {
             let due = Duration::from_secs_f64(n as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {

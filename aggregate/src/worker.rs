@@ -110,7 +110,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         None => None,
     };
     // Counters need no caller identity: hashes are never written here.
-    let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::ephemeral());
+    let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::check_only());
     let mut state = State {
         partitions: FxHashMap::default(),
         counted: FxHashMap::default(),

@@ -61,6 +61,18 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// The aggregator's decode: the same validation, caller numbers checked but not hashed.
+fn decode_for_counters(c: &mut Criterion) {
+    let d = Decoder::new(LineRegistry::builtin(), Pseudonymiser::check_only());
+    let json = feed(Format::Json);
+    let mut g = c.benchmark_group("decode_validate");
+    g.throughput(Throughput::Elements(json.len() as u64));
+    g.bench_function("json_for_counters", |b| {
+        b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count())
+    });
+    g.finish();
+}
+
 fn cdrs() -> Vec<Cdr> {
     let d = decoder();
     feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
@@ -129,5 +141,5 @@ fn archive(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(name = hot_path; config = Criterion::default().sample_size(20); targets = decode, pseudonymise, rollup, archive);
+criterion_group!(name = hot_path; config = Criterion::default().sample_size(20); targets = decode, decode_for_counters, pseudonymise, rollup, archive);
 criterion_main!(hot_path);

@@ -23,12 +23,18 @@ save)
     ;;
 check)
     stamp="$(mktemp)"
-    cargo bench -p cdrflow-benches --bench hot_path -- --baseline "$name"
-    python3 - "$stamp" "$pct" <<'PY'
+    # Lenient: a bench added since the baseline runs and is listed as not gated (instead
+    # of criterion panicking); save a new baseline to gate it.
+    cargo bench -p cdrflow-benches --bench hot_path -- --baseline-lenient "$name"
+    GATE_BASELINE="$name" python3 - "$stamp" "$pct" <<'PY'
 import json, os, sys
 from pathlib import Path
 stamp, pct = os.path.getmtime(sys.argv[1]), float(sys.argv[2])
-rows, failed = [], []
+rows, failed, ungated = [], [], []
+for f in sorted(Path("target/criterion").glob("**/new/estimates.json")):
+    change = f.parent.parent / "change" / "estimates.json"
+    if f.stat().st_mtime >= stamp and (not change.exists() or change.stat().st_mtime < stamp):
+        ungated.append(str(f.parent.parent.relative_to("target/criterion")))
 for f in sorted(Path("target/criterion").glob("**/change/estimates.json")):
     if f.stat().st_mtime < stamp:
         continue  # not compared in this run
@@ -43,6 +49,8 @@ if not rows:
     sys.exit("no comparison found: save a baseline first (benches/scripts/gate.sh save)")
 for bench, change, low, slower in rows:
     print(f"{'SLOWER' if slower else 'ok    '} {bench:<55} time {change:+6.1f} % (CI low {low:+6.1f} %)")
+for bench in ungated:
+    print(f"new    {bench:<55} no baseline '{os.environ.get('GATE_BASELINE', '')}': not gated (run `gate.sh save` to gate it)")
 if failed:
     sys.exit(f"bench gate: {len(failed)} hot-path bench(es) slower by more than {pct:g} %: {', '.join(failed)}")
 print(f"bench gate: no hot-path bench slower by more than {pct:g} %")
