@@ -80,6 +80,10 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let during = consumed() - paused_at;
     assert!(during < 2000, "consumption paused while ClickHouse was down ({during} consumed in ~50 s at 500/s)");
     assert!(most < 300, "memory bounded during the outage: {most} MiB");
+    // Retried with backoff capped at 5 s, each attempt counted (the position check that
+    // precedes a retry included), so operators see the outage in the metric as it goes on.
+    let failed = errors() - failed_before;
+    assert!(failed >= 5, "every failed attempt during the outage is a counted sink error: {failed} in ~60 s");
     assert!(server.script("start"));
     let back = consumed();
     wait_until_logged(Duration::from_secs(60), "consumption to resume", &log, || consumed() > back + 1000);

@@ -233,19 +233,45 @@ pub fn generate(args: &[&str]) {
 }
 
 /// Spawns a `cdrflow` subcommand with its logs in `log`.
-pub fn spawn(args: &[String], log: &Path) -> Child {
+/// A `cdrflow` process started by a test. Dropping it kills it, so a test that fails
+/// midway leaves no worker or feed running into the tests after it.
+pub struct Worker(pub Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn(args: &[String], log: &Path) -> Worker {
     spawn_with_env(args, log, &[])
 }
 
 /// [`spawn`] with extra environment variables (secrets such as the caller key).
-pub fn spawn_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Child {
+pub fn spawn_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Worker {
     let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("CDRFLOW_LOG", "info").stdout(Stdio::null()).stderr(f);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Worker(cmd.spawn().unwrap())
 }
 
 /// Starts `cdrflow generate` streaming `cdrs` messages at `rate` per second to topic
@@ -258,7 +284,7 @@ pub fn stream_feed(
     resent_share: f64,
     truth: &Path,
     log: &Path,
-) -> Child {
+) -> Worker {
     let args: Vec<String> = [
         "generate",
         "--cdrs",
@@ -288,7 +314,7 @@ pub fn kill_while_working(
     kills: usize,
     jitter: &mut Jitter,
     min_ms: u64,
-    mut start: impl FnMut(usize) -> (Child, PathBuf),
+    mut start: impl FnMut(usize) -> (Worker, PathBuf),
     mut during: impl FnMut(usize),
 ) {
     for i in 0..kills {
@@ -633,7 +659,7 @@ pub fn ingest_args(bootstrap: &str, out: &Path, group: &str, extra: &[&str]) -> 
 }
 
 /// An ingest worker with the test caller key.
-pub fn spawn_ingest(args: &[String], log: &Path) -> Child {
+pub fn spawn_ingest(args: &[String], log: &Path) -> Worker {
     spawn_with_env(args, log, &[("CDRFLOW_CALLER_KEY", CALLER_KEY)])
 }
 
