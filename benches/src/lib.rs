@@ -100,6 +100,77 @@ pub fn wait(w: &mut Child, limit: Duration, mut done: impl FnMut() -> Result<boo
     Ok(())
 }
 
+/// How a worker caught up with a topic of `total` messages: over its whole run (process
+/// start, group join, position loading and final flush included), and from the moment its
+/// `/metrics` first showed it consuming (the steady rate, comparable with a raw consume that
+/// starts at its first fetch).
+pub struct CatchUp {
+    /// From spawn to caught up.
+    pub whole: Duration,
+    /// When it was first seen consuming (since spawn) and how many it had consumed then.
+    pub first_seen: Option<(Duration, u64)>,
+}
+
+impl CatchUp {
+    /// Messages per second over the whole run.
+    pub fn rate(&self, total: i64) -> f64 {
+        total as f64 / self.whole.as_secs_f64()
+    }
+
+    /// Messages per second once consuming; `NaN` if it was never seen mid-run.
+    pub fn steady_rate(&self, total: i64) -> f64 {
+        match self.first_seen {
+            Some((at, n)) if self.whole > at => (total as f64 - n as f64) / (self.whole - at).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// [`wait`], also watching the worker's `cdrflow_records_consumed_total` at `metrics`
+/// (`host:port`) for the moment it starts consuming. `started` is when it was spawned.
+pub fn wait_catch_up(
+    w: &mut Child,
+    started: Instant,
+    metrics: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<CatchUp> {
+    let mut first_seen = None;
+    wait(w, limit, || {
+        if first_seen.is_none()
+            && let Some(n) = consumed(metrics).filter(|&n| n > 0)
+        {
+            first_seen = Some((started.elapsed(), n));
+        }
+        done()
+    })?;
+    Ok(CatchUp { whole: started.elapsed(), first_seen })
+}
+
+/// `cdrflow_records_consumed_total` from a worker's `/metrics`; `None` until it answers.
+pub fn consumed(metrics: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(metrics).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .filter(|l| l.starts_with("cdrflow_records_consumed_total"))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// User + system CPU seconds of a live process.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
 /// The process's peak resident memory so far (VmHWM), in MiB.
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

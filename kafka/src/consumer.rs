@@ -149,6 +149,16 @@ impl ConsumerContext for SinkPositioned {
     }
 }
 
+/// Consumer properties the workers set unless the operator sets them.
+///
+/// `fetch.queue.backoff.ms`: once a partition's pre-fetched queue is over librdkafka's
+/// thresholds, its next fetch waits this long (librdkafka's default: 1000 ms). A worker
+/// that decodes as it reads keeps its queue near the thresholds; with the default, the
+/// queue ran dry during each back-off: the aggregator waited on an empty queue ~70 % of
+/// the time and used a third of a core. At 20–100 ms it went from ~120 k to ~365 k CDRs/s
+/// (`benches/RESULTS.md` §3).
+pub const CONSUMER_TUNING: &[(&str, &str)] = &[("fetch.wait.max.ms", "100"), ("fetch.queue.backoff.ms", "50")];
+
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
     /// The librdkafka consumer.
@@ -169,14 +179,20 @@ impl WorkerConsumer {
         stopping: &'static AtomicBool,
     ) -> Result<Self> {
         let mut c = settings.client_config();
+        // The protocol: positions live in the sink, never in auto-commits.
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (session_timeout_ms / 4).max(100).to_string())
-            .set("partition.assignment.strategy", "range,roundrobin")
-            .set("fetch.wait.max.ms", "100");
+            .set("partition.assignment.strategy", "range,roundrobin");
+        // Tuning: ours unless the operator set the property (`--kafka-option`).
+        for (key, value) in CONSUMER_TUNING {
+            if c.get(key).is_none() {
+                c.set(*key, *value);
+            }
+        }
         let ctx = SinkPositioned { store, topic: topic.to_owned(), changes: Mutex::new(Vec::new()), stopping };
         let consumer: BaseConsumer<SinkPositioned> = c
             .create_with_context(ctx)

@@ -13,7 +13,7 @@ pub mod producer;
 pub mod settings;
 pub mod stats;
 
-pub use consumer::{GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
+pub use consumer::{CONSUMER_TUNING, GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
 pub use settings::{KafkaSettings, SourceOptions};
 pub use stats::{Chores, ClockGate, WorkerStats};

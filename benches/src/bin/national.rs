@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Broker, Totals, caught_up, peak_rss_mib, run, spawn, stop, wait};
+use cdrflow_benches::{Broker, Totals, caught_up, cpu_seconds, peak_rss_mib, run, spawn, stop, wait};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -265,17 +265,6 @@ fn run_measured(cdrflow: &str, args: &[&str]) -> Result<(Vec<u8>, f64)> {
         bail!("cdrflow {} failed: {status}", args.join(" "));
     }
     Ok((reader.join().expect("reader"), peak))
-}
-
-/// User + system CPU seconds of a live process.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {

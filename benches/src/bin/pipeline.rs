@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Broker, Totals, caught_up, peak_rss_mib, run, spawn, stop, wait};
+use cdrflow_benches::{Broker, Totals, caught_up, cpu_seconds, peak_rss_mib, run, spawn, stop, wait_catch_up};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -56,9 +56,16 @@ struct Args {
     /// The Python with pyarrow and duckdb (for --peers).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// A librdkafka property KEY=VALUE passed to both workers (repeatable), to try consumer
+    /// tuning against the same raw baseline.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
 }
 
 const DB: &str = "cdrflow_bench";
+/// Where the workers serve `/metrics` during the bench (to see when they start consuming).
+const INGEST_METRICS: &str = "127.0.0.1:19591";
+const AGGREGATE_METRICS: &str = "127.0.0.1:19592";
 
 fn main() -> Result<()> {
     let a = Args::parse();
@@ -105,11 +112,20 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     }
 
     // (a) raw consume: every message fetched, nothing done with it.
-    let c: BaseConsumer = ClientConfig::new()
+    // With the workers' consumer tuning and --kafka-option, so that only the work differs.
+    let mut raw_config = ClientConfig::new();
+    raw_config
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", "raw-consume")
-        .set("enable.auto.commit", "false")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    for (key, value) in cdrflow_kafka::CONSUMER_TUNING {
+        raw_config.set(*key, *value);
+    }
+    for kv in &a.kafka_options {
+        let (key, value) = kv.split_once('=').context("--kafka-option takes KEY=VALUE")?;
+        raw_config.set(key, value);
+    }
+    let c: BaseConsumer = raw_config.create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..a.partitions as i32 {
         tpl.add_partition_offset("cdrs", p, Offset::Beginning)?;
@@ -129,6 +145,8 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     drop(c);
     println!("(a) raw consume (librdkafka, no work): {raw:>10.0} msg/s");
 
+    let options: Vec<String> = a.kafka_options.iter().flat_map(|o| ["--kafka-option".to_owned(), o.clone()]).collect();
+
     // (b) one ingest worker.
     let out = work.join("archive");
     let out_s = out.to_string_lossy().into_owned();
@@ -147,20 +165,30 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
             &out_s,
             "--max-age-ms",
             &a.flush_ms.to_string(),
-        ],
+            "--metrics-addr",
+            INGEST_METRICS,
+        ]
+        .into_iter()
+        .chain(options.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
         &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
         None,
     )?;
     let archive = cdrflow_ingest::archive::Archive::open_dir(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
-    wait(&mut w, Duration::from_secs(600), || Ok(caught_up(&held, &archive.committed_positions("cdrs", &parts)?)))?;
-    let ingest = total as f64 / t.elapsed().as_secs_f64();
+    let ingest = wait_catch_up(&mut w, t, INGEST_METRICS, Duration::from_secs(600), || {
+        Ok(caught_up(&held, &archive.committed_positions("cdrs", &parts)?))
+    })?;
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
+    let busy = cpu_seconds(w.id()).unwrap_or(f64::NAN) / ingest.whole.as_secs_f64();
     stop(&mut w);
+    let (whole, steady) = (ingest.rate(total), ingest.steady_rate(total));
     println!(
-        "(b) one ingest worker:                 {ingest:>10.0} msg/s   b/a = {:.2}   peak RSS {rss:.0} MiB",
-        ingest / raw
+        "(b) one ingest worker:                 {whole:>10.0} msg/s   b/a = {:.2}   peak RSS {rss:.0} MiB",
+        whole / raw
     );
+    println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   b/a = {:.2}", steady / raw);
+    println!("    CPU used: {:.0} % of one core", busy * 100.0);
 
     // (c) one aggregator.
     let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
@@ -186,20 +214,29 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
             DB,
             "--flush-interval-ms",
             &a.flush_ms.to_string(),
-        ],
+            "--metrics-addr",
+            AGGREGATE_METRICS,
+        ]
+        .into_iter()
+        .chain(options.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
         &[],
         None,
     )?;
-    wait(&mut w, Duration::from_secs(600), || {
+    let caught = wait_catch_up(&mut w, t, AGGREGATE_METRICS, Duration::from_secs(600), || {
         Ok(caught_up(&held, &rt.block_on(ch.positions("bench-aggregate", "cdrs"))?))
     })?;
-    let aggregate = total as f64 / t.elapsed().as_secs_f64();
+    let aggregate = caught.rate(total);
+    let steady = caught.steady_rate(total);
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
+    let busy = cpu_seconds(w.id()).unwrap_or(f64::NAN) / caught.whole.as_secs_f64();
     stop(&mut w);
     println!(
         "(c) one aggregator:                    {aggregate:>10.0} msg/s   c/a = {:.2}   peak RSS {rss:.0} MiB",
         aggregate / raw
     );
+    println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   c/a = {:.2}", steady / raw);
+    println!("    CPU used: {:.0} % of one core", busy * 100.0);
     if !a.peers {
         return Ok(());
     }
