@@ -7,7 +7,7 @@
 //! slices' ground truth.
 //!
 //! ```sh
-//! benches/scripts/national.sh                    # 100 M, ~1 h on 2 cores
+//! benches/scripts/national.sh                    # 100 M, ~20 min on 2 cores
 //! cargo run --release -p cdrflow-benches --bin national -- --cdrs 2000000   # a short run
 //! ```
 //! Rates: `wall` is CDRs over the whole run's wall time, with the generator, the broker and
