@@ -111,6 +111,10 @@ start() {
         log "already running (pid $pid) on 127.0.0.1:$http_port (http) and :$tcp_port (native)"
         return 0
     fi
+    if answers; then
+        log "something else already answers on 127.0.0.1:$http_port (not the server of $dir): stop it, or set CDRFLOW_CH_HTTP_PORT and CDRFLOW_CH_TCP_PORT"
+        return 1
+    fi
     install
     write_config
     log "starting clickhouse-server on 127.0.0.1:$http_port (http) and :$tcp_port (native); data in $dir/data"
@@ -119,7 +123,7 @@ start() {
         >"$dir/log/stdout.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
     for _ in $(seq 1 150); do
-        if answers; then
+        if running_pid >/dev/null && answers; then
             log "ready (pid $(cat "$pidfile"))"
             return 0
         fi
