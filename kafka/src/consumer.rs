@@ -155,8 +155,9 @@ impl ConsumerContext for SinkPositioned {
 /// is over librdkafka's thresholds, its next fetch waits this long (default 1000 ms). A
 /// worker that decodes as it reads empties the queue during the wait. At 50 ms the
 /// aggregator went from ~120 k to ~360 k CDRs/s (`benches/RESULTS.md` §3). It is not the
-/// default yet: in one loaded test run with it, the broker-fault test found the archive 4
-/// records short, which is not understood. Operators can try it with
+/// default yet: a 4-record shortfall first seen with it in the broker-fault test was later
+/// traced to the mock broker (it happens without the setting too), but the suite has not
+/// been re-run with it as the default. Operators can try it with
 /// `--kafka-option fetch.queue.backoff.ms=50`.
 pub const CONSUMER_TUNING: &[(&str, &str)] = &[("fetch.wait.max.ms", "100")];
 
