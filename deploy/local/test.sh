@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what a fresh machine lacks, starts the local ClickHouse, runs
-# the whole test suite (end-to-end and crash tests included), and stops what it started.
+# The test command: installs what a fresh machine lacks, starts the local ClickHouse and the
+# local Apache Kafka, runs the whole test suite (end-to-end and crash tests included), and
+# stops what it started.
 # Slow scale runs are not here: they are benches and scripts (see benches/).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -12,7 +13,15 @@ if ! bash deploy/local/clickhouse.sh status; then
     bash deploy/local/clickhouse.sh start
     started_ch=1
 fi
-cleanup() { [ "$started_ch" = 1 ] && bash deploy/local/clickhouse.sh stop || true; }
+started_kafka=0
+if ! bash deploy/local/kafka.sh status 2>/dev/null; then
+    bash deploy/local/kafka.sh start
+    started_kafka=1
+fi
+cleanup() {
+    [ "$started_kafka" = 1 ] && bash deploy/local/kafka.sh stop || true
+    [ "$started_ch" = 1 ] && bash deploy/local/clickhouse.sh stop || true
+}
 trap cleanup EXIT
 
 # Every DDL statement and dashboard query on a modern ClickHouse too (chdb-core, PyPI).
