@@ -150,10 +150,7 @@ pub fn kafka_properties() -> &'static [(String, String)] {
     PROPERTIES.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// Property keys that hold secrets: refused in files and flags alike.
-pub fn is_secret_property(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key.ends_with(".pem") || key == "sasl.oauthbearer.config"
-}
+pub use cdrflow_kafka::settings::is_secret_property;
 
 impl ConfigFile {
     /// Reads and checks `path`; errors name the file, the key and the fix.
@@ -210,11 +207,11 @@ impl ConfigFile {
         Ok(())
     }
 
-    /// Checks that every file the config names is there and not empty (`config check`; a
-    /// worker only reads the files it needs, when it needs them).
-    pub fn check_files(&self, path: &Path) -> Result<()> {
-        let at = |key: &str| format!("config file {}: {key}", path.display());
+    /// Every file the config names that is missing, unreadable or empty (`config check`
+    /// reports them all at once; a worker only reads the files it needs, when it needs them).
+    pub fn file_problems(&self, path: &Path) -> Vec<String> {
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut problems = Vec::new();
         for (key, file) in [
             ("[secrets] caller_key_file", &self.secrets.caller_key_file),
             ("[secrets] clickhouse_password_file", &self.secrets.clickhouse_password_file),
@@ -224,14 +221,14 @@ impl ConfigFile {
         ] {
             if let Some(f) = file {
                 let f = base.join(f);
-                let meta =
-                    std::fs::metadata(&f).with_context(|| format!("{}: cannot read {}", at(key), f.display()))?;
-                if meta.len() == 0 {
-                    bail!("{}: {} is empty", at(key), f.display());
+                match std::fs::metadata(&f) {
+                    Err(e) => problems.push(format!("{key}: cannot read {}: {e}", f.display())),
+                    Ok(m) if m.len() == 0 => problems.push(format!("{key}: {} is empty", f.display())),
+                    Ok(_) => {}
                 }
             }
         }
-        Ok(())
+        problems
     }
 
     /// The environment variables this file sets for `command` (an entry per setting it holds).

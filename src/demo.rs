@@ -1,7 +1,10 @@
 //! `cdrflow demo`: the whole pipeline on this machine, from nothing.
 //!
-//! Starts the embedded mock Kafka (`cdrflow broker`) and the local ClickHouse
-//! (`deploy/local/clickhouse.sh`, which installs Debian's package if missing), generates a
+//! Uses the local Apache Kafka (`deploy/local/kafka.sh`, started if installed and not
+//! running; a topic of its own, deleted at the end) or, on a machine without Java or with
+//! `--embedded-broker`, librdkafka's mock cluster (`cdrflow broker`); and the local
+//! ClickHouse (`deploy/local/clickhouse.sh`, which installs Debian's package if missing)
+//! or the one `--clickhouse` names. It generates a
 //! national feed, runs one ingest worker and one aggregator as real processes, waits until
 //! both have caught up, prints a national summary and a per-region table from ClickHouse,
 //! checks them against the feed's ground truth, says where the Parquet archive is, and
@@ -27,15 +30,28 @@ pub struct DemoOptions {
     pub workdir: PathBuf,
     /// Kafka partitions.
     pub partitions: u32,
+    /// A ClickHouse to use instead of the local one.
+    pub clickhouse: Option<String>,
+    /// The database to create (it must not exist).
+    pub database: String,
+    /// Keep the database at the end.
+    pub keep_database: bool,
+    /// Use librdkafka's mock cluster even when the local Kafka is installed.
+    pub embedded_broker: bool,
 }
 
 const TOPIC: &str = "cdrs";
-const DATABASE: &str = "cdrflow_demo";
 
 /// Processes the demo started; killed when dropped, whatever happened.
 struct Started {
     children: Vec<(String, Child)>,
     clickhouse_script: Option<PathBuf>,
+    /// The local Kafka's script, if the demo started it (it stops it at the end).
+    kafka_script: Option<PathBuf>,
+    /// The topics this run created on the local Kafka (deleted at the end).
+    topics: Option<(cdrflow_kafka::KafkaSettings, Vec<String>)>,
+    /// The database this run created, dropped at the end (unless kept).
+    created_database: Option<ClickHouseConfig>,
 }
 
 impl Drop for Started {
@@ -56,6 +72,29 @@ impl Drop for Started {
             }
             tracing::debug!(name, "stopped");
         }
+        if let Some(cfg) = self.created_database.take() {
+            // A client of its own: pooled connections belong to the runtime that opened them.
+            let ch = ClickHouse::new(cfg);
+            let dropped = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(ch.drop_database()));
+            match dropped {
+                Ok(()) => eprintln!("demo: dropped the database {} it had created (keep it with --keep-database)", ch.config().database),
+                Err(e) => eprintln!("demo: could not drop the database {} it had created: {e:#}", ch.config().database),
+            }
+        }
+        if let Some((settings, topics)) = self.topics.take() {
+            match cdrflow_kafka::admin::delete_topics(&settings, &topics) {
+                Ok(()) => eprintln!("demo: deleted the topics it had created ({})", topics.join(", ")),
+                Err(e) => eprintln!("demo: could not delete its topics {}: {e:#}", topics.join(", ")),
+            }
+        }
+        if let Some(script) = &self.kafka_script {
+            let _ = Command::new("bash").arg(script).arg("stop").stdout(Stdio::null()).stderr(Stdio::null()).status();
+            eprintln!("demo: stopped the local Kafka it had started");
+        }
         if let Some(script) = &self.clickhouse_script {
             let _ = Command::new("bash").arg(script).arg("stop").stdout(Stdio::null()).status();
             eprintln!("demo: stopped the local ClickHouse it had started");
@@ -64,7 +103,12 @@ impl Drop for Started {
 }
 
 fn clickhouse_script() -> Result<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/clickhouse.sh");
+    repo_script("deploy/local/clickhouse.sh")
+}
+
+/// A script of the repository this binary was built from.
+fn repo_script(rel: &str) -> Result<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
     if !p.exists() {
         bail!("{} is missing: run the demo from a checkout of the cdrflow repository", p.display());
     }
@@ -91,51 +135,114 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     }
     std::fs::create_dir_all(work.join("logs"))?;
     let work = std::fs::canonicalize(work)?;
-    let mut started = Started { children: Vec::new(), clickhouse_script: None };
+    let mut started = Started {
+        children: Vec::new(),
+        clickhouse_script: None,
+        kafka_script: None,
+        topics: None,
+        created_database: None,
+    };
 
-    // ClickHouse: use a running one, or install and start the local one.
-    let script = clickhouse_script()?;
-    let running =
-        Command::new("bash").arg(&script).arg("status").stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
-    if !running {
-        eprintln!("demo: starting the local ClickHouse (installing Debian's clickhouse-server if missing)…");
-        let ok = Command::new("bash").arg(&script).arg("start").status()?.success();
-        if !ok {
-            bail!("could not start the local ClickHouse; see the messages above and {}", script.display());
+    // ClickHouse: the one named by --clickhouse / CDRFLOW_CLICKHOUSE_URL, else the local one
+    // (deploy/local/clickhouse.sh, on its CDRFLOW_CH_HTTP_PORT), started if it is not running.
+    let url = match &opts.clickhouse {
+        Some(url) => url.clone(),
+        None => {
+            let port = std::env::var("CDRFLOW_CH_HTTP_PORT").unwrap_or_else(|_| "8123".to_owned());
+            let script = clickhouse_script()?;
+            let running = Command::new("bash")
+                .arg(&script)
+                .arg("status")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if !running {
+                eprintln!("demo: starting the local ClickHouse (installing Debian's clickhouse-server if missing)…");
+                let ok = Command::new("bash").arg(&script).arg("start").status()?.success();
+                if !ok {
+                    bail!("could not start the local ClickHouse; see the messages above and {}", script.display());
+                }
+                started.clickhouse_script = Some(script);
+            }
+            format!("http://127.0.0.1:{port}")
         }
-        started.clickhouse_script = Some(script);
-    }
-    let ch = ClickHouse::new(ClickHouseConfig::from_env("http://127.0.0.1:8123", DATABASE)?);
+    };
+    let ch = ClickHouse::new(ClickHouseConfig::from_env(&url, &opts.database)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        ch.ping().await?;
-        ch.drop_database().await?;
-        ch.migrate().await
-    })?;
+    rt.block_on(ch.ping())?;
+    // The demo never drops a database it did not create in this run.
+    if rt.block_on(ch.database_exists())? {
+        bail!(
+            "ClickHouse at {url} already has a database {0}; the demo only uses a database it creates itself: drop it (DROP DATABASE {0}) or choose another with --database",
+            opts.database
+        );
+    }
+    rt.block_on(ch.migrate())?;
+    if !opts.keep_database {
+        started.created_database = Some(ch.config().clone());
+    }
+    eprintln!("demo: counters in database {} of ClickHouse at {url}", opts.database);
 
-    // Kafka: the embedded mock cluster in its own process.
+    // Kafka: the local Apache Kafka (deploy/local/kafka.sh) when it is installed, else (or
+    // with --embedded-broker) librdkafka's mock cluster in a process of its own.
     let exe = std::env::current_exe()?;
-    let mut broker = Command::new(&exe)
-        .args([
-            "broker",
-            "--brokers",
-            "3",
-            "--partitions",
-            &opts.partitions.to_string(),
-            "--topic",
-            TOPIC,
-            "--topic",
-            "cdrs.dlq",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(work.join("logs/broker.log"))?)
-        .spawn()
-        .context("starting the embedded Kafka")?;
-    let mut bootstrap = String::new();
-    BufReader::new(broker.stdout.take().expect("piped")).read_line(&mut bootstrap)?;
-    let bootstrap = bootstrap.trim().to_owned();
-    started.children.push(("broker".into(), broker));
-    eprintln!("demo: embedded Kafka at {bootstrap} ({} partitions)", opts.partitions);
+    let kafka_script = repo_script("deploy/local/kafka.sh")?;
+    let quiet = |action: &str| {
+        Command::new("bash").arg(&kafka_script).arg(action).stdout(Stdio::null()).stderr(Stdio::null()).status()
+    };
+    let local_kafka = !opts.embedded_broker
+        && (quiet("status")?.success() || {
+            let installed = quiet("installed")?.success();
+            if !installed {
+                eprintln!(
+                    "demo: the local Kafka is not installed (bash deploy/local/kafka.sh install needs Java 17+ and Maven); using librdkafka's embedded mock broker"
+                );
+            }
+            installed
+        });
+    let (bootstrap, topic) = if local_kafka {
+        let running = quiet("status")?.success();
+        if !running {
+            eprintln!("demo: starting the local Kafka (deploy/local/kafka.sh start)…");
+            let out = Command::new("bash").arg(&kafka_script).arg("start").stderr(Stdio::inherit()).output()?;
+            if !out.status.success() {
+                bail!("could not start the local Kafka; see the messages above, or run the demo with --embedded-broker");
+            }
+            started.kafka_script = Some(kafka_script.clone());
+        }
+        let out = Command::new("bash").arg(&kafka_script).arg("bootstrap").output()?;
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // A topic of this run's own: the local Kafka keeps what earlier runs produced.
+        let topic = format!("demo-cdrs-{}", jiff::Timestamp::now().as_second());
+        let settings = cdrflow_kafka::KafkaSettings { brokers: bootstrap.clone(), extra: Vec::new() };
+        cdrflow_kafka::admin::ensure_topic(&settings, &topic, opts.partitions as i32)?;
+        started.topics = Some((settings, vec![topic.clone(), format!("{topic}.dlq")]));
+        eprintln!(
+            "demo: Apache Kafka at {bootstrap} (deploy/local/kafka.sh{}), topic {topic} ({} partitions)",
+            if running { ", already running" } else { "" },
+            opts.partitions
+        );
+        (bootstrap, topic)
+    } else {
+        let mut broker = Command::new(&exe)
+            .args(["broker", "--brokers", "3", "--partitions", &opts.partitions.to_string()])
+            .args(["--topic", TOPIC, "--topic", "cdrs.dlq"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(work.join("logs/broker.log"))?)
+            .spawn()
+            .context("starting the embedded Kafka")?;
+        let mut bootstrap = String::new();
+        BufReader::new(broker.stdout.take().expect("piped")).read_line(&mut bootstrap)?;
+        let bootstrap = bootstrap.trim().to_owned();
+        started.children.push(("broker".into(), broker));
+        eprintln!(
+            "demo: librdkafka's embedded mock Kafka at {bootstrap} ({} partitions; in memory, for a machine without Java)",
+            opts.partitions
+        );
+        (bootstrap, TOPIC.to_owned())
+    };
+    let topic = topic.as_str();
 
     // A throw-away caller-hashing key for the demo archive.
     let key_file = work.join("caller.key");
@@ -147,7 +254,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     // Workers first, so that they read while the feed is produced.
     let archive = work.join("archive");
     let archive_s = archive.to_string_lossy().into_owned();
-    let common = ["--brokers", &bootstrap, "--topic", TOPIC, "--session-timeout-ms", "6000"];
+    let common = ["--brokers", &bootstrap, "--topic", topic, "--session-timeout-ms", "6000"];
     let mut ingest: Vec<&str> = vec!["ingest"];
     ingest.extend(common);
     ingest.extend(["--out", &archive_s, "--max-age-ms", "2000"]);
@@ -157,7 +264,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     ));
     let mut aggregate: Vec<&str> = vec!["aggregate"];
     aggregate.extend(common);
-    aggregate.extend(["--database", DATABASE, "--flush-interval-ms", "1000"]);
+    aggregate.extend(["--clickhouse", &url, "--database", &opts.database, "--flush-interval-ms", "1000"]);
     started.children.push(("aggregate".into(), spawn_self(&aggregate, &work.join("logs/aggregate.log"), &[])?));
 
     let truth = work.join("truth.jsonl");
@@ -175,7 +282,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             "--brokers",
             &bootstrap,
             "--topic",
-            TOPIC,
+            topic,
             "--truth",
         ])
         .arg(&truth)
@@ -186,7 +293,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     }
 
     // Wait until the archive and ClickHouse hold every partition up to its end.
-    let watermarks = crate::kafka_tools::watermarks(&bootstrap, TOPIC, opts.partitions)?;
+    let watermarks = crate::kafka_tools::watermarks(&bootstrap, topic, opts.partitions)?;
     let total: i64 = watermarks.values().sum();
     let bar = indicatif::ProgressBar::new(total as u64 * 2).with_style(
         indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%")
@@ -195,8 +302,8 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let ingest_archive = cdrflow_ingest::archive::Archive::open_dir(&archive)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let ch_pos = rt.block_on(ch.positions("cdrflow-aggregate", TOPIC)).unwrap_or_default();
-        let ar_pos = ingest_archive.committed_positions(TOPIC, &watermarks.keys().copied().collect::<Vec<_>>())?;
+        let ch_pos = rt.block_on(ch.positions("cdrflow-aggregate", topic)).unwrap_or_default();
+        let ar_pos = ingest_archive.committed_positions(topic, &watermarks.keys().copied().collect::<Vec<_>>())?;
         let done = |pos: &std::collections::HashMap<i32, i64>| {
             watermarks.iter().map(|(p, w)| pos.get(p).copied().unwrap_or(0).min(*w)).sum::<i64>()
         };
@@ -291,13 +398,14 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         && national.abandoned == truth_total.abandoned;
     writeln!(
         out,
-        "\nClickHouse ({DATABASE} at 127.0.0.1:8123) against the feed's ground truth: {}",
+        "\nClickHouse ({} at {url}) against the feed's ground truth: {}",
+        opts.database,
         if matches { "every national total matches" } else { "MISMATCH" }
     )?;
     let parquet = count_parquet(&archive);
     let mut archived = 0;
     for p in watermarks.keys() {
-        archived += ingest_archive.committed(TOPIC, *p)?.iter().map(|u| u.rows).sum::<u64>();
+        archived += ingest_archive.committed(topic, *p)?.iter().map(|u| u.rows).sum::<u64>();
     }
     let archive_ok = archived == summary.valid_messages;
     writeln!(

@@ -1,8 +1,8 @@
 //! The workers' HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (the worker has started consuming).
+//! answers), `/readyz` (the worker holds partitions and its sink answers:
+//! [`WorkerStats::readiness`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::WorkerStats;
@@ -18,13 +18,10 @@ pub fn serve(addr: &str, stats: Arc<WorkerStats>, worker: &'static str, written_
             let (status, body, kind) = match req.url() {
                 "/metrics" => (200, stats.prometheus(worker, written_what), "text/plain; version=0.0.4"),
                 "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
-                "/readyz"
-                    if stats.consumed.load(Ordering::Relaxed) > 0
-                        || !stats.lag.lock().expect("not poisoned").is_empty() =>
-                {
-                    (200, "ready\n".to_owned(), "text/plain")
-                }
-                "/readyz" => (503, "not consuming yet\n".to_owned(), "text/plain"),
+                "/readyz" => match stats.readiness() {
+                    Ok(()) => (200, "ready\n".to_owned(), "text/plain"),
+                    Err(why) => (503, format!("not ready: {why}\n"), "text/plain"),
+                },
                 _ => (404, "not found: try /metrics, /healthz, /readyz\n".to_owned(), "text/plain"),
             };
             let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("valid header");

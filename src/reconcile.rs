@@ -13,6 +13,11 @@
 //!    ([`cdrflow_aggregate::rebuild`]) and compared, cell by cell, with what the dashboards
 //!    read (`counters_current`) for the selected dates and region.
 //!
+//! A check that checked nothing is a mismatch too: a consumer group that holds no position
+//! on a topic that has messages (a mistyped `--ingest-group`, say: the groups that do are
+//! listed), an archive without any unit of the topic, a selection with no file and no
+//! counter (`nothing_checked`). A missing archive or a reversed date range is an error.
+//!
 //! Every mismatch is named; the command exits non-zero if there is any. Run it when the
 //! workers have caught up (or on closed dates): a sink that is behind shows as a mismatch
 //! of counters, and the partition table shows the positions that explain it.
@@ -70,7 +75,8 @@ pub struct PartitionPositions {
 pub struct Mismatch {
     /// A stable code: `archive_gap`, `archive_overlap`, `archive_missing_start`,
     /// `missing_file`, `file_rows`, `uncommitted_file`, `clickhouse_gap`,
-    /// `clickhouse_overlap`, `clickhouse_doubled`, `counters_differ`.
+    /// `clickhouse_overlap`, `clickhouse_doubled`, `counters_differ`, and for checks that
+    /// would check nothing: `group_without_positions`, `archive_empty`, `nothing_checked`.
     pub kind: &'static str,
     pub partition: Option<i32>,
     /// What, in words.
@@ -95,7 +101,7 @@ pub struct Report {
 pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtime) -> Result<Report> {
     let sel = &opts.selection;
     let topic = &sel.topic;
-    let archive = Archive::open(&opts.archive)?;
+    let archive = Archive::open_existing(&opts.archive)?;
     let mut mismatches = Vec::new();
     let mut parts: BTreeMap<i32, PartitionPositions> = BTreeMap::new();
     fn at(parts: &mut BTreeMap<i32, PartitionPositions>, p: i32) -> &mut PartitionPositions {
@@ -103,20 +109,49 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
     }
 
     // Kafka.
+    let mut kafka_messages = 0;
     if let Some(brokers) = &opts.brokers {
         let groups = [opts.ingest_group.as_str(), opts.aggregate_group.as_str()];
-        for (p, (low, high, committed)) in kafka_positions(brokers, topic, &groups)? {
-            let e = at(&mut parts, p);
-            (e.kafka_low, e.kafka_high) = (Some(low), Some(high));
+        let positions = kafka_positions(brokers, topic, &groups)?;
+        for (p, (low, high, committed)) in &positions {
+            let e = at(&mut parts, *p);
+            (e.kafka_low, e.kafka_high) = (Some(*low), Some(*high));
             (e.kafka_committed, e.kafka_committed_aggregate) = (committed[0], committed[1]);
+            kafka_messages += high - low;
+        }
+        if kafka_messages > 0 && positions.values().all(|(_, _, c)| c[0].is_none()) {
+            let others = match groups_with_offsets(brokers, topic, positions.len() as i32, &groups) {
+                Ok(g) => names_of("groups with committed offsets on the topic", &g),
+                Err(e) => format!("the brokers could not list the groups: {e:#}"),
+            };
+            mismatches.push(Mismatch {
+                kind: "group_without_positions",
+                partition: None,
+                what: format!(
+                    "the ingest group {} holds no committed offset of {topic}, which holds {kafka_messages} messages: nothing of Kafka's side was checked; check --ingest-group ({others})",
+                    opts.ingest_group,
+                ),
+            });
         }
     }
 
     // The archive's units, and their files.
+    let archived_partitions = archive.partitions(topic)?;
+    if archived_partitions.is_empty() {
+        mismatches.push(Mismatch {
+            kind: "archive_empty",
+            partition: None,
+            what: format!(
+                "the archive at {} holds no unit of topic {topic}: nothing of it was checked; check --archive and --topic ({})",
+                archive.describe(),
+                names_of("topics it holds", &archive.topics()?)
+            ),
+        });
+    }
     let files: BTreeSet<String> = archive.data_files()?.into_iter().collect();
     let mut listed = BTreeSet::new();
     let mut files_checked = 0;
-    for p in archive.partitions(topic)? {
+    for p in archived_partitions {
         let units = archive.committed(topic, p)?;
         let e = at(&mut parts, p);
         e.archive_units = units.len();
@@ -176,6 +211,23 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
 
     // ClickHouse's streaming log.
     let flushes = rt.block_on(ch.log_units(&opts.aggregate_group, topic))?;
+    let archived_rows: u64 = parts.values().map(|p| p.archive_rows).sum();
+    if flushes.is_empty() && (kafka_messages > 0 || archived_rows > 0) {
+        let others: Vec<String> = rt
+            .block_on(ch.log_groups(topic))?
+            .into_iter()
+            .filter(|g| *g != opts.aggregate_group)
+            .collect();
+        mismatches.push(Mismatch {
+            kind: "group_without_positions",
+            partition: None,
+            what: format!(
+                "ClickHouse holds no flush of the aggregator group {} for {topic}, which has messages: nothing of ClickHouse's side was checked; check --aggregate-group and --database ({})",
+                opts.aggregate_group,
+                names_of("groups with flushes of the topic", &others)
+            ),
+        });
+    }
     let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
     for f in flushes {
         by_partition.entry(f.kafka_partition as i32).or_default().push(f);
@@ -241,6 +293,25 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
             });
         }
     }
+    if files_checked == 0 && cells_compared == 0 {
+        let dates: Vec<&str> = files
+            .iter()
+            .filter(|f| f.contains(&format!("/{topic}-p")))
+            .filter_map(|f| f.split('/').next()?.strip_prefix("dt="))
+            .collect();
+        let held = match (dates.iter().min(), dates.iter().max()) {
+            (Some(a), Some(b)) => format!("the archive holds {topic} from {a} to {b}"),
+            _ => format!("the archive holds no file of {topic}"),
+        };
+        mismatches.push(Mismatch {
+            kind: "nothing_checked",
+            partition: None,
+            what: format!(
+                "the selection ({}) holds no archive file and no counter: nothing was compared; {held}",
+                describe_selection(sel)
+            ),
+        });
+    }
     Ok(Report {
         topic: topic.clone(),
         from_date: sel.from_date.clone(),
@@ -252,6 +323,49 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
         cells_compared,
         mismatches,
     })
+}
+
+/// `what: a, b` or `what: none`.
+fn names_of(what: &str, items: &[String]) -> String {
+    if items.is_empty() { format!("{what}: none") } else { format!("{what}: {}", items.join(", ")) }
+}
+
+/// The selection in words.
+fn describe_selection(sel: &Selection) -> String {
+    let dates = match (&sel.from_date, &sel.to_date) {
+        (None, None) => "all dates".to_owned(),
+        (f, t) => format!("{} to {}", f.as_deref().unwrap_or("…"), t.as_deref().unwrap_or("…")),
+    };
+    match sel.region {
+        Some(r) => format!("{}, {dates}, region {r}", sel.topic),
+        None => format!("{}, {dates}", sel.topic),
+    }
+}
+
+/// The consumer groups (other than `skip`) that hold a committed offset on `topic`.
+fn groups_with_offsets(brokers: &str, topic: &str, partitions: i32, skip: &[&str]) -> Result<Vec<String>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a Kafka client")?;
+    let groups = c
+        .fetch_group_list(None, Duration::from_secs(10))
+        .with_context(|| format!("listing the consumer groups at {brokers}"))?;
+    let mut out = Vec::new();
+    for g in groups.groups().iter().map(|g| g.name()).filter(|g| !skip.contains(g)).take(100) {
+        let member: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", g).create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let Ok(committed) = member.committed_offsets(tpl, Duration::from_secs(10)) else { continue };
+        if committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_))) {
+            out.push(g.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Whose offset ranges [`check_ranges`] checks, and how its mismatches are named.
@@ -343,6 +457,9 @@ fn kafka_positions(brokers: &str, topic: &str, groups: &[&str]) -> Result<KafkaP
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading the metadata of {topic} at {brokers}: is Kafka there?"))?;
     let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    if n == 0 {
+        anyhow::bail!("Kafka at {brokers} has no topic {topic}: check --topic and --brokers");
+    }
     let mut out = BTreeMap::new();
     for p in 0..n {
         let (low, high) = c

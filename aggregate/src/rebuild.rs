@@ -12,7 +12,7 @@ use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;
 
-use crate::clickhouse::ClickHouse;
+use crate::clickhouse::{CellSource, ClickHouse};
 use crate::clickhouse::encoder::{Unit, encode};
 use crate::rollup::PartitionRollup;
 
@@ -64,6 +64,28 @@ pub struct Recomputed {
     pub rows: u64,
     /// Rows that lost to a later version of the same call (re-sends, corrections).
     pub superseded: u64,
+    /// The offset ranges of the topic's committed units, per partition, sorted: what the
+    /// archive can vouch for.
+    pub covered: BTreeMap<i32, Vec<(i64, i64)>>,
+    /// The UTC dates (`YYYY-MM-DD`) of the files read.
+    pub dates: std::collections::BTreeSet<String>,
+}
+
+impl Recomputed {
+    /// Whether the archive's committed units cover every offset of `[first, last]` of `partition`.
+    pub fn covers(&self, partition: i32, first: i64, last: i64) -> bool {
+        let mut next = first;
+        for &(a, b) in self.covered.get(&partition).map(Vec::as_slice).unwrap_or(&[]) {
+            if a > next {
+                break;
+            }
+            next = next.max(b + 1);
+            if next > last {
+                return true;
+            }
+        }
+        next > last
+    }
 }
 
 /// Recomputes the counters of the selected part of the archive from its committed files.
@@ -80,8 +102,10 @@ pub fn recompute(
 ) -> Result<Recomputed> {
     let present: rustc_hash::FxHashSet<String> = archive.data_files()?.into_iter().collect();
     let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut covered: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
     for p in archive.partitions(&sel.topic)? {
         for unit in archive.committed(&sel.topic, p)? {
+            covered.entry(p).or_default().push((unit.first_offset, unit.last_offset));
             for f in unit.files.into_iter().filter(|f| sel.covers(&f.path)) {
                 let dt = f.path.split('/').next().unwrap_or_default().to_owned();
                 by_date.entry(dt).or_default().push(f.path);
@@ -89,7 +113,7 @@ pub fn recompute(
         }
     }
     let total: u64 = by_date.values().map(|v| v.len() as u64).sum();
-    let mut out = Recomputed::default();
+    let mut out = Recomputed { covered, dates: by_date.keys().map(|d| d.trim_start_matches("dt=").to_owned()).collect(), ..Default::default() };
     for files in by_date.values() {
         let mut rows = Vec::new();
         for f in files {
@@ -135,6 +159,173 @@ pub fn recompute(
     Ok(out)
 }
 
+/// What a rebuild would replace, worked out before anything is written: `backfill` prints
+/// it (and `--dry-run` prints only it), and refuses a plan it cannot justify.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Plan {
+    /// Topic rebuilt.
+    pub topic: String,
+    /// First UTC date, inclusive (`None`: from the first).
+    pub from_date: Option<String>,
+    /// Last UTC date, inclusive (`None`: to the last).
+    pub to_date: Option<String>,
+    /// One region only.
+    pub region: Option<u8>,
+    /// Archive files read.
+    pub files: u64,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows that lost to a later version of their call.
+    pub superseded_versions: u64,
+    /// Cells the rebuild writes (new, replaced and emptied).
+    pub cells: usize,
+    /// Cells the dashboards do not show yet.
+    pub new_cells: usize,
+    /// Cells whose counters are replaced by the archive's.
+    pub replaced_cells: usize,
+    /// Cells that count calls now and none in the archive: written as zeros.
+    pub emptied_cells: usize,
+    /// Calls the dashboards count in the selection now.
+    pub offered_now: u64,
+    /// Calls they will count after the rebuild.
+    pub offered_after: u64,
+    /// Calls in the emptied cells.
+    pub offered_emptied: u64,
+    /// Emptied cells the archive cannot vouch for (their calls may be in the archive under
+    /// another path, topic or date, or lost from it), with why; at most 20 are listed.
+    pub unjustified: Vec<String>,
+    /// How many emptied cells the archive cannot vouch for.
+    pub unjustified_cells: usize,
+    /// Calls in them.
+    pub unjustified_offered: u64,
+    /// Dates in the selection with counters on the dashboards and no file in the archive.
+    pub dates_without_files: Vec<String>,
+}
+
+/// A plan and the cells it would write.
+pub struct Rebuild {
+    /// What it replaces.
+    pub plan: Plan,
+    /// The counters to write: the archive's, and zeros for emptied cells.
+    cells: PartitionRollup,
+}
+
+/// Works out what rebuilding `sel` from `recomputed` would replace. An emptied cell (calls
+/// on the dashboards, none in the archive) is justified only when every streaming flush
+/// that counted it came from this topic and the archive's committed units cover all of that
+/// flush's offsets: then the archive read every message the stream counted there, and a
+/// call it does not hold is a call that is not there (a correction moved it). Otherwise the
+/// cell goes into [`Plan::unjustified`], and [`Plan::refusal`] explains why writing it
+/// would destroy counts.
+pub async fn plan(ch: &ClickHouse, sel: &Selection, mut recomputed: Recomputed, lines: &LineRegistry) -> Result<Rebuild> {
+    let (from, to) = sel.hours()?;
+    let mut plan = Plan {
+        topic: sel.topic.clone(),
+        from_date: sel.from_date.clone(),
+        to_date: sel.to_date.clone(),
+        region: sel.region,
+        files: recomputed.files,
+        rows: recomputed.rows,
+        superseded_versions: recomputed.superseded,
+        ..Plan::default()
+    };
+    let mut cells = std::mem::take(&mut recomputed.rollup);
+    plan.offered_after = cells.rows.values().map(|c| c.counters.offered).sum();
+    let now = ch.current_offered(from, to, sel.region).await?;
+    let mut emptied: BTreeMap<(u8, String, i64), u64> = BTreeMap::new();
+    let mut dates_without = std::collections::BTreeSet::new();
+    for (region, line_id, hour, offered) in now {
+        plan.offered_now += offered;
+        let Some(line) = lines.by_id(&line_id) else { continue };
+        let key = HourKey { region: RegionCode(region), line, hour };
+        if cells.rows.contains_key(&key) {
+            plan.replaced_cells += 1;
+        } else if offered > 0 {
+            emptied.insert((region, line_id, hour), offered);
+            let date = jiff::Timestamp::from_second(hour)?.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+            if !recomputed.dates.contains(&date) {
+                dates_without.insert(date);
+            }
+        }
+    }
+    plan.new_cells = cells.rows.len() - plan.replaced_cells;
+    plan.emptied_cells = emptied.len();
+    plan.offered_emptied = emptied.values().sum();
+    plan.dates_without_files = dates_without.into_iter().collect();
+    if !emptied.is_empty() {
+        let mut sources: BTreeMap<(u8, String, i64), Vec<CellSource>> = BTreeMap::new();
+        for s in ch.cell_sources(from, to, sel.region).await? {
+            if emptied.contains_key(&(s.region, s.line.clone(), s.hour as i64)) {
+                sources.entry((s.region, s.line.clone(), s.hour as i64)).or_default().push(s);
+            }
+        }
+        for ((region, line_id, hour), offered) in &emptied {
+            let at = format!(
+                "region {region} line {line_id} {} ({offered} calls)",
+                jiff::Timestamp::from_second(*hour).map(|t| t.to_string()).unwrap_or_default()
+            );
+            let why = match sources.get(&(*region, line_id.clone(), *hour)) {
+                None => Some(format!("{at}: counted only by an earlier rebuild, which the archive no longer backs")),
+                Some(srcs) => srcs.iter().find_map(|s| {
+                    if s.topic != sel.topic {
+                        Some(format!("{at}: counted from topic {}, not {}", s.topic, sel.topic))
+                    } else if !recomputed.covers(s.kafka_partition as i32, s.first_offset as i64, s.last_offset as i64) {
+                        Some(format!(
+                            "{at}: counted from offsets {}–{} of partition {}, which no committed archive unit covers",
+                            s.first_offset, s.last_offset, s.kafka_partition
+                        ))
+                    } else {
+                        None
+                    }
+                }),
+            };
+            if let Some(why) = why {
+                plan.unjustified_cells += 1;
+                plan.unjustified_offered += offered;
+                if plan.unjustified.len() < 20 {
+                    plan.unjustified.push(why);
+                }
+            }
+        }
+        for (region, line_id, hour) in emptied.into_keys() {
+            let line = lines.by_id(&line_id).expect("known above");
+            cells.rows.insert(HourKey { region: RegionCode(region), line, hour }, crate::rollup::Cell::default());
+        }
+    }
+    plan.cells = cells.rows.len();
+    Ok(Rebuild { plan, cells })
+}
+
+impl Plan {
+    /// Why this plan must not be written without `--allow-empty`, naming the fix; `None`
+    /// when the archive vouches for every cell it empties.
+    pub fn refusal(&self, archive: &str) -> Option<String> {
+        if self.unjustified_cells == 0 {
+            return None;
+        }
+        let mut why = format!(
+            "refusing to rebuild: it would empty {} cells that count {} calls on the dashboards now, and the archive at {archive} cannot vouch that those calls are not there",
+            self.unjustified_cells, self.unjustified_offered
+        );
+        if !self.dates_without_files.is_empty() {
+            why.push_str(&format!(
+                "; it holds no file of topic {} for {}",
+                self.topic,
+                self.dates_without_files.join(", ")
+            ));
+        }
+        why.push_str(":\n  ");
+        why.push_str(&self.unjustified.join("\n  "));
+        if self.unjustified_cells > self.unjustified.len() {
+            why.push_str(&format!("\n  … and {} more", self.unjustified_cells - self.unjustified.len()));
+        }
+        why.push_str(
+            "\nCheck --from, --topic, the dates and --region. If those calls are truly gone from the archive, --allow-empty writes zeros over them. Nothing was written.",
+        );
+        Some(why)
+    }
+}
+
 /// What a rebuild wrote.
 #[derive(Debug, serde::Serialize)]
 pub struct Rebuilt {
@@ -142,38 +333,20 @@ pub struct Rebuilt {
     pub rebuild_id: u32,
     /// Cells written (including emptied ones).
     pub cells: usize,
-    /// Cells that held streaming counts and none in the archive, written as zeros.
-    pub emptied: usize,
 }
 
-/// Writes recomputed counters over the hours they cover, in ONE insert into
-/// `counters_rebuilt` (one part: dashboards see all of the rebuild or none of it). Cells
-/// that the dashboards show in the selection but the archive does not hold are written with
-/// zeros, so they are replaced too.
-pub async fn write_rebuild(
-    ch: &ClickHouse,
-    sel: &Selection,
-    mut recomputed: PartitionRollup,
-    lines: &LineRegistry,
-) -> Result<Rebuilt> {
-    let (from, to) = sel.hours()?;
-    let mut emptied = 0;
-    for (region, line, hour) in ch.current_cells(from, to, sel.region).await? {
-        let Some(line) = lines.by_id(&line) else { continue };
-        let key = HourKey { region: RegionCode(region), line, hour };
-        if let std::collections::hash_map::Entry::Vacant(v) = recomputed.rows.entry(key) {
-            v.insert(crate::rollup::Cell::default());
-            emptied += 1;
-        }
-    }
+/// Writes a planned rebuild over the hours it covers, in ONE insert into
+/// `counters_rebuilt` (one part: dashboards see all of the rebuild or none of it).
+pub async fn write(ch: &ClickHouse, sel: &Selection, rebuild: Rebuild, lines: &LineRegistry) -> Result<Rebuilt> {
+    let mut cells = rebuild.cells;
     let rebuild_id = ch.next_rebuild_id().await?;
-    if recomputed.rows.is_empty() {
-        return Ok(Rebuilt { rebuild_id, cells: 0, emptied });
+    if cells.rows.is_empty() {
+        return Ok(Rebuilt { rebuild_id, cells: 0 });
     }
-    recomputed.first_offset = Some(0);
-    recomputed.last_offset = 0;
+    cells.first_offset = Some(0);
+    cells.last_offset = 0;
     let unit = Unit { group: "backfill", topic: &sel.topic, partition: 0, flushed_at: rebuild_id };
-    let rows = encode(&unit, &recomputed, lines);
+    let rows = encode(&unit, &cells, lines);
     ch.insert_rebuild(&rows).await?;
-    Ok(Rebuilt { rebuild_id, cells: rows.len(), emptied })
+    Ok(Rebuilt { rebuild_id, cells: rows.len() })
 }

@@ -104,9 +104,9 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         window_hours: opts.window_hours,
         loaded: loaded.clone(),
     });
-    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop)?;
+    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
     let mut dead_letters = match &src.dead_letter_topic {
-        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group)?),
+        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
         None => None,
     };
     // Counters need no caller identity: hashes are never written here.
@@ -159,7 +159,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
+                Err(e) => consumer.poll_error(&e),
             }
         }
         let timers = clock.open(idle);
@@ -195,8 +195,10 @@ fn apply(change: GroupChange, state: &mut State) {
         }
         GroupChange::Revoked(parts) => {
             for p in parts {
-                if let Some(r) = state.partitions.remove(&p) {
+                if let Some(r) = state.partitions.remove(&p).filter(|r| r.messages > 0) {
                     state.unflushed -= r.messages;
+                    tracing::info!(partition = p, messages = r.messages,
+                        "abandoned the unflushed counters of a revoked partition; its new owner counts them again");
                 }
                 // The window holds unflushed calls too: the next owner reads it back.
                 state.counted.remove(&p);

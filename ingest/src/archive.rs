@@ -87,6 +87,31 @@ enum Backend {
     },
 }
 
+/// Where an archive is, parsed without touching it.
+enum Location<'a> {
+    S3 { bucket: &'a str, prefix: &'a str },
+    Dir(PathBuf),
+}
+
+impl<'a> Location<'a> {
+    fn parse(location: &'a str) -> Result<Location<'a>> {
+        if location.trim().is_empty() {
+            bail!("the archive location is empty: give a directory or s3://BUCKET/PREFIX");
+        }
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("{location}: no bucket; write s3://BUCKET/PREFIX");
+            }
+            return Ok(Location::S3 { bucket, prefix });
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            bail!("{location}: {scheme}:// is not supported; use a local directory or s3://BUCKET/PREFIX");
+        }
+        Ok(Location::Dir(PathBuf::from(location)))
+    }
+}
+
 fn range_name(first: i64, last: i64) -> String {
     format!("{first:012}-{last:012}")
 }
@@ -100,50 +125,106 @@ fn marker_path(kind: &str, topic: &str, partition: i32, first: i64, last: i64) -
 }
 
 impl Archive {
-    /// The archive at `location`: `s3://bucket/prefix` (credentials, region and endpoint
-    /// from the usual `AWS_*` environment variables, never flags) or a local directory
-    /// (created if missing).
+    /// The archive at `location` for a writer: `s3://bucket/prefix` (credentials, region
+    /// and endpoint from the usual `AWS_*` environment variables, never flags) or a local
+    /// directory (created if missing).
     pub fn open(location: &str) -> Result<Archive> {
-        if let Some(rest) = location.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                bail!("--out {location}: no bucket; write s3://BUCKET/PREFIX");
+        match Location::parse(location)? {
+            Location::S3 { bucket, prefix } => Archive::open_s3(location, bucket, prefix),
+            Location::Dir(root) => Archive::open_dir(&root),
+        }
+    }
+
+    /// The archive at `location` for a reader (`backfill`, `reconcile`): a local directory
+    /// must exist (a mistyped path is an error, not an empty archive); an object-storage
+    /// prefix is checked by what it lists.
+    pub fn open_existing(location: &str) -> Result<Archive> {
+        match Location::parse(location)? {
+            Location::S3 { bucket, prefix } => Archive::open_s3(location, bucket, prefix),
+            Location::Dir(root) => {
+                if !root.is_dir() {
+                    bail!(
+                        "no archive at {}: {}; give the directory the ingest workers write (their --out), or s3://BUCKET/PREFIX",
+                        root.display(),
+                        if root.exists() { "it is not a directory" } else { "no such directory" }
+                    );
+                }
+                Ok(Archive { backend: Arc::new(Backend::Local { root }) })
             }
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                // Give up on a request within ~30 s: the worker then pauses its partitions
-                // and retries the whole unit with its own backoff, staying responsive to
-                // rebalances and SIGTERM meanwhile.
-                .with_retry(object_store::RetryConfig {
-                    max_retries: 3,
-                    retry_timeout: Duration::from_secs(30),
-                    ..Default::default()
-                })
-                .build()
-                .with_context(|| {
-                    format!("configuring object storage for {location} (set AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT and AWS_ALLOW_HTTP=true for S3-compatible stores)")
-                })?;
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let prefix = prefix.trim_matches('/').to_owned();
-            return Ok(Archive {
-                backend: Arc::new(Backend::Object {
-                    store: Arc::new(store),
-                    prefix,
-                    url: location.to_owned(),
-                    runtime,
-                }),
-            });
         }
-        if let Some((scheme, _)) = location.split_once("://") {
-            bail!("--out {location}: {scheme}:// is not supported; use a local directory or s3://BUCKET/PREFIX");
-        }
-        Archive::open_dir(Path::new(location))
+    }
+
+    /// Checks `location` and says where it is, touching nothing (for `--dry-run`).
+    pub fn describe_location(location: &str) -> Result<String> {
+        Ok(match Location::parse(location)? {
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix} (object storage)"),
+            Location::Dir(root) => format!(
+                "{} ({})",
+                root.display(),
+                if root.is_dir() { "an existing directory" } else { "created when the worker starts" }
+            ),
+        })
+    }
+
+    fn open_s3(location: &str, bucket: &str, prefix: &str) -> Result<Archive> {
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            // Give up on a request within ~30 s: the worker then pauses its partitions
+            // and retries the whole unit with its own backoff, staying responsive to
+            // rebalances and SIGTERM meanwhile.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .build()
+            .with_context(|| {
+                format!("configuring object storage for {location} (set AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; AWS_ENDPOINT and AWS_ALLOW_HTTP=true for S3-compatible stores)")
+            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Archive {
+            backend: Arc::new(Backend::Object {
+                store: Arc::new(store),
+                prefix: prefix.trim_matches('/').to_owned(),
+                url: location.to_owned(),
+                runtime,
+            }),
+        })
     }
 
     /// The archive in a local directory (created if missing).
     pub fn open_dir(root: &Path) -> Result<Archive> {
         fs::create_dir_all(root).with_context(|| format!("creating the archive directory {}", root.display()))?;
         Ok(Archive { backend: Arc::new(Backend::Local { root: root.to_owned() }) })
+    }
+
+    /// The topics with committed units, sorted.
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let mut names = self.list_dirs("_cdrflow/commits")?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The names of the directories directly under `rel` (none if it does not exist).
+    fn list_dirs(&self, rel: &str) -> Result<Vec<String>> {
+        Ok(match &*self.backend {
+            Backend::Local { root } => match fs::read_dir(root.join(rel)) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(|| format!("listing {}", root.join(rel).display())),
+            },
+            Backend::Object { store, runtime, .. } => runtime
+                .block_on(store.list_with_delimiter(Some(&self.object_path(rel)?)))
+                .map_err(|e| self.store_error(e, &format!("listing {rel}")))?
+                .common_prefixes
+                .into_iter()
+                .filter_map(|p| p.filename().map(str::to_owned))
+                .collect(),
+        })
     }
 
     /// Where the archive is, for logs and errors.
@@ -271,23 +352,7 @@ impl Archive {
 
     /// The partitions of `topic` with committed units, in order.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        let dir = format!("_cdrflow/commits/{topic}");
-        let names: Vec<String> = match &*self.backend {
-            Backend::Local { root } => match fs::read_dir(root.join(&dir)) {
-                Ok(entries) => {
-                    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e).with_context(|| format!("listing {}", root.join(&dir).display())),
-            },
-            Backend::Object { store, runtime, .. } => runtime
-                .block_on(store.list_with_delimiter(Some(&self.object_path(&dir)?)))
-                .map_err(|e| self.store_error(e, &format!("listing {dir}")))?
-                .common_prefixes
-                .into_iter()
-                .filter_map(|p| p.filename().map(str::to_owned))
-                .collect(),
-        };
+        let names = self.list_dirs(&format!("_cdrflow/commits/{topic}"))?;
         let mut out: Vec<i32> = names.iter().filter_map(|n| n.strip_prefix('p')?.parse().ok()).collect();
         out.sort_unstable();
         Ok(out)

@@ -80,9 +80,9 @@ pub fn run(
     let src = &opts.source;
     let archive = Archive::open(&opts.out)?;
     let store = Arc::new(ArchivePositions(archive.clone()));
-    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop)?;
+    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
     let mut dead_letters = match &src.dead_letter_topic {
-        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group)?),
+        Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
         None => None,
     };
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
@@ -125,7 +125,7 @@ pub fn run(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
+                Err(e) => consumer.poll_error(&e),
             }
         }
         // Rotate the partition just read if its unit is full; when the clock gate opens, every
@@ -167,7 +167,10 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
         }
         GroupChange::Revoked(parts) => {
             for p in parts {
-                buffers.remove(&p);
+                if let Some(b) = buffers.remove(&p).filter(|b| b.messages > 0) {
+                    tracing::info!(partition = p, messages = b.messages,
+                        "abandoned the unwritten unit of a revoked partition; its new owner reads it again");
+                }
             }
         }
     }

@@ -26,7 +26,7 @@
 //! A member that is killed simply stops; its partitions move on after the session timeout
 //! and their new owner starts from what the sink holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,12 +34,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rdkafka::Offset;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::KafkaSettings;
+use crate::settings::{KafkaSettings, Property};
+use crate::stats::WorkerStats;
 
 /// Where a sink says each partition stands.
 pub trait PositionStore: Send + Sync + 'static {
@@ -69,9 +70,21 @@ pub struct SinkPositioned {
     changes: Mutex<Vec<GroupChange>>,
     /// Set when the process is stopping: give up waiting for the sink.
     stopping: &'static AtomicBool,
+    /// The worker's totals: the partitions held, for `/readyz` and the lag gauge.
+    stats: Arc<WorkerStats>,
+    /// The bootstrap servers, for messages about them.
+    brokers: String,
 }
 
-impl ClientContext for SinkPositioned {}
+impl ClientContext for SinkPositioned {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.stats.kafka.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.stats.kafka.error(&self.brokers, "consumer", &error, reason);
+    }
+}
 
 impl SinkPositioned {
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -116,16 +129,30 @@ impl ConsumerContext for SinkPositioned {
                 }
                 tracing::info!(topic = self.topic, partitions = ?parts, positions = ?positions, sink = self.store.describe(),
                     "partitions assigned at the positions the sink holds");
-                if let Err(e) = consumer.assign(tpl) {
+                // The classic protocol's eager strategies hand over the whole assignment;
+                // KIP-848's consumer protocol (and cooperative-sticky) only what changes.
+                let assigned = if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     tracing::error!(error = %e, "assign failed");
                 }
+                self.stats.hold(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Assigned(parts));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let parts = self.partitions(tpl);
-                tracing::info!(topic = self.topic, partitions = ?parts, "partitions revoked; unflushed work for them is abandoned");
+                tracing::info!(topic = self.topic, partitions = ?parts, "partitions revoked");
+                self.stats.release(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
-                if let Err(e) = consumer.unassign() {
+                let unassigned = if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
                     tracing::error!(error = %e, "unassign failed");
                 }
             }
@@ -133,6 +160,7 @@ impl ConsumerContext for SinkPositioned {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 let _ = consumer.unassign();
                 let parts = self.partitions(tpl);
+                self.stats.release(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
             }
         }
@@ -170,6 +198,34 @@ pub struct WorkerConsumer {
 }
 
 impl WorkerConsumer {
+    /// The effective librdkafka properties of a worker's consumer: the operator's over
+    /// [`CONSUMER_TUNING`], and the protocol's over both ([`crate::settings`]). `--dry-run`
+    /// prints exactly these.
+    ///
+    /// With the classic group protocol (the default) the member's session timeout,
+    /// heartbeat and assignment strategy are client settings; with KIP-848's
+    /// `group.protocol=consumer` (Kafka 4 brokers) the group coordinator owns them (broker
+    /// settings `group.consumer.session.timeout.ms` and friends) and librdkafka refuses
+    /// them, so they are left out.
+    pub fn properties(settings: &KafkaSettings, group: &str, session_timeout_ms: u32) -> Vec<Property> {
+        let consumer_protocol = settings.extra.iter().any(|(k, v)| k == "group.protocol" && v == "consumer");
+        let mut protocol: Vec<(&str, String)> = vec![
+            // The protocol: positions live in the sink, never in auto-commits.
+            ("group.id", group.to_owned()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+        ];
+        if !consumer_protocol {
+            protocol.extend([
+                ("session.timeout.ms", session_timeout_ms.to_string()),
+                ("heartbeat.interval.ms", (session_timeout_ms / 4).max(100).to_string()),
+                ("partition.assignment.strategy", "range,roundrobin".into()),
+            ]);
+        }
+        settings.layered(CONSUMER_TUNING, &protocol)
+    }
+
     /// Joins `group` on `topic`. `session_timeout_ms` bounds how long a killed member's
     /// partitions wait before moving on (librdkafka's default 45 s; tests use ~6 s).
     pub fn new(
@@ -179,24 +235,19 @@ impl WorkerConsumer {
         session_timeout_ms: u32,
         store: Arc<dyn PositionStore>,
         stopping: &'static AtomicBool,
+        stats: Arc<WorkerStats>,
     ) -> Result<Self> {
-        let mut c = settings.client_config();
-        // The protocol: positions live in the sink, never in auto-commits.
-        c.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (session_timeout_ms / 4).max(100).to_string())
-            .set("partition.assignment.strategy", "range,roundrobin");
-        // Tuning: ours unless the operator set the property (`--kafka-option`).
-        for (key, value) in CONSUMER_TUNING {
-            if c.get(key).is_none() {
-                c.set(*key, *value);
-            }
-        }
-        let ctx = SinkPositioned { store, topic: topic.to_owned(), changes: Mutex::new(Vec::new()), stopping };
-        let consumer: BaseConsumer<SinkPositioned> = c
+        let props = Self::properties(settings, group, session_timeout_ms);
+        crate::settings::warn_ignored(&props);
+        let ctx = SinkPositioned {
+            store,
+            topic: topic.to_owned(),
+            changes: Mutex::new(Vec::new()),
+            stopping,
+            stats,
+            brokers: settings.brokers.clone(),
+        };
+        let consumer: BaseConsumer<SinkPositioned> = crate::settings::client_config(&props)
             .create_with_context(ctx)
             .with_context(|| format!("creating a Kafka consumer for {}", settings.brokers))?;
         consumer.subscribe(&[topic]).with_context(|| format!("subscribing to {topic}"))?;
@@ -233,15 +284,19 @@ impl WorkerConsumer {
     }
 
     /// Consumer lag per assigned partition: the high watermark librdkafka last saw minus the
-    /// position (no network round trip).
-    pub fn lag(&self) -> std::collections::BTreeMap<i32, i64> {
-        let Ok(positions) = self.consumer.position() else { return Default::default() };
-        positions
+    /// next offset to read (no network round trip). A partition from which nothing has been
+    /// read yet counts from where it was assigned, so a quiet partition has a sample too,
+    /// once the first fetch has told librdkafka its end.
+    /// With it, the next offset to read of each assigned partition whose end is known.
+    pub fn lag_and_positions(&self) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+        let Ok(assigned) = self.consumer.assignment() else { return Default::default() };
+        let read = self.consumer.position().ok();
+        let Ok(topic) = std::ffi::CString::new(self.topic.as_str()) else { return Default::default() };
+        assigned
             .elements_for_topic(&self.topic)
             .iter()
             .filter_map(|e| {
-                let Offset::Offset(pos) = e.offset() else { return None };
-                let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+                let p = e.partition();
                 let (mut low, mut high) = (0i64, 0i64);
                 // SAFETY: librdkafka's cached watermark look-up (no network); the handle is live
                 // for `self`, and the pointers are to locals that outlive the call.
@@ -249,15 +304,34 @@ impl WorkerConsumer {
                     rdkafka::bindings::rd_kafka_get_watermark_offsets(
                         self.consumer.client().native_ptr(),
                         topic.as_ptr(),
-                        e.partition(),
+                        p,
                         &mut low,
                         &mut high,
                     )
                 };
-                (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-                    .then(|| (e.partition(), (high - pos).max(0)))
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+                    return None;
+                }
+                let position = read.as_ref().and_then(|r| r.find_partition(&self.topic, p)).map(|r| r.offset());
+                let next = match (position, e.offset()) {
+                    (Some(Offset::Offset(o)), _) | (_, Offset::Offset(o)) => o,
+                    // Assigned at the beginning and nothing read yet: all of it is ahead.
+                    _ => low.max(0),
+                };
+                Some(((p, (high - next).max(0)), (p, next)))
             })
-            .collect()
+            .unzip()
+    }
+
+    /// The bootstrap servers.
+    pub fn brokers(&self) -> &str {
+        &self.consumer.context().brokers
+    }
+
+    /// Reports an error `poll` returned (counted, said at most every 30 s; see [`crate::health`]).
+    pub fn poll_error(&self, e: &KafkaError) {
+        let ctx = self.consumer.context();
+        ctx.stats.kafka.poll_error(&ctx.brokers, e);
     }
 }
 
@@ -289,6 +363,7 @@ impl WorkerConsumer {
             match attempt() {
                 Ok(v) => break Ok(Retried::Done(v)),
                 Err(e) => {
+                    self.consumer.context().stats.sink_failing.store(true, Ordering::Relaxed);
                     if !paused {
                         self.set_paused(true);
                         paused = true;
@@ -321,6 +396,7 @@ impl WorkerConsumer {
             }
         };
         if paused {
+            self.consumer.context().stats.sink_failing.store(false, Ordering::Relaxed);
             self.set_paused(false);
             tracing::info!("{what} works again; consuming");
         }

@@ -5,15 +5,21 @@
 //! - [`dead_letter`]: rejected messages, with their original bytes and the reason, to the
 //!   dead-letter topic;
 //! - [`producer`]: the producer settings every cdrflow producer shares;
-//! - [`settings`]: connection settings (brokers, TLS/SASL pass-through).
+//! - [`settings`]: connection settings (brokers, TLS/SASL pass-through) and the effective
+//!   properties of each client (tuning, operator, protocol);
+//! - [`health`]: librdkafka's errors and logs turned into one clear line, metrics and readiness;
+//! - [`stats`]: a worker's totals, `/metrics` and `/readyz`, and its periodic chores.
 
+pub mod admin;
 pub mod consumer;
 pub mod dead_letter;
+pub mod health;
 pub mod producer;
 pub mod settings;
 pub mod stats;
 
 pub use consumer::{CONSUMER_TUNING, GroupChange, PositionStore, Retried, SinkPositioned, WorkerConsumer};
 pub use dead_letter::DeadLetters;
+pub use health::KafkaHealth;
 pub use settings::{KafkaSettings, SourceOptions};
 pub use stats::{Chores, ClockGate, WorkerStats};

@@ -8,52 +8,84 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::KafkaSettings;
+use std::sync::Arc;
 
-/// Counts delivery reports, so that a producer can tell whether everything arrived.
-#[derive(Default)]
+use crate::KafkaHealth;
+use crate::settings::{KafkaSettings, Property};
+
+/// Counts delivery reports, so that a producer can tell whether everything arrived, and
+/// reports the brokers' health (see [`crate::health`]).
 pub struct Deliveries {
     /// Messages the brokers acknowledged.
     pub delivered: AtomicU64,
     /// Messages that failed for good.
     pub failed: AtomicU64,
+    /// Where errors and librdkafka's log lines go (a worker shares its own).
+    pub health: Arc<KafkaHealth>,
+    /// The bootstrap servers, for messages about them.
+    brokers: String,
+    /// Which producer this is, for messages (`dead-letter producer`, `feed producer`).
+    role: &'static str,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.health.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.error(&self.brokers, self.role, &error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => {
+                if self.delivered.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+                    self.health.answered(&self.brokers);
+                }
+            }
             Err((e, _)) => {
-                tracing::warn!(error = %e, "a message was not delivered");
-                self.failed.fetch_add(1, Ordering::Relaxed)
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(error = %e, role = self.role, "a message was not delivered (further failures are counted, not logged)");
+                }
             }
         };
     }
 }
 
+/// The producer's tuning, under the operator's properties: lz4-compressed batches (any
+/// codec with `compression.type`: none, gzip, snappy, lz4, zstd), idempotent, so retries
+/// after a broker fault neither lose nor duplicate.
+pub const PRODUCER_TUNING: &[(&str, &str)] = &[
+    ("compression.type", "lz4"),
+    ("linger.ms", "20"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "500000"),
+    ("enable.idempotence", "true"),
+];
+
 /// A counting producer.
 pub type CountingProducer = BaseProducer<Deliveries>;
 
-/// A producer tuned for throughput with compressed batches (the mock broker keeps only
-/// ~5 MiB per partition, so compression matters there too). Idempotent, so retries after
-/// a broker fault neither lose nor duplicate.
-pub fn producer(settings: &KafkaSettings) -> Result<CountingProducer> {
-    let mut c = settings.client_config();
-    for (k, v) in [
-        ("compression.type", "lz4"),
-        ("linger.ms", "20"),
-        ("batch.num.messages", "10000"),
-        ("queue.buffering.max.messages", "500000"),
-        ("enable.idempotence", "true"),
-    ] {
-        if c.get(k).is_none() {
-            c.set(k, v);
-        }
-    }
-    c.create_with_context(Deliveries::default())
+/// The effective properties of a cdrflow producer: [`PRODUCER_TUNING`] under the operator's.
+pub fn properties(settings: &KafkaSettings) -> Vec<Property> {
+    settings.layered(PRODUCER_TUNING, &[])
+}
+
+/// A producer with [`properties`]; its errors and log lines go to `health`.
+pub fn producer(settings: &KafkaSettings, health: Arc<KafkaHealth>, role: &'static str) -> Result<CountingProducer> {
+    let ctx = Deliveries {
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        health,
+        brokers: settings.brokers.clone(),
+        role,
+    };
+    crate::settings::client_config(&properties(settings))
+        .create_with_context(ctx)
         .with_context(|| format!("creating a Kafka producer for {}", settings.brokers))
 }
 
@@ -74,9 +106,12 @@ pub fn send(producer: &CountingProducer, record: BaseRecord<'_, [u8], [u8]>) -> 
 
 /// Waits until every queued message is delivered; fails if any was not.
 pub fn flush(producer: &CountingProducer, timeout: Duration) -> Result<u64> {
-    producer
-        .flush(timeout)
-        .with_context(|| format!("Kafka did not take every message within {timeout:?}: are the brokers reachable?"))?;
+    producer.flush(timeout).with_context(|| {
+        format!(
+            "Kafka at {} did not take every message within {timeout:?}: are the brokers reachable? Locally: deploy/local/kafka.sh start",
+            producer.context().brokers
+        )
+    })?;
     let ctx = producer.context();
     let failed = ctx.failed.load(Ordering::Relaxed);
     if failed > 0 {

@@ -1,4 +1,15 @@
-//! Connection settings shared by consumers and producers.
+//! Connection settings shared by consumers and producers, and the effective librdkafka
+//! properties a client is created with.
+//!
+//! A client's properties come in three layers, lowest first:
+//!
+//! 1. **tuning** — what cdrflow sets for speed unless the operator says otherwise
+//!    ([`crate::consumer::CONSUMER_TUNING`], the producer's batching and compression);
+//! 2. **operator** — `--kafka-option KEY=VALUE`, the config file's `[kafka.properties]`,
+//!    and secrets from the environment; they override the tuning;
+//! 3. **protocol** — what the exactly-once protocol needs (no auto-commit, positions from
+//!    the sink, …); it overrides everything, and an operator value it overrides is kept in
+//!    [`Property::ignored`] so that `--dry-run` and the start-up log can say so.
 
 use rdkafka::ClientConfig;
 
@@ -35,7 +46,7 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
-    /// A librdkafka configuration with the brokers and the pass-through properties.
+    /// A librdkafka configuration with the brokers and the pass-through properties only.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
@@ -43,5 +54,140 @@ impl KafkaSettings {
             c.set(k, v);
         }
         c
+    }
+
+    /// The effective properties of a client: `tuning` under the operator's properties,
+    /// `protocol` over both (see the module docs).
+    pub fn layered(&self, tuning: &[(&str, &str)], protocol: &[(&str, String)]) -> Vec<Property> {
+        let mut out: Vec<Property> = vec![Property {
+            key: "bootstrap.servers".into(),
+            value: self.brokers.clone(),
+            source: Layer::Operator,
+            ignored: None,
+        }];
+        let mut set = |key: &str, value: String, source: Layer| match out.iter_mut().find(|p| p.key == key) {
+            Some(p) if source == Layer::Protocol => {
+                if p.value != value && p.source == Layer::Operator {
+                    p.ignored = Some(std::mem::take(&mut p.value));
+                }
+                p.value = value;
+                p.source = source;
+            }
+            Some(p) if source == Layer::Operator => {
+                p.value = value;
+                p.source = source;
+            }
+            Some(_) => {}
+            None => out.push(Property { key: key.to_owned(), value, source, ignored: None }),
+        };
+        for (k, v) in &self.extra {
+            set(k, v.clone(), Layer::Operator);
+        }
+        for (k, v) in tuning {
+            set(k, (*v).to_owned(), Layer::Tuning);
+        }
+        for (k, v) in protocol {
+            set(k, v.clone(), Layer::Protocol);
+        }
+        out
+    }
+}
+
+/// Which layer an effective property comes from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// cdrflow's speed tuning; the operator may override it.
+    Tuning,
+    /// The operator's flags, config file or environment.
+    Operator,
+    /// Required by the exactly-once protocol; overrides the operator.
+    Protocol,
+}
+
+impl Layer {
+    /// `tuning`, `operator` or `protocol`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Tuning => "tuning",
+            Layer::Operator => "operator",
+            Layer::Protocol => "protocol",
+        }
+    }
+}
+
+/// One effective librdkafka property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Property {
+    /// The librdkafka name.
+    pub key: String,
+    /// The value the client gets.
+    pub value: String,
+    /// Where the value comes from.
+    pub source: Layer,
+    /// The operator's value that the protocol overrode, if any.
+    pub ignored: Option<String>,
+}
+
+/// Property keys that hold secrets: refused on command lines and in files, redacted when shown.
+pub fn is_secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key.ends_with(".pem") || key == "sasl.oauthbearer.config"
+}
+
+/// A client configuration made of these properties.
+pub fn client_config(props: &[Property]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for p in props {
+        c.set(&p.key, &p.value);
+    }
+    c
+}
+
+/// Logs, once at start-up, every operator value the protocol overrode.
+pub fn warn_ignored(props: &[Property]) {
+    for p in props.iter().filter(|p| p.ignored.is_some()) {
+        tracing::warn!(property = p.key, ignored = p.shown_ignored(), used = p.shown_value(),
+            "a Kafka property set by the operator is overridden: the exactly-once protocol needs this value");
+    }
+}
+
+impl Property {
+    /// The value to show: secrets redacted.
+    pub fn shown_value(&self) -> &str {
+        if is_secret_property(&self.key) { "<redacted>" } else { &self.value }
+    }
+
+    /// The overridden operator value to show, secrets redacted.
+    pub fn shown_ignored(&self) -> Option<&str> {
+        self.ignored.as_deref().map(|v| if is_secret_property(&self.key) { "<redacted>" } else { v })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_overrides_tuning_and_the_protocol_overrides_the_operator() {
+        let s = KafkaSettings {
+            brokers: "k:9092".into(),
+            extra: vec![
+                ("fetch.wait.max.ms".into(), "500".into()),
+                ("enable.auto.commit".into(), "true".into()),
+                ("client.id".into(), "x".into()),
+            ],
+        };
+        let props = s.layered(
+            &[("fetch.wait.max.ms", "100"), ("fetch.queue.backoff.ms", "50")],
+            &[("enable.auto.commit", "false".into()), ("group.id", "g".into())],
+        );
+        let get = |k: &str| props.iter().find(|p| p.key == k).unwrap().clone();
+        assert_eq!(get("fetch.wait.max.ms").value, "500");
+        assert_eq!(get("fetch.wait.max.ms").source, Layer::Operator);
+        assert_eq!(get("fetch.queue.backoff.ms").source, Layer::Tuning);
+        let auto = get("enable.auto.commit");
+        assert_eq!((auto.value.as_str(), auto.source, auto.ignored.as_deref()), ("false", Layer::Protocol, Some("true")));
+        assert_eq!(get("group.id").ignored, None);
+        assert_eq!(get("client.id").value, "x");
+        assert_eq!(get("bootstrap.servers").value, "k:9092");
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cdrflow_schemas::Reason;
 
@@ -28,6 +28,14 @@ pub struct WorkerStats {
     pub last_write_us: AtomicU64,
     /// Consumer lag per assigned partition (high watermark − next offset), refreshed now and then.
     pub lag: Mutex<BTreeMap<i32, i64>>,
+    /// The partitions this member holds, as the group last assigned them.
+    pub held: Mutex<std::collections::BTreeSet<i32>>,
+    /// Set while a sink write is failing (and being retried); cleared by the next success.
+    pub sink_failing: AtomicBool,
+    /// What librdkafka says about the brokers and the batches (shared by the worker's clients).
+    pub kafka: std::sync::Arc<crate::KafkaHealth>,
+    /// Partitions that cannot be read: partition → the offset they are stuck at.
+    pub stalled: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl WorkerStats {
@@ -35,6 +43,35 @@ impl WorkerStats {
     pub fn reject(&self, reason: Reason) {
         let i = Reason::ALL.iter().position(|r| *r == reason).expect("every reason is in ALL");
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records partitions the group assigned to this member.
+    pub fn hold(&self, partitions: &[i32]) {
+        self.held.lock().expect("not poisoned").extend(partitions);
+    }
+
+    /// Records partitions the group took away; their lag samples go with them.
+    pub fn release(&self, partitions: &[i32]) {
+        self.held.lock().expect("not poisoned").retain(|p| !partitions.contains(p));
+        self.lag.lock().expect("not poisoned").retain(|p, _| !partitions.contains(p));
+    }
+
+    /// `Ok` when the worker is ready (`/readyz`): it holds partitions and its sink answers;
+    /// else what it waits for.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.kafka.down_since().is_some() {
+            return Err("Kafka cannot be reached (see the log for the address and the fix)");
+        }
+        if self.held.lock().expect("not poisoned").is_empty() {
+            return Err("holds no partition of the topic (yet): waiting for the group to assign some");
+        }
+        if self.sink_failing.load(Ordering::Relaxed) {
+            return Err("the sink is failing; writes are retried and consumption is paused (see the log)");
+        }
+        if !self.stalled.lock().expect("not poisoned").is_empty() {
+            return Err("a partition cannot be read: its batches fail to decode (see the log for the partition and offset)");
+        }
+        Ok(())
     }
 
     /// Rejected messages of every reason.
@@ -95,6 +132,27 @@ impl WorkerStats {
         );
         let _ =
             writeln!(s, "cdrflow_sink_write_seconds{{worker=\"{worker}\"}} {}", l(&self.last_write_us) as f64 / 1e6);
+        for (name, help, map) in [
+            ("kafka_errors_total", "Errors librdkafka reported, by kind (all_brokers_down, broker_transport_failure, …).", &self.kafka.errors),
+            ("consume_errors_total", "Messages or batches Kafka could not hand over (e.g. a codec this build lacks), by kind.", &self.kafka.consume_errors),
+        ] {
+            let _ = write!(s, "# HELP cdrflow_{name} {help}\n# TYPE cdrflow_{name} counter\n");
+            for (kind, v) in map.lock().expect("not poisoned").iter() {
+                let _ = writeln!(s, "cdrflow_{name}{{worker=\"{worker}\",kind=\"{kind}\"}} {v}");
+            }
+        }
+        let _ = write!(
+            s,
+            "# HELP cdrflow_kafka_unreachable 1 while Kafka cannot be reached.\n# TYPE cdrflow_kafka_unreachable gauge\ncdrflow_kafka_unreachable{{worker=\"{worker}\"}} {}\n",
+            self.kafka.down_since().is_some() as u8
+        );
+        let _ = write!(
+            s,
+            "# HELP cdrflow_partition_stalled The offset a partition that cannot be read is stuck at.\n# TYPE cdrflow_partition_stalled gauge\n"
+        );
+        for (p, o) in self.stalled.lock().expect("not poisoned").iter() {
+            let _ = writeln!(s, "cdrflow_partition_stalled{{worker=\"{worker}\",partition=\"{p}\"}} {o}");
+        }
         let _ = write!(
             s,
             "# HELP cdrflow_consumer_lag Messages behind the end of each assigned partition.\n# TYPE cdrflow_consumer_lag gauge\n"
@@ -107,18 +165,28 @@ impl WorkerStats {
 }
 
 /// The periodic chores of a worker loop: refresh the lag gauge every second (librdkafka's
-/// cached watermarks, no network round trip) and log progress every ten seconds.
+/// cached watermarks, no network round trip), watch for partitions that cannot be read,
+/// keep Kafka's health current, and log progress every ten seconds.
 pub struct Chores {
     worker: &'static str,
     last_lag: std::time::Instant,
     last_report: std::time::Instant,
+    /// Messages consumed at the last lag refresh (to tell that Kafka answers).
+    last_consumed: u64,
+    /// Per held partition: its next offset, since when it has not moved, and the
+    /// consumption errors counted then.
+    positions: BTreeMap<i32, (i64, std::time::Instant, u64)>,
 }
+
+/// How long a partition with messages ahead may stay put, while consumption errors recur,
+/// before it is named as unreadable.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Chores {
     /// Chores of a worker named `worker` (`ingest`, `aggregate`).
     pub fn new(worker: &'static str) -> Self {
         let now = std::time::Instant::now();
-        Chores { worker, last_lag: now, last_report: now }
+        Chores { worker, last_lag: now, last_report: now, last_consumed: 0, positions: BTreeMap::new() }
     }
 
     /// Does whatever is due; `assigned` lists the partitions held, for the log line.
@@ -135,13 +203,63 @@ impl Chores {
         }
         if self.last_lag.elapsed() >= Duration::from_secs(1) {
             self.last_lag = Instant::now();
-            *stats.lag.lock().expect("not poisoned") = consumer.lag();
+            let consumed = stats.consumed.load(Ordering::Relaxed);
+            if consumed > self.last_consumed {
+                stats.kafka.answered(consumer.brokers());
+            } else {
+                stats.kafka.refresh(consumer.brokers());
+            }
+            self.last_consumed = consumed;
+            let (lag, next) = consumer.lag_and_positions();
+            self.watch_stalls(consumer, stats, &lag, &next);
+            *stats.lag.lock().expect("not poisoned") = lag;
         }
         if self.last_report.elapsed() >= Duration::from_secs(10) {
             self.last_report = Instant::now();
             let mut held = assigned();
             held.sort_unstable();
             stats.log_progress(self.worker, &held);
+        }
+    }
+
+    /// A partition is unreadable when it has messages ahead, has not moved for [`STALL`], and
+    /// consumption errors came meanwhile (a partition paused because the sink is down does
+    /// not move either, but raises no such error). It is named with its offset and the fix,
+    /// at most every 30 s, and `/readyz` turns unready until it moves again.
+    fn watch_stalls(
+        &mut self,
+        consumer: &crate::WorkerConsumer,
+        stats: &WorkerStats,
+        lag: &BTreeMap<i32, i64>,
+        next: &BTreeMap<i32, i64>,
+    ) {
+        let now = std::time::Instant::now();
+        let errors = stats.kafka.consume_errors_total();
+        self.positions.retain(|p, _| next.contains_key(p));
+        let mut stalled = stats.stalled.lock().expect("not poisoned");
+        stalled.retain(|p, _| next.contains_key(p));
+        for (&p, &offset) in next {
+            let entry = self.positions.entry(p).or_insert((offset, now, errors));
+            if entry.0 != offset || lag.get(&p).copied().unwrap_or(0) == 0 {
+                *entry = (offset, now, errors);
+                if stalled.remove(&p).is_some() {
+                    tracing::info!(topic = consumer.topic, partition = p, offset, "the partition is read again");
+                }
+                continue;
+            }
+            if now.duration_since(entry.1) >= STALL && errors > entry.2 {
+                let first = stalled.insert(p, offset).is_none();
+                if first || now.duration_since(entry.1).as_secs() % 30 == 0 {
+                    tracing::error!(
+                        topic = consumer.topic,
+                        partition = p,
+                        offset,
+                        error = stats.kafka.last_consume_error().unwrap_or_default(),
+                        "cannot read {} partition {p} at offset {offset}: Kafka hands over no message there while consumption errors recur. Nothing is skipped (the position stays), but nothing after it is read. Likely a batch this build cannot decode: check the producer's compression.type (cdrflow reads none, gzip, snappy, lz4 and zstd) or a corrupt segment (kafka-dump-log)",
+                        consumer.topic
+                    );
+                }
+            }
         }
     }
 }

@@ -49,12 +49,12 @@ pub enum KeyError {
     )]
     Missing,
     /// The key file could not be read.
-    #[error("cannot read the caller-hashing key file named by {KEY_FILE_ENV} ({path}): {source}")]
+    #[error("cannot read the caller-hashing key file named by {KEY_FILE_ENV} ({path}): {reason}")]
     Unreadable {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (shown once: not an error source, which a chain would print again).
+        reason: std::io::Error,
     },
     /// The key is too short to be a secret.
     #[error("the caller-hashing key is {0} bytes; use at least 16 random bytes")]
@@ -75,7 +75,7 @@ impl Pseudonymiser {
     pub fn from_env() -> Result<Self, KeyError> {
         if let Some(path) = std::env::var_os(KEY_FILE_ENV) {
             let bytes = std::fs::read(&path)
-                .map_err(|source| KeyError::Unreadable { path: path.to_string_lossy().into_owned(), source })?;
+                .map_err(|reason| KeyError::Unreadable { path: path.to_string_lossy().into_owned(), reason })?;
             return Self::new(bytes.trim_ascii());
         }
         match std::env::var(KEY_ENV) {

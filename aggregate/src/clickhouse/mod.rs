@@ -34,4 +34,4 @@ pub mod encoder;
 pub mod service;
 
 pub use config::ClickHouseConfig;
-pub use service::ClickHouse;
+pub use service::{CellSource, ClickHouse};

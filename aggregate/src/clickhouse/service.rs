@@ -39,6 +39,21 @@ pub struct LogUnit {
     pub cells: u64,
 }
 
+/// Where the streaming counts of one (region, line, hour) came from (see
+/// [`ClickHouse::cell_sources`]).
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+pub struct CellSource {
+    pub region: u8,
+    pub line: String,
+    pub hour: u32,
+    pub topic: String,
+    pub kafka_partition: u16,
+    /// The first offset of the first flush that counted it.
+    pub first_offset: u64,
+    /// The last offset of the last flush that counted it.
+    pub last_offset: u64,
+}
+
 /// SQL restricting `hour` to `[from, to)` and maybe one region: numbers only.
 fn hours_filter(from: i64, to: i64, region: Option<u8>) -> String {
     let mut f = format!("AND hour >= toDateTime({from}) AND hour < toDateTime({to})");
@@ -194,7 +209,20 @@ impl ClickHouse {
         ins.end().await.map_err(|e| explain(e, &self.cfg, "filling the regions table"))
     }
 
-    /// Drops the whole database (the demo starts from nothing; workers never call it).
+    /// Whether the database exists.
+    pub async fn database_exists(&self) -> Result<bool> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .bind(&self.cfg.database)
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "looking up the database"))?;
+        Ok(n > 0)
+    }
+
+    /// Drops the whole database: only the demo calls it, on the database it created itself
+    /// in the same run (workers and tools never drop anything).
     pub async fn drop_database(&self) -> Result<()> {
         self.client
             .query(&format!("DROP DATABASE IF EXISTS {}", self.cfg.database))
@@ -366,20 +394,73 @@ impl ClickHouse {
         Ok(out.into_iter().map(|((region, line, hour), c)| (region, line, hour as i64, c)).collect())
     }
 
-    /// Runs a named dashboard query from `schemas/sql/dashboards.sql`; rows as JSON objects.
-    /// The (region, line, hour) cells dashboards show for UTC hours `[from, to)`.
-    pub async fn current_cells(&self, from: i64, to: i64, region: Option<u8>) -> Result<Vec<(u8, String, i64)>> {
-        let rows: Vec<(u8, String, u32)> = self
+    /// Calls per (region, line, UTC hour) the dashboards count for hours `[from, to)`
+    /// (`counters_current`), cells a rebuild emptied included (with 0).
+    pub async fn current_offered(&self, from: i64, to: i64, region: Option<u8>) -> Result<Vec<(u8, String, i64, u64)>> {
+        let rows: Vec<(u8, String, u32, u64)> = self
             .client
             .query(&format!(
-                "SELECT DISTINCT region, line, toUInt32(hour) FROM {} WHERE region != 0 {}",
+                "SELECT region, line, toUInt32(hour), sum(offered) FROM {} WHERE region != 0 {} GROUP BY region, line, hour",
                 self.table("counters_current"),
                 hours_filter(from, to, region)
             ))
             .fetch_all()
             .await
-            .map_err(|e| explain(e, &self.cfg, "listing the cells of a rebuild"))?;
-        Ok(rows.into_iter().map(|(r, l, h)| (r, l, h as i64)).collect())
+            .map_err(|e| explain(e, &self.cfg, "reading the counters a rebuild would replace"))?;
+        Ok(rows.into_iter().map(|(r, l, h, o)| (r, l, h as i64, o)).collect())
+    }
+
+    /// Where the streaming counts of each (region, line, hour) in `[from, to)` came from:
+    /// per topic and Kafka partition, the offsets of the flushes that counted it.
+    pub async fn cell_sources(&self, from: i64, to: i64, region: Option<u8>) -> Result<Vec<CellSource>> {
+        self.client
+            .query(&format!(
+                "SELECT region, line, toUInt32(hour) AS hour, topic, kafka_partition,
+                        min(first_offset) AS first_offset, max(last_offset) AS last_offset
+                 FROM {} WHERE region != 0 {} GROUP BY region, line, hour, topic, kafka_partition",
+                self.table("counters_log"),
+                hours_filter(from, to, region)
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading where the counters came from"))
+    }
+
+    /// Checks that the database holds cdrflow's schema at the version this build needs;
+    /// the error says to run `cdrflow migrate` (workers and reports would otherwise loop on
+    /// or fail with a missing table).
+    pub async fn check_schema(&self) -> Result<()> {
+        let db = &self.cfg.database;
+        let fix = format!("run `cdrflow migrate --clickhouse {} --database {db}` first", self.cfg.url);
+        let tables: u64 = self
+            .client
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'")
+            .bind(db)
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "looking for cdrflow's schema"))?;
+        if tables == 0 {
+            anyhow::bail!("ClickHouse at {} has no cdrflow schema in database {db}: {fix}", self.cfg.url);
+        }
+        let applied: Vec<u32> = self
+            .client
+            .query(&format!("SELECT DISTINCT version FROM {} ORDER BY version", self.table("schema_migrations")))
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading applied migrations"))?;
+        let missing: Vec<String> = sql::MIGRATIONS
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{:03}_{}", m.version, m.name))
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "database {db} at {} lacks migrations {}: {fix}",
+                self.cfg.url,
+                missing.join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// Cells that some rebuild wrote.
@@ -439,6 +520,20 @@ impl ClickHouse {
             .map_err(|e| explain(e, &self.cfg, "reading the streaming log's units"))
     }
 
+    /// The consumer groups with flushes of `topic` in the streaming log.
+    pub async fn log_groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.client
+            .query(&format!(
+                "SELECT DISTINCT consumer_group FROM {} WHERE topic = ? ORDER BY consumer_group",
+                self.table("counters_log")
+            ))
+            .bind(topic)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "listing the groups of the streaming log"))
+    }
+
+    /// Runs a named dashboard query from `schemas/sql/dashboards.sql`; rows as JSON objects.
     pub async fn dashboard(&self, name: &str, params: &[(&str, Param)]) -> Result<Vec<serde_json::Value>> {
         let q = sql::dashboard_queries()
             .into_iter()

@@ -1,0 +1,63 @@
+//! Topic set-up for the commands that create a feed (`generate --partitions`, the demo).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::KafkaSettings;
+
+/// Creates `topic` with `partitions` partitions unless it exists (replication: the broker's
+/// default), then waits until its metadata shows them. An existing topic is left as it is;
+/// one with fewer partitions than asked is an error, as a feed keyed for N partitions
+/// would land differently.
+pub fn ensure_topic(settings: &KafkaSettings, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().with_context(|| format!("creating a Kafka admin client for {}", settings.brokers))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = rt
+        .block_on(admin.create_topics([&new], &opts))
+        .with_context(|| format!("creating topic {topic} at {}: is Kafka reachable?", settings.brokers))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => bail!("creating topic {t} at {}: {code}", settings.brokers),
+        }
+    }
+    let probe: BaseConsumer = settings.client_config().create()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = probe.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        let have = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
+        if have >= partitions && md.topics()[0].error().is_none() {
+            return Ok(());
+        }
+        if have > 0 && have < partitions {
+            bail!("topic {topic} exists with {have} partitions, not {partitions}");
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("topic {topic} did not show {partitions} partitions within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes these topics (the demo's own, at its end).
+pub fn delete_topics(settings: &KafkaSettings, topics: &[String]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config().create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in rt.block_on(admin.delete_topics(&names, &opts))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, code)) => bail!("deleting topic {t} at {}: {code}", settings.brokers),
+        }
+    }
+    Ok(())
+}
