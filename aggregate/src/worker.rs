@@ -23,6 +23,7 @@ use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
 
 use crate::clickhouse::encoder::{Unit, encode};
+use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
 
@@ -104,6 +105,10 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         window_hours: opts.window_hours,
         loaded: loaded.clone(),
     });
+    let layout = rt.block_on(ch.layout())?;
+    if layout.shards() > 0 {
+        tracing::info!(shards = layout.shards(), quorum = opts.clickhouse.insert_quorum, "counters_log is distributed: one insert per shard per flush");
+    }
     let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
     let mut dead_letters = match &src.dead_letter_topic {
         Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
@@ -164,14 +169,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         }
         let timers = clock.open(idle);
         if state.unflushed >= opts.flush_max_messages || (timers && state.last_flush.elapsed() >= opts.flush_interval) {
-            flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+            flush(&opts, &rt, &ch, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
         }
         if timers {
             chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
         }
     }
     tracing::info!("stopping: flushing what was read");
-    flush(&opts, &rt, &ch, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+    flush(&opts, &rt, &ch, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
     consumer.consumer.unsubscribe();
     Ok(())
 }
@@ -207,15 +212,21 @@ fn apply(change: GroupChange, state: &mut State) {
     }
 }
 
-/// Flushes every partition with unflushed work in ONE insert (atomic: one block, one
-/// part; see [`crate::clickhouse`]): dead letters first (so no reject is lost once its
-/// offset is recorded), then the insert, retried with backoff while ClickHouse is down,
-/// with consumption paused meanwhile. A partition revoked while waiting is dropped from
-/// the insert (its new owner re-reads it).
+/// Flushes every partition with unflushed work: dead letters first (so no reject is lost
+/// once its offset is recorded), then ONE insert per shard of `counters_log` holding the
+/// units of the partitions that land there (one insert on one server; each is one block
+/// and one part: all or nothing, see [`crate::clickhouse`]). Each insert is retried with
+/// backoff while ClickHouse refuses it, with consumption paused meanwhile. After a failure
+/// the outcome may be unknown (the connection broke after sending, a quorum was not
+/// confirmed in time), so before inserting again the positions of *every* partition in the
+/// insert are read back, and the units that landed leave it. A partition revoked while
+/// waiting leaves it too (its new owner re-reads it).
+#[allow(clippy::too_many_arguments)]
 fn flush(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
     ch: &ClickHouse,
+    layout: &Layout,
     consumer: &WorkerConsumer,
     dead_letters: &mut Option<DeadLetters>,
     state: &mut State,
@@ -230,62 +241,93 @@ fn flush(
         dl.flush()?;
     }
     let flushed_at = jiff::Timestamp::now().as_second() as u32;
-    let mut units: Vec<(i32, i64, Vec<crate::clickhouse::encoder::CounterRow>)> = Vec::new();
+    let mut shards: std::collections::BTreeMap<u32, Vec<UnitRows>> = std::collections::BTreeMap::new();
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
     pending.sort_unstable();
     for p in pending {
         let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
         state.unflushed -= rollup.messages;
         let unit = Unit { group: &opts.source.group, topic: &opts.source.topic, partition: p, flushed_at };
-        units.push((p, rollup.last_offset, encode(&unit, &rollup, &opts.source.lines)));
+        let rows = encode(&unit, &rollup, &opts.source.lines);
+        shards.entry(layout.shard_of(p)).or_default().push(UnitRows { partition: p, last: rollup.last_offset, rows });
     }
-    loop {
-        let rows: Vec<_> = units.iter().flat_map(|(_, _, r)| r.iter().cloned()).collect();
-        let mut failed_before = false;
+    for (shard, units) in shards {
+        insert_units(opts, rt, ch, shard, units, consumer, state, stats, stop)?;
+    }
+    Ok(())
+}
+
+/// One partition's unit, encoded.
+struct UnitRows {
+    partition: i32,
+    /// The last offset it covers.
+    last: i64,
+    rows: Vec<crate::clickhouse::encoder::CounterRow>,
+}
+
+/// Inserts these units (all of one shard) as one insert, retrying as [`flush`] says.
+#[allow(clippy::too_many_arguments)]
+fn insert_units(
+    opts: &AggregateOptions,
+    rt: &tokio::runtime::Runtime,
+    ch: &ClickHouse,
+    shard: u32,
+    mut units: Vec<UnitRows>,
+    consumer: &WorkerConsumer,
+    state: &mut State,
+    stats: &WorkerStats,
+    stop: &'static AtomicBool,
+) -> Result<()> {
+    let (group, topic) = (&opts.source.group, &opts.source.topic);
+    let mut written = 0;
+    let mut failed_before = false;
+    while !units.is_empty() {
+        // Any revoke of a partition in the insert ends the wait, so its rows leave the
+        // insert before the next attempt (its new owner re-reads them).
+        let first = units[0].partition;
+        let ours: Vec<i32> = units.iter().map(|u| u.partition).collect();
         // Every failed attempt counts as a sink error, whichever request of it failed.
-        let attempt = || -> Result<()> {
-            // After a failure the outcome may be unknown: ask before inserting again. The
-            // insert is atomic, so one partition's position tells for all of them.
+        let attempt = || -> Result<usize> {
             let started = Instant::now();
-            let result = if std::mem::replace(&mut failed_before, true) {
-                rt.block_on(ch.positions(&opts.source.group, &opts.source.topic)).map(|pos| {
-                    let (p, last, _) = &units[0];
-                    pos.get(p).is_some_and(|&next| next > *last)
-                })
-            } else {
-                Ok(false)
-            }
-            .and_then(|landed| {
-                if landed {
-                    tracing::warn!("the insert had landed after all; not repeating it");
-                    return Ok(());
+            let result = (|| {
+                if std::mem::replace(&mut failed_before, true) {
+                    let pos = rt.block_on(ch.positions(group, topic))?;
+                    let before = units.len();
+                    units.retain(|u| pos.get(&u.partition).is_none_or(|&next| next <= u.last));
+                    if units.len() < before {
+                        tracing::warn!(shard, landed = before - units.len(), left = units.len(),
+                            "units of the failed insert had landed after all; not repeating them");
+                    }
+                    if units.is_empty() {
+                        return Ok(0);
+                    }
                 }
-                rt.block_on(ch.insert_unit(&rows))
-            });
+                let rows: Vec<_> = units.iter().flat_map(|u| u.rows.iter().cloned()).collect();
+                rt.block_on(ch.insert_unit(&rows))?;
+                Ok(rows.len())
+            })();
             match &result {
-                Ok(()) => stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed),
-                Err(_) => _ = stats.sink_errors.fetch_add(1, Ordering::Relaxed),
+                Ok(_) => stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed),
+                Err(e) => stats.sink_error(crate::clickhouse::service::failure_reason(e)),
             }
             result
         };
-        // Any revoke of a partition in the insert ends the wait, so its rows leave the
-        // insert before the next attempt (its new owner re-reads them).
-        let first = units[0].0;
-        let ours: Vec<i32> = units.iter().map(|u| u.0).collect();
         let outcome = consumer.retry_paused(first, "writing counters to ClickHouse", stop, attempt, |change| {
             apply(change, state);
             ours.iter().all(|p| state.partitions.contains_key(p))
         })?;
-        if outcome == Retried::Done(()) {
-            break;
-        }
-        units.retain(|(p, _, _)| state.partitions.contains_key(p));
-        if units.is_empty() {
-            return Ok(());
+        match outcome {
+            Retried::Done(rows) => {
+                written += rows;
+                break;
+            }
+            Retried::Revoked => units.retain(|u| state.partitions.contains_key(&u.partition)),
         }
     }
-    stats.units.fetch_add(1, Ordering::Relaxed);
-    stats.written.fetch_add(units.iter().map(|u| u.2.len() as u64).sum(), Ordering::Relaxed);
-    consumer.commit_for_monitoring(&units.iter().map(|(p, last, _)| (*p, last + 1)).collect());
+    if written > 0 {
+        stats.units.fetch_add(1, Ordering::Relaxed);
+        stats.written.fetch_add(written as u64, Ordering::Relaxed);
+    }
+    consumer.commit_for_monitoring(&units.iter().map(|u| (u.partition, u.last + 1)).collect());
     Ok(())
 }

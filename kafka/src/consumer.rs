@@ -118,6 +118,12 @@ impl ConsumerContext for SinkPositioned {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = self.partitions(tpl);
+                if parts.is_empty() && matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+                    // KIP-848 and cooperative assignors call back with nothing new after an
+                    // incremental revoke: nothing to position, nothing to report.
+                    let _ = consumer.incremental_assign(tpl);
+                    return;
+                }
                 let Some(positions) = self.positions(&parts) else {
                     return;
                 };
@@ -170,6 +176,14 @@ impl ConsumerContext for SinkPositioned {
         match result {
             // Nothing new to commit: not an error.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            // A commit racing a rebalance (KIP-848's member epochs, the classic generations):
+            // the next flush commits again, and positions live in the sink anyway.
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::StaleMemberEpoch
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress,
+            )) => tracing::debug!("a monitoring commit raced a rebalance; the next one catches up"),
             Err(e) => {
                 tracing::warn!(error = %e, "committing offsets for lag monitoring failed (positions live in the sink; nothing is lost)")
             }
@@ -223,7 +237,7 @@ impl WorkerConsumer {
                 ("partition.assignment.strategy", "range,roundrobin".into()),
             ]);
         }
-        settings.layered(CONSUMER_TUNING, &protocol)
+        settings.layered_for(crate::settings::Role::Consumer, CONSUMER_TUNING, &protocol)
     }
 
     /// Joins `group` on `topic`. `session_timeout_ms` bounds how long a killed member's

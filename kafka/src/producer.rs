@@ -72,7 +72,7 @@ pub type CountingProducer = BaseProducer<Deliveries>;
 
 /// The effective properties of a cdrflow producer: [`PRODUCER_TUNING`] under the operator's.
 pub fn properties(settings: &KafkaSettings) -> Vec<Property> {
-    settings.layered(PRODUCER_TUNING, &[])
+    settings.layered_for(crate::settings::Role::Producer, PRODUCER_TUNING, &[])
 }
 
 /// A producer with [`properties`]; its errors and log lines go to `health`.

@@ -56,6 +56,16 @@ impl KafkaSettings {
         c
     }
 
+    /// [`Self::layered`] for a `role`, without the operator's properties only the other
+    /// kind of client knows.
+    pub fn layered_for(&self, role: Role, tuning: &[(&str, &str)], protocol: &[(&str, String)]) -> Vec<Property> {
+        let own = KafkaSettings {
+            brokers: self.brokers.clone(),
+            extra: self.extra.iter().filter(|(k, _)| !foreign(role, k)).cloned().collect(),
+        };
+        own.layered(tuning, protocol)
+    }
+
     /// The effective properties of a client: `tuning` under the operator's properties,
     /// `protocol` over both (see the module docs).
     pub fn layered(&self, tuning: &[(&str, &str)], protocol: &[(&str, String)]) -> Vec<Property> {
@@ -90,6 +100,62 @@ impl KafkaSettings {
             set(k, v.clone(), Layer::Protocol);
         }
         out
+    }
+}
+
+/// Which kind of client a set of properties is for: the operator's `--kafka-option`s reach
+/// every client of a worker (its consumer and its dead-letter producer), so a property
+/// only the other kind knows is left out rather than make librdkafka warn at every start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Consumer,
+    Producer,
+}
+
+/// Whether librdkafka knows `key` only for the other kind of client than `role`.
+fn foreign(role: Role, key: &str) -> bool {
+    const CONSUMER: &[&str] = &[
+        "group.id",
+        "group.instance.id",
+        "group.protocol",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "auto.offset.reset",
+        "isolation.level",
+        "check.crcs",
+        "enable.partition.eof",
+    ];
+    const PRODUCER: &[&str] = &[
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "linger.ms",
+        "queue.buffering.max.ms",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "retries",
+        "message.send.max.retries",
+        "transactional.id",
+        "partitioner",
+        "sticky.partitioning.linger.ms",
+    ];
+    match role {
+        Role::Producer => {
+            CONSUMER.contains(&key) || key.starts_with("fetch.") || key.starts_with("queued.") || key.starts_with("consume.")
+        }
+        Role::Consumer => {
+            PRODUCER.contains(&key)
+                || key.starts_with("compression.")
+                || key.starts_with("batch.")
+                || key.starts_with("queue.buffering.")
+                || key == "compression.codec"
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct WorkerStats {
     pub written: AtomicU64,
     /// Failed sink writes (each retried).
     pub sink_errors: AtomicU64,
+    /// The same, by why (`unreachable`, `quorum_not_reached`, `replica_read_only`, `disk`, …).
+    pub sink_error_reasons: Mutex<BTreeMap<&'static str, u64>>,
     /// Duration of the last successful sink write, microseconds.
     pub last_write_us: AtomicU64,
     /// Consumer lag per assigned partition (high watermark − next offset), refreshed now and then.
@@ -43,6 +45,12 @@ impl WorkerStats {
     pub fn reject(&self, reason: Reason) {
         let i = Reason::ALL.iter().position(|r| *r == reason).expect("every reason is in ALL");
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one failed sink write and why.
+    pub fn sink_error(&self, reason: &'static str) {
+        self.sink_errors.fetch_add(1, Ordering::Relaxed);
+        *self.sink_error_reasons.lock().expect("not poisoned").entry(reason).or_default() += 1;
     }
 
     /// Records partitions the group assigned to this member.
@@ -117,7 +125,18 @@ impl WorkerStats {
         );
         counter("sink_units_total", "Units written to the sink.", l(&self.units));
         counter(&format!("{written_what}_written_total"), "Files or rows written to the sink.", l(&self.written));
-        counter("sink_errors_total", "Failed sink writes (retried).", l(&self.sink_errors));
+        let _ = write!(
+            s,
+            "# HELP cdrflow_sink_errors_total Failed sink writes (retried), by why.\n# TYPE cdrflow_sink_errors_total counter\n"
+        );
+        let reasons = self.sink_error_reasons.lock().expect("not poisoned");
+        if reasons.is_empty() {
+            let _ = writeln!(s, "cdrflow_sink_errors_total{{worker=\"{worker}\"}} {}", l(&self.sink_errors));
+        }
+        for (reason, v) in reasons.iter() {
+            let _ = writeln!(s, "cdrflow_sink_errors_total{{worker=\"{worker}\",reason=\"{reason}\"}} {v}");
+        }
+        drop(reasons);
         let _ = write!(
             s,
             "# HELP cdrflow_records_rejected_total Rejected messages by reason.\n# TYPE cdrflow_records_rejected_total counter\n"
