@@ -1,4 +1,4 @@
-//! The aggregator end to end on real parts: `cdrflow broker` → `cdrflow aggregate` →
+//! The aggregator end to end on real parts: the local Apache Kafka → `cdrflow aggregate` →
 //! Debian's ClickHouse, checked counter by counter against the generator's ground truth.
 
 mod common;
@@ -17,7 +17,8 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::shared();
     let ch = server.fresh_database("aggregate_e2e");
-    let broker = Broker::start(4, &["cdrs"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("aggregate-e2e", 4);
     let truth_path = dir.path().join("truth.jsonl");
     // The worker starts first, with its metrics endpoint, so the numbers can be seen moving.
     let log = dir.path().join("aggregate.log");
@@ -25,9 +26,9 @@ fn counters_and_dashboards_equal_the_ground_truth() {
         &args(&[
             "aggregate",
             "--brokers",
-            &broker.bootstrap,
+            &kafka.bootstrap,
             "--topic",
-            "cdrs",
+            &topic,
             "--group",
             "agg-e2e",
             "--session-timeout-ms",
@@ -56,16 +57,16 @@ fn counters_and_dashboards_equal_the_ground_truth() {
         "--resent-share",
         "0.01",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--truth",
         truth_path.to_str().unwrap(),
     ]);
-    let marks = broker.watermarks("cdrs", 4);
+    let marks = kafka.watermarks(&topic, 4);
     let rt = runtime();
     wait_until(Duration::from_secs(90), "the aggregator to catch up", || {
-        rt.block_on(ch.positions("agg-e2e", "cdrs")).unwrap_or_default() == marks
+        rt.block_on(ch.positions("agg-e2e", &topic)).unwrap_or_default() == marks
     });
     let after = http_get(19464, "/metrics").unwrap().1;
     assert_eq!(http_get(19464, "/readyz").unwrap().0, 200);

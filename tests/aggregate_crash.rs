@@ -1,7 +1,8 @@
 //! The aggregator's exactly-once promise, judged by killing it: SIGKILL at random moments
 //! (at least 10 times) while the feed streams, a restart after each kill, and ClickHouse
 //! itself restarted once mid-run; the counters must still equal the ground truth exactly,
-//! with 1 % of the CDRs re-sent (each call counted once across kills).
+//! with 1 % of the CDRs re-sent (each call counted once across kills). Run with each of
+//! Kafka's group protocols: the classic one and KIP-848's consumer protocol.
 
 mod common;
 
@@ -10,23 +11,41 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[test]
-fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
+fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing_classic_protocol() {
+    sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing(GroupProtocol::Classic, 18123, 19000);
+}
+
+#[test]
+fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing_consumer_protocol() {
+    sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing(GroupProtocol::Consumer, 18126, 19003);
+}
+
+/// The aggregator killed 12 times, every one of its runs in the group with `protocol`, and
+/// a private ClickHouse on `http_port`/`tcp_port` (its own per variant: they may run at once).
+fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing(
+    protocol: GroupProtocol,
+    http_port: u16,
+    tcp_port: u16,
+) {
     let dir = tempfile::tempdir().unwrap();
     // A private server, so that restarting it does not disturb other tests.
-    let server = Server::private(&dir.path().join("ch"), 18123, 19000);
+    let server = Server::private(&dir.path().join("ch"), http_port, tcp_port);
     let ch = server.fresh_database("aggregate_crash");
-    let broker = Broker::start(6, &["cdrs"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("aggregate-crash", 6);
     let truth = dir.path().join("truth.jsonl");
     // The feed streams for ~80 s while the aggregator is killed again and again.
-    let mut feed = stream_feed(&broker.bootstrap, 64000, 31, 800, 0.01, &truth, &dir.path().join("generate.log"));
-    let worker_args: Vec<String> = [
+    let mut feed =
+        stream_feed(&kafka.bootstrap, &topic, 64000, 31, 800, 0.01, &truth, &dir.path().join("generate.log"));
+    let group = format!("agg-crash-{}", protocol.name());
+    let mut worker_args: Vec<String> = [
         "aggregate",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--group",
-        "agg-crash",
+        &group,
         "--session-timeout-ms",
         "6000",
         "--flush-interval-ms",
@@ -38,6 +57,7 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
     ]
     .map(String::from)
     .to_vec();
+    worker_args.extend(protocol.args().iter().map(|s| s.to_string()));
     let mut jitter = Jitter(0x9e37_79b9_7f4a_7c15);
     let kills = 12;
     let start = Instant::now();
@@ -59,14 +79,14 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
 
     let final_log = dir.path().join("aggregate-final.log");
     let mut worker = spawn(&worker_args, &final_log);
-    let marks = broker.watermarks("cdrs", 6);
+    let marks = kafka.watermarks(&topic, 6);
     let rt = runtime();
-    wait_until(Duration::from_secs(120), "the last aggregator to catch up", || {
-        rt.block_on(ch.positions("agg-crash", "cdrs")).unwrap_or_default() == marks
+    wait_until_logged(Duration::from_secs(120), "the last aggregator to catch up", &final_log, || {
+        rt.block_on(ch.positions(&group, &topic)).unwrap_or_default() == marks
     });
     // SIGTERM only once it is up (the earlier workers may have counted everything already).
-    wait_until(Duration::from_secs(60), "the last aggregator to join", || {
-        std::fs::read_to_string(&final_log).unwrap_or_default().contains("partitions assigned")
+    wait_until_logged(Duration::from_secs(60), "the last aggregator to join", &final_log, || {
+        holds_partitions(&final_log)
     });
     assert!(sigterm(&mut worker));
     let logs: String =
@@ -75,5 +95,5 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing() {
         logs.contains("writing counters to ClickHouse failed") || logs.contains("cannot read partition positions"),
         "the ClickHouse restart was felt by a live worker"
     );
-    assert_same_counters(&stored_as_truth(&rt, &ch, Some("agg-crash")), &read_truth(&truth));
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some(&group)), &read_truth(&truth));
 }

@@ -14,10 +14,15 @@ use common::*;
 
 const KEY: &str = "test-caller-key-0123456789";
 const DB: &str = "t_audit";
+/// The workers' consumer groups: the test's own, not the defaults (which other runs, such
+/// as the demo's, may use on the shared broker at the same time).
+const INGEST_GROUP: &str = "audit-ingest";
+const AGGREGATE_GROUP: &str = "audit-aggregate";
 
-fn reconcile(bootstrap: &str, archive: &std::path::Path, server: &Server) -> (bool, serde_json::Value) {
+fn reconcile(bootstrap: &str, topic: &str, archive: &std::path::Path, server: &Server) -> (bool, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
-        .args(["reconcile", "--json", "--brokers", bootstrap, "--archive", archive.to_str().unwrap()])
+        .args(["reconcile", "--json", "--brokers", bootstrap, "--topic", topic, "--archive", archive.to_str().unwrap()])
+        .args(["--ingest-group", INGEST_GROUP, "--aggregate-group", AGGREGATE_GROUP])
         .args(["--clickhouse", &server.url(), "--database", DB])
         .stderr(Stdio::inherit())
         .output()
@@ -57,7 +62,8 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::shared();
     let ch = server.fresh_database("audit");
-    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("audit", 4);
     let truth_path = dir.path().join("truth.jsonl");
     generate(&[
         "--cdrs",
@@ -67,9 +73,9 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
         "--resent-share",
         "0.01",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--truth",
         truth_path.to_str().unwrap(),
     ]);
@@ -77,14 +83,14 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
         serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
     assert!(summary.resent > 200, "the feed re-sends calls: {summary:?}");
     let archive = dir.path().join("archive");
-    let common = ["--brokers", &broker.bootstrap, "--topic", "cdrs", "--session-timeout-ms", "6000"];
-    let ingest: Vec<String> = ["ingest", "--group", "cdrflow-ingest", "--out", archive.to_str().unwrap()]
+    let common = ["--brokers", &kafka.bootstrap, "--topic", &topic, "--session-timeout-ms", "6000"];
+    let ingest: Vec<String> = ["ingest", "--group", INGEST_GROUP, "--out", archive.to_str().unwrap()]
         .into_iter()
         .chain(common)
         .chain(["--max-rows", "2000", "--max-age-ms", "500"])
         .map(String::from)
         .collect();
-    let aggregate: Vec<String> = ["aggregate", "--group", "cdrflow-aggregate", "--clickhouse", &server.url()]
+    let aggregate: Vec<String> = ["aggregate", "--group", AGGREGATE_GROUP, "--clickhouse", &server.url()]
         .into_iter()
         .chain(["--database", DB, "--flush-interval-ms", "300", "--flush-max-messages", "5000"])
         .chain(common)
@@ -92,13 +98,13 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
         .collect();
     let mut i = spawn_with_env(&ingest, &dir.path().join("ingest.log"), &[("CDRFLOW_CALLER_KEY", KEY)]);
     let mut a = spawn(&aggregate, &dir.path().join("aggregate.log"));
-    let marks = broker.watermarks("cdrs", 4);
+    let marks = kafka.watermarks(&topic, 4);
     let rt = runtime();
     let parts = [0, 1, 2, 3];
     let store = cdrflow_ingest::archive::Archive::open_dir(&archive).unwrap();
     wait_until(Duration::from_secs(120), "both sinks to catch up", || {
-        store.committed_positions("cdrs", &parts).unwrap() == marks
-            && rt.block_on(ch.positions("cdrflow-aggregate", "cdrs")).unwrap_or_default() == marks
+        store.committed_positions(&topic, &parts).unwrap() == marks
+            && rt.block_on(ch.positions(AGGREGATE_GROUP, &topic)).unwrap_or_default() == marks
     });
     assert!(sigterm(&mut i) && sigterm(&mut a));
     let truth = read_truth(&truth_path);
@@ -107,7 +113,7 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert_same_counters(&stored_as_truth(&rt, &ch, None), &truth);
 
     // The three stores agree.
-    let (ok, report) = reconcile(&broker.bootstrap, &archive, &server);
+    let (ok, report) = reconcile(&kafka.bootstrap, &topic, &archive, &server);
     assert!(ok, "a clean run reconciles: {:?}", kinds(&report));
     assert_eq!(report["partitions"].as_array().unwrap().len(), 4);
     for p in report["partitions"].as_array().unwrap() {
@@ -119,7 +125,8 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
 
     // Backfill from the archive reproduces the same counters, read once per call.
     let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
-        .args(["backfill", "--from", archive.to_str().unwrap(), "--clickhouse", &server.url(), "--database", DB])
+        .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic])
+        .args(["--clickhouse", &server.url(), "--database", DB])
         .stderr(Stdio::null())
         .output()
         .unwrap();
@@ -130,16 +137,16 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert_eq!(done["emptied_cells"].as_u64().unwrap(), 0);
     // What dashboards read now comes from the rebuild: still the truth, and still the stream's.
     assert_same_counters(&stored_as_truth(&rt, &ch, None), &truth);
-    assert_same_counters(&stored_as_truth(&rt, &ch, Some("cdrflow-aggregate")), &truth);
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some(AGGREGATE_GROUP)), &truth);
     let rebuilt: u64 = rt.block_on(ch.rebuilt_cells()).unwrap();
     assert_eq!(rebuilt as usize, truth.len(), "every cell was rebuilt");
-    assert!(reconcile(&broker.bootstrap, &archive, &server).0, "still reconciles after the rebuild");
+    assert!(reconcile(&kafka.bootstrap, &topic, &archive, &server).0, "still reconciles after the rebuild");
 
     // Fault 1: a Parquet file deleted.
-    let victim = store.committed("cdrs", 1).unwrap()[1].files[0].path.clone();
+    let victim = store.committed(&topic, 1).unwrap()[1].files[0].path.clone();
     let aside = dir.path().join("aside.parquet");
     std::fs::rename(archive.join(&victim), &aside).unwrap();
-    let (ok, report) = reconcile(&broker.bootstrap, &archive, &server);
+    let (ok, report) = reconcile(&kafka.bootstrap, &topic, &archive, &server);
     let found = kinds(&report);
     assert!(!ok);
     assert!(found.iter().any(|(k, w)| k == "missing_file" && w.contains(&victim)), "{found:?}");
@@ -147,26 +154,26 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     std::fs::rename(&aside, archive.join(&victim)).unwrap();
 
     // Fault 2: a gap in the archive's offsets (a unit's commit gone).
-    let units = store.committed("cdrs", 2).unwrap();
+    let units = store.committed(&topic, 2).unwrap();
     assert!(units.len() >= 3, "a unit in the middle");
     let gone = &units[1];
     let marker =
-        archive.join(format!("_cdrflow/commits/cdrs/p002/{:012}-{:012}.json", gone.first_offset, gone.last_offset));
+        archive.join(format!("_cdrflow/commits/{topic}/p002/{:012}-{:012}.json", gone.first_offset, gone.last_offset));
     std::fs::rename(&marker, dir.path().join("aside.json")).unwrap();
-    let (ok, report) = reconcile(&broker.bootstrap, &archive, &server);
+    let (ok, report) = reconcile(&kafka.bootstrap, &topic, &archive, &server);
     let found = kinds(&report);
     assert!(!ok);
     let gap = format!("offsets {}–{} of partition 2 are in no archive unit", gone.first_offset, gone.last_offset);
     assert!(found.iter().any(|(k, w)| k == "archive_gap" && w == &gap), "{found:?}");
     assert!(found.iter().any(|(k, _)| k == "uncommitted_file"), "its files are named too: {found:?}");
     std::fs::rename(dir.path().join("aside.json"), &marker).unwrap();
-    assert!(reconcile(&broker.bootstrap, &archive, &server).0, "clean again once restored");
+    assert!(reconcile(&kafka.bootstrap, &topic, &archive, &server).0, "clean again once restored");
     // The last unit's commit gone: the ingest group's committed offset shows the tail is missing.
     let tail = units.last().unwrap();
     let tail_marker =
-        archive.join(format!("_cdrflow/commits/cdrs/p002/{:012}-{:012}.json", tail.first_offset, tail.last_offset));
+        archive.join(format!("_cdrflow/commits/{topic}/p002/{:012}-{:012}.json", tail.first_offset, tail.last_offset));
     std::fs::rename(&tail_marker, dir.path().join("tail.json")).unwrap();
-    let found = kinds(&reconcile(&broker.bootstrap, &archive, &server).1);
+    let found = kinds(&reconcile(&kafka.bootstrap, &topic, &archive, &server).1);
     let gap = format!(
         "offsets {}–{} of partition 2 are in no archive unit (the ingest group committed them)",
         tail.first_offset, tail.last_offset
@@ -177,10 +184,10 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     // Fault 3: one ClickHouse flush inserted twice.
     clickhouse(&format!(
         "INSERT INTO {DB}.counters_log SELECT * FROM {DB}.counters_log
-         WHERE consumer_group = 'cdrflow-aggregate' AND kafka_partition = 3
+         WHERE consumer_group = '{AGGREGATE_GROUP}' AND kafka_partition = 3
            AND last_offset = (SELECT max(last_offset) FROM {DB}.counters_log WHERE kafka_partition = 3)"
     ));
-    let (ok, report) = reconcile(&broker.bootstrap, &archive, &server);
+    let (ok, report) = reconcile(&kafka.bootstrap, &topic, &archive, &server);
     let found = kinds(&report);
     assert!(!ok);
     let last = marks[&3] - 1;

@@ -17,16 +17,17 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let server = Server::private_with_parts_limit(&d.join("ch"), 18125, 19002, 10);
     let ch = server.fresh_database("clickhouse_faults");
     let relay = Relay::start(server.http_port);
-    let broker = Broker::start(4, &["cdrs"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("clickhouse-faults", 4);
     let truth = d.join("truth.jsonl");
     // ~140 s of feed at 500 CDRs/s, streaming through every fault below.
-    let mut feed = stream_feed(&broker.bootstrap, 70_000, 91, 500, 0.01, &truth, &d.join("generate.log"));
+    let mut feed = stream_feed(&kafka.bootstrap, &topic, 70_000, 91, 500, 0.01, &truth, &d.join("generate.log"));
     let args: Vec<String> = [
         "aggregate",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--group",
         "ch-faults",
         "--session-timeout-ms",
@@ -95,10 +96,10 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     );
 
     assert!(feed.wait().unwrap().success());
-    let marks = broker.watermarks("cdrs", 4);
+    let marks = kafka.watermarks(&topic, 4);
     let rt = runtime();
     wait_until_logged(Duration::from_secs(120), "the aggregator to catch up", &log, || {
-        rt.block_on(ch.positions("ch-faults", "cdrs")).unwrap_or_default() == marks
+        rt.block_on(ch.positions("ch-faults", &topic)).unwrap_or_default() == marks
     });
     assert!(sigterm(&mut worker), "drains and exits 0");
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("ch-faults")), &read_truth(&truth));

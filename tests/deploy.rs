@@ -131,7 +131,9 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
     let good = write(dir.path(), "cdrflow.toml", &example);
     // The example names its secret files: without them, check says which is missing.
     let o = cdrflow(&["config", "check", good.to_str().unwrap()], &[]);
-    assert!(!o.status.success() && text(&o).contains("[secrets] caller_key_file"), "{}", text(&o));
+    for key in ["[secrets] caller_key_file", "[secrets] clickhouse_password_file", "[secrets] kafka_sasl_password_file"] {
+        assert!(!o.status.success() && text(&o).contains(key), "every missing secret is named at once: {}", text(&o));
+    }
     write(dir.path(), "secrets/caller-key", "a caller key of more than 16 bytes");
     write(dir.path(), "secrets/clickhouse-password", "pw");
     write(dir.path(), "secrets/kafka-sasl-password", "pw");
@@ -157,8 +159,9 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
     assert_eq!(rows(&[("CDRFLOW_MAX_ROWS", "7")], &["--max-rows", "9"]), 9);
     let o = cdrflow(&["ingest", "--config", cfg, "--dry-run"], &[]);
     let dry: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(dry["kafka"]["properties"]["sasl.password"], "<redacted>", "the SASL password file is read, not shown");
-    assert_eq!(dry["kafka"]["properties"]["sasl.mechanism"], "SCRAM-SHA-512");
+    let props = &dry["kafka"]["consumer_properties"];
+    assert_eq!(props["sasl.password"]["value"], "<redacted>", "the SASL password file is read, not shown");
+    assert_eq!(props["sasl.mechanism"]["value"], "SCRAM-SHA-512");
 
     // Each mistake is named with its key and the fix.
     let bad = |name: &str, from: &str, to: &str, want: &str| {

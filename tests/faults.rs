@@ -1,5 +1,4 @@
-//! Hardening on real parts: broker faults injected into librdkafka's mock cluster (slow
-//! brokers, failing requests, every broker down), a consumer group of three that members
+//! Hardening on real parts (the local Apache Kafka): a consumer group of three that members
 //! join and leave while the feed streams, and hostile messages. In each, both sinks must end
 //! exactly right: every valid record archived once, the counters equal to the ground truth,
 //! every rejected message in the dead-letter topic with its reason.
@@ -11,13 +10,13 @@ use std::time::{Duration, Instant};
 use cdrflow::synthetic::FeedSummary;
 use common::*;
 
-fn aggregate(bootstrap: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {
+fn aggregate(bootstrap: &str, topic: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "aggregate",
         "--brokers",
         bootstrap,
         "--topic",
-        "cdrs",
+        topic,
         "--group",
         group,
         "--session-timeout-ms",
@@ -39,23 +38,24 @@ fn summary(truth: &std::path::Path) -> FeedSummary {
     serde_json::from_slice(&std::fs::read(format!("{}.summary.json", truth.display())).unwrap()).unwrap()
 }
 
-/// Waits for both sinks to hold every partition up to the broker's end, then checks them
-/// against the ground truth.
+/// Waits for both sinks to hold every partition of `topic` up to the broker's end, then
+/// checks them against the ground truth.
 fn assert_both_sinks_exact(
-    broker: &Broker,
+    kafka: &Kafka,
+    topic: &str,
     partitions: u32,
     out: &std::path::Path,
     ch: &cdrflow_aggregate::clickhouse::ClickHouse,
     group: &str,
     truth: &std::path::Path,
 ) {
-    let marks = broker.watermarks("cdrs", partitions);
+    let marks = kafka.watermarks(topic, partitions);
     let rt = runtime();
     wait_until(Duration::from_secs(180), "the archive to catch up", || {
-        archive_positions(out, partitions as i32) == marks
+        archive_positions(out, topic, partitions as i32) == marks
     });
     wait_until(Duration::from_secs(180), "the counters to catch up", || {
-        rt.block_on(ch.positions(group, "cdrs")).unwrap_or_default() == marks
+        rt.block_on(ch.positions(group, topic)).unwrap_or_default() == marks
     });
     let s = summary(truth);
     let archived = read_archive(out);
@@ -66,87 +66,18 @@ fn assert_both_sinks_exact(
 }
 
 #[test]
-fn broker_faults_pause_both_workers_and_they_resume_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let out = d.join("archive");
-    let mut broker = Broker::with_faults(6, &["cdrs", "cdrs.dlq"]);
-    let server = Server::shared();
-    let ch = server.fresh_database("broker_faults");
-    let truth = d.join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 36_000, 51, 2000, 0.01, &truth, &d.join("generate.log"));
-    let mut ing = spawn_ingest(
-        &ingest_args(&broker.bootstrap, &out, "faults-ingest", &["--metrics-addr", "127.0.0.1:19471"]),
-        &d.join("ingest.log"),
-    );
-    let mut agg = spawn(
-        &aggregate(
-            &broker.bootstrap,
-            &server.url(),
-            "t_broker_faults",
-            "faults-agg",
-            &["--metrics-addr", "127.0.0.1:19472"],
-        ),
-        &d.join("aggregate.log"),
-    );
-    let consumed = |port: u16| {
-        http_get(port, "/metrics").map(|(_, body)| metric(&body, "cdrflow_records_consumed_total")).unwrap_or(0)
-    };
-    wait_until(Duration::from_secs(60), "both workers consuming", || consumed(19471) > 0 && consumed(19472) > 0);
-
-    // Slow brokers, then failing fetches and produces (the dead-letter producer's too).
-    for b in 1..=3 {
-        broker.fault(&format!("rtt {b} 400"));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    for b in 1..=3 {
-        broker.fault(&format!("rtt {b} 0"));
-    }
-    broker.fault("errors Fetch NOT_LEADER_FOR_PARTITION 30");
-    broker.fault("errors Produce REQUEST_TIMED_OUT 10");
-    broker.fault("errors Heartbeat COORDINATOR_NOT_AVAILABLE 5");
-    std::thread::sleep(Duration::from_secs(2));
-
-    // Every broker down: both workers pause (nothing consumed), then resume.
-    for b in 1..=3 {
-        broker.fault(&format!("down {b}"));
-    }
-    std::thread::sleep(Duration::from_secs(2)); // what was already fetched drains
-    let (i0, a0) = (consumed(19471), consumed(19472));
-    std::thread::sleep(Duration::from_secs(4));
-    let (i1, a1) = (consumed(19471), consumed(19472));
-    assert_eq!((i1, a1), (i0, a0), "nothing is consumed while every broker is down");
-    assert!(ing.try_wait().unwrap().is_none() && agg.try_wait().unwrap().is_none(), "both workers live through it");
-    for b in 1..=3 {
-        broker.fault(&format!("up {b}"));
-    }
-    let resumed = Instant::now();
-    wait_until(Duration::from_secs(90), "both workers to resume", || consumed(19471) > i1 && consumed(19472) > a1);
-    eprintln!("resumed {:?} after the brokers came back", resumed.elapsed());
-
-    assert!(feed.wait().unwrap().success(), "the producer rode out the faults");
-    assert_both_sinks_exact(&broker, 6, &out, &ch, "faults-agg", &truth);
-    assert!(sigterm(&mut ing) && sigterm(&mut agg), "both drain and exit 0");
-    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
-    let distinct: std::collections::HashSet<_> = dead
-        .iter()
-        .map(|l| (l.headers["cdrflow-source-partition"].clone(), l.headers["cdrflow-source-offset"].clone()))
-        .collect();
-    assert_eq!(distinct.len() as u64, summary(&truth).bad, "every rejected message dead-lettered");
-}
-
-#[test]
 fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = d.join("archive");
-    let broker = Broker::start(9, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("rebalance", 9);
     let server = Server::shared();
     let ch = server.fresh_database("rebalance");
     let truth = d.join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 45_000, 61, 2500, 0.01, &truth, &d.join("generate.log"));
-    let ingest_args = ingest_args(&broker.bootstrap, &out, "rebalance-ingest", &[]);
-    let agg_args = aggregate(&broker.bootstrap, &server.url(), "t_rebalance", "rebalance-agg", &[]);
+    let mut feed = stream_feed(&kafka.bootstrap, &topic, 45_000, 61, 2500, 0.01, &truth, &d.join("generate.log"));
+    let ingest_args = ingest_args(&kafka.bootstrap, &topic, &out, "rebalance-ingest", &[]);
+    let agg_args = aggregate(&kafka.bootstrap, &topic, &server.url(), "t_rebalance", "rebalance-agg", &[]);
     let mut n = 0;
     let mut start = |kind: &str| {
         n += 1;
@@ -178,13 +109,11 @@ fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
     }
     assert!(feed.wait().unwrap().success());
     assert_eq!((ingests.len(), aggs.len()), (3, 3), "three members of each at the end");
-    assert_both_sinks_exact(&broker, 9, &out, &ch, "rebalance-agg", &truth);
+    assert_both_sinks_exact(&kafka, &topic, 9, &out, &ch, "rebalance-agg", &truth);
     // Every member at the end, the three that joined last among them, took part in a
     // rebalance and holds partitions (9 partitions among 3 members of each kind).
     for (w, log) in ingests.iter_mut().chain(aggs.iter_mut()) {
-        wait_until(Duration::from_secs(30), &format!("{} to hold partitions", log.display()), || {
-            std::fs::read_to_string(&*log).unwrap().contains("partitions assigned")
-        });
+        wait_until(Duration::from_secs(30), &format!("{} to hold partitions", log.display()), || holds_partitions(log));
         assert!(sigterm(w), "{} drains and exits 0", log.display());
     }
 }
@@ -192,11 +121,11 @@ fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
 #[test]
 fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = tempfile::tempdir().unwrap().keep();
-    eprintln!("DIR {}", dir.display());
-    let d = dir.as_path();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
     let out = d.join("archive");
-    let broker = Broker::start(3, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("hostile", 3);
     let server = Server::shared();
     let ch = server.fresh_database("hostile");
     let truth = d.join("truth.jsonl");
@@ -210,9 +139,9 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
         "--bad-share",
         "0",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--truth",
         truth.to_str().unwrap(),
     ]);
@@ -250,22 +179,24 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
         ("malformed", b"\xef\xbb\xbf".to_vec()),
     ];
     let p: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("message.max.bytes", "10000000") // the mock broker keeps ~5 MiB per partition: 4 MiB fits
+        .set("bootstrap.servers", &kafka.bootstrap)
+        // The 4 MiB message is over the producer's 1 MB default; the local broker takes up to 16 MiB.
+        .set("message.max.bytes", "10000000")
         .create()
         .unwrap();
     for (i, (_, bytes)) in hostile.iter().enumerate() {
-        p.send(BaseRecord::to("cdrs").key(&format!("h{i}")).payload(bytes)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::to(&topic).key(&format!("h{i}")).payload(bytes)).map_err(|(e, _)| e).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
 
     let mut ing = spawn_ingest(
-        &ingest_args(&broker.bootstrap, &out, "hostile-ingest", &["--metrics-addr", "127.0.0.1:19473"]),
+        &ingest_args(&kafka.bootstrap, &topic, &out, "hostile-ingest", &["--metrics-addr", "127.0.0.1:19473"]),
         &d.join("ingest.log"),
     );
     let mut agg = spawn(
         &aggregate(
-            &broker.bootstrap,
+            &kafka.bootstrap,
+            &topic,
             &server.url(),
             "t_hostile",
             "hostile-agg",
@@ -273,7 +204,7 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
         ),
         &d.join("aggregate.log"),
     );
-    assert_both_sinks_exact(&broker, 3, &out, &ch, "hostile-agg", &truth);
+    assert_both_sinks_exact(&kafka, &topic, 3, &out, &ch, "hostile-agg", &truth);
     let (ingest_mib, agg_mib) = (peak_rss_mib(ing.id()), peak_rss_mib(agg.id()));
     let scrapes = [http_get(19473, "/metrics").unwrap().1, http_get(19474, "/metrics").unwrap().1];
     assert!(sigterm(&mut ing) && sigterm(&mut agg), "neither worker panicked: both drain and exit 0");
@@ -284,7 +215,7 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
 
     // Each hostile message is in the dead-letter topic once, with a reason (the oversized
     // one cut to its first 256 KiB, its size in a header); none reached a sink.
-    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
+    let dead = read_dead_letters(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len(), "one dead letter per hostile message");
     for (i, (want, _)) in hostile.iter().enumerate() {
         let l = dead
@@ -331,7 +262,8 @@ fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = d.join("archive");
-    let broker = Broker::start(2, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("hostile-csv", 2);
     let truth = d.join("truth.jsonl");
     generate(&[
         "--cdrs",
@@ -345,9 +277,9 @@ fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
         "--bad-share",
         "0",
         "--brokers",
-        &broker.bootstrap,
+        &kafka.bootstrap,
         "--topic",
-        "cdrs",
+        &topic,
         "--truth",
         truth.to_str().unwrap(),
     ]);
@@ -366,19 +298,19 @@ fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
         // Control characters and an escape sequence in the topic.
         ("invalid_value", good.replace("topic=transport", "topic=trans\u{7}port\u{1b}[31m")),
     ];
-    let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).create().unwrap();
+    let p: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.bootstrap).create().unwrap();
     for (i, (_, line)) in hostile.iter().enumerate() {
-        p.send(BaseRecord::to("cdrs").key(&format!("h{i}")).payload(line.as_bytes())).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::to(&topic).key(&format!("h{i}")).payload(line.as_bytes())).map_err(|(e, _)| e).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
-    let mut args = ingest_args(&broker.bootstrap, &out, "hostile-csv", &["--format", "asterisk-csv"]);
+    let mut args = ingest_args(&kafka.bootstrap, &topic, &out, "hostile-csv", &["--format", "asterisk-csv"]);
     args.retain(|a| !a.is_empty());
     let mut ing = spawn_ingest(&args, &d.join("ingest.log"));
-    let marks = broker.watermarks("cdrs", 2);
-    wait_until(Duration::from_secs(120), "the archive to catch up", || archive_positions(&out, 2) == marks);
+    let marks = kafka.watermarks(&topic, 2);
+    wait_until(Duration::from_secs(120), "the archive to catch up", || archive_positions(&out, &topic, 2) == marks);
     assert!(sigterm(&mut ing));
     assert_eq!(read_archive(&out).rows, summary(&truth).valid_messages, "the good lines archived, once");
-    let dead = read_dead_letters(&broker.bootstrap, "cdrs.dlq");
+    let dead = read_dead_letters(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len());
     for (i, (want, line)) in hostile.iter().enumerate() {
         let l = dead.iter().find(|l| l.key == format!("h{i}").as_bytes()).unwrap();

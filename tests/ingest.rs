@@ -1,4 +1,4 @@
-//! The ingest workers end to end on real parts: `cdrflow broker` → two `cdrflow ingest`
+//! The ingest workers end to end on real parts: the local Apache Kafka → two `cdrflow ingest`
 //! workers in one group → the Parquet archive, read back with the parquet crate.
 
 mod common;
@@ -16,28 +16,35 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("archive");
-    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("ingest-e2e", 4);
+    let dlq = format!("{topic}.dlq");
     let truth = dir.path().join("truth.jsonl");
     let feed = ["--cdrs", "40000", "--seed", "41", "--resent-share", "0", "--bad-share", "0.01"];
     let mut args: Vec<&str> = feed.to_vec();
-    args.extend(["--brokers", &broker.bootstrap, "--topic", "cdrs", "--truth", truth.to_str().unwrap()]);
+    args.extend(["--brokers", &kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]);
     generate(&args);
     let summary: FeedSummary =
         serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
 
-    let mut with_metrics = ingest_args(&broker.bootstrap, &out, "ingest-e2e", &[]);
+    let mut with_metrics = ingest_args(&kafka.bootstrap, &topic, &out, "ingest-e2e", &[]);
     with_metrics.extend(["--metrics-addr".to_owned(), "127.0.0.1:19465".to_owned()]);
     let mut a = spawn_ingest(&with_metrics, &dir.path().join("a.log"));
-    let mut b = spawn_ingest(&ingest_args(&broker.bootstrap, &out, "ingest-e2e", &[]), &dir.path().join("b.log"));
-    let marks = broker.watermarks("cdrs", 4);
-    wait_until(Duration::from_secs(120), "both workers to archive the feed", || archive_positions(&out, 4) == marks);
+    let mut b =
+        spawn_ingest(&ingest_args(&kafka.bootstrap, &topic, &out, "ingest-e2e", &[]), &dir.path().join("b.log"));
+    let marks = kafka.watermarks(&topic, 4);
+    wait_until(Duration::from_secs(120), "both workers to archive the feed", || {
+        archive_positions(&out, &topic, 4) == marks
+    });
     let scrape = http_get(19465, "/metrics").expect("worker a serves /metrics").1;
     assert!(metric(&scrape, "cdrflow_records_consumed_total{worker=\"ingest\"}") > 0, "{scrape}");
     assert!(metric(&scrape, "cdrflow_files_written_total{worker=\"ingest\"}") > 0);
     assert!(sigterm(&mut a) && sigterm(&mut b), "SIGTERM: drain and exit 0");
     let logs = std::fs::read_to_string(dir.path().join("a.log")).unwrap()
         + &std::fs::read_to_string(dir.path().join("b.log")).unwrap();
-    assert!(logs.matches("partitions assigned").count() >= 2, "both workers took part in the group");
+    for w in ["a.log", "b.log"] {
+        assert!(holds_partitions(&dir.path().join(w)), "both workers took part in the group: {w} held partitions");
+    }
 
     // Every valid record exactly once.
     let archived = read_archive(&out);
@@ -62,12 +69,12 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
 
     // Every bad record in the dead-letter topic, with its original bytes' reason.
     let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "dlq-reader").create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", &kafka.bootstrap).set("group.id", "dlq-reader").create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    let dlq_parts =
-        c.fetch_metadata(Some("cdrs.dlq"), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    let dlq_parts = c.fetch_metadata(Some(&dlq), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    assert!(dlq_parts > 0, "the dead-letter topic {dlq} exists");
     for p in 0..dlq_parts {
-        tpl.add_partition_offset("cdrs.dlq", p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&dlq, p, Offset::Beginning).unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut seen = HashSet::new();
@@ -103,13 +110,26 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
 }
 
 #[test]
-fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
+fn sigkilled_ingest_workers_lose_and_duplicate_nothing_classic_protocol() {
+    sigkilled_ingest_workers_lose_and_duplicate_nothing(GroupProtocol::Classic);
+}
+
+#[test]
+fn sigkilled_ingest_workers_lose_and_duplicate_nothing_consumer_protocol() {
+    sigkilled_ingest_workers_lose_and_duplicate_nothing(GroupProtocol::Consumer);
+}
+
+/// Eleven workers SIGKILLed one after another while the feed streams, then one that catches
+/// up; every worker joins the group with `protocol`.
+fn sigkilled_ingest_workers_lose_and_duplicate_nothing(protocol: GroupProtocol) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("archive");
-    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("ingest-crash", 4);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 50000, 43, 700, 0.0, &truth, &dir.path().join("generate.log"));
-    let args = ingest_args(&broker.bootstrap, &out, "ingest-crash", &[]);
+    let mut feed = stream_feed(&kafka.bootstrap, &topic, 50000, 43, 700, 0.0, &truth, &dir.path().join("generate.log"));
+    let group = format!("ingest-crash-{}", protocol.name());
+    let args = ingest_args(&kafka.bootstrap, &topic, &out, &group, protocol.args());
     let mut jitter = Jitter(0x2545_f491_4f6c_dd1d);
     let start_worker = |i: usize| {
         let log = dir.path().join(format!("ingest-{i}.log"));
@@ -118,14 +138,12 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     kill_while_working(11, &mut jitter, 100, start_worker, |_| {});
     assert!(feed.wait().unwrap().success());
     let mut w = spawn_ingest(&args, &dir.path().join("ingest-final.log"));
-    let marks = broker.watermarks("cdrs", 4);
-    wait_until(Duration::from_secs(120), "the last worker to catch up", || archive_positions(&out, 4) == marks);
+    let marks = kafka.watermarks(&topic, 4);
+    wait_until(Duration::from_secs(120), "the last worker to catch up", || archive_positions(&out, &topic, 4) == marks);
     let final_log = dir.path().join("ingest-final.log");
     // The earlier workers may have archived everything already: SIGTERM only once this one
     // is up (before its handler is installed, SIGTERM would just kill it).
-    wait_until(Duration::from_secs(60), "the last worker to join", || {
-        std::fs::read_to_string(&final_log).unwrap_or_default().contains("partitions assigned")
-    });
+    wait_until_logged(Duration::from_secs(60), "the last worker to join", &final_log, || holds_partitions(&final_log));
     assert!(sigterm(&mut w), "SIGTERM: drain and exit 0; its log:\n{}", std::fs::read_to_string(&final_log).unwrap());
 
     let summary: FeedSummary =
@@ -139,7 +157,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing() {
     let mut listed = HashSet::new();
     let mut rows = 0;
     for p in 0..4 {
-        let units = a.committed("cdrs", p).unwrap();
+        let units = a.committed(&topic, p).unwrap();
         for w in units.windows(2) {
             assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
         }

@@ -63,15 +63,16 @@ impl Drop for S3Server {
     }
 }
 
-fn ingest_args(bootstrap: &str, out: &str, metrics_port: u16) -> Vec<String> {
+/// `cdrflow ingest` of `topic` into `out` as `group` (each test its own: they may run at once).
+fn ingest_args(bootstrap: &str, topic: &str, group: &str, out: &str, metrics_port: u16) -> Vec<String> {
     [
         "ingest",
         "--brokers",
         bootstrap,
         "--topic",
-        "cdrs",
+        topic,
         "--group",
-        "ingest-stores",
+        group,
         "--session-timeout-ms",
         "6000",
         "--max-age-ms",
@@ -91,12 +92,12 @@ fn scrape(port: u16, name: &str) -> u64 {
     http_get(port, "/metrics").map(|(_, body)| metric(&body, name)).unwrap_or(0)
 }
 
-/// Asserts the archive holds every valid record of the feed once, and exactly the files its
-/// commit markers list.
-fn assert_exact(archive: &Archive, summary: &FeedSummary, partitions: i32) {
+/// Asserts the archive holds every valid record of `topic`'s feed once, and exactly the
+/// files its commit markers list.
+fn assert_exact(archive: &Archive, topic: &str, summary: &FeedSummary, partitions: i32) {
     let mut listed = Vec::new();
     for p in 0..partitions {
-        let units = archive.committed("cdrs", p).unwrap();
+        let units = archive.committed(topic, p).unwrap();
         for w in units.windows(2) {
             assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
         }
@@ -112,14 +113,20 @@ fn assert_exact(archive: &Archive, summary: &FeedSummary, partitions: i32) {
 }
 
 /// Waits for the worker to archive the whole feed, stops it, and checks the archive.
-fn finish(archive: &Archive, marks: &std::collections::HashMap<i32, i64>, worker: &mut Child, dir: &std::path::Path) {
+fn finish(
+    archive: &Archive,
+    topic: &str,
+    marks: &std::collections::HashMap<i32, i64>,
+    worker: &mut Child,
+    dir: &std::path::Path,
+) {
     wait_until(Duration::from_secs(120), "the worker to catch up", || {
-        archive.committed_positions("cdrs", &[0, 1, 2, 3]).unwrap() == *marks
+        archive.committed_positions(topic, &[0, 1, 2, 3]).unwrap() == *marks
     });
     assert!(sigterm(worker), "SIGTERM: drain and exit 0");
     let summary: FeedSummary =
         serde_json::from_slice(&std::fs::read(dir.join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    assert_exact(archive, &summary, 4);
+    assert_exact(archive, topic, &summary, 4);
 }
 
 #[test]
@@ -127,9 +134,11 @@ fn an_s3_archive_survives_the_store_going_away() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("moto.log"));
     let relay = Relay::start(s3.port);
-    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("ingest-s3", 4);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 24_000, 51, 2_000, 0.0, &truth, &dir.path().join("generate.log"));
+    let mut feed =
+        stream_feed(&kafka.bootstrap, &topic, 24_000, 51, 2_000, 0.0, &truth, &dir.path().join("generate.log"));
 
     let out = format!("s3://{BUCKET}/hotlines/archive");
     let metrics_port = free_port();
@@ -137,7 +146,8 @@ fn an_s3_archive_survives_the_store_going_away() {
     env.push(("CDRFLOW_CALLER_KEY", KEY.into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let log = dir.path().join("ingest.log");
-    let mut worker = spawn_with_env(&ingest_args(&broker.bootstrap, &out, metrics_port), &log, &env);
+    let mut worker =
+        spawn_with_env(&ingest_args(&kafka.bootstrap, &topic, "ingest-stores-s3", &out, metrics_port), &log, &env);
     let files_written = "cdrflow_files_written_total{worker=\"ingest\"}";
     wait_until(Duration::from_secs(60), "the first files in S3", || scrape(metrics_port, files_written) > 0);
 
@@ -154,7 +164,7 @@ fn an_s3_archive_survives_the_store_going_away() {
     relay.up();
 
     assert!(feed.wait().unwrap().success());
-    let marks = broker.watermarks("cdrs", 4);
+    let marks = kafka.watermarks(&topic, 4);
     // Read the archive directly from the server, not through the relay.
     let direct = S3Server::env(s3.port);
     for (k, v) in &direct {
@@ -163,7 +173,7 @@ fn an_s3_archive_survives_the_store_going_away() {
         unsafe { std::env::set_var(k, v) };
     }
     let archive = Archive::open(&out).unwrap();
-    finish(&archive, &marks, &mut worker, dir.path());
+    finish(&archive, &topic, &marks, &mut worker, dir.path());
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("consumption paused, nothing is lost"), "the outage is logged");
     assert!(logs.contains(&out), "the log names the store");
@@ -206,13 +216,15 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("archive");
     let disk = Tmpfs::mount(&out, "400k");
-    let broker = Broker::start(4, &["cdrs", "cdrs.dlq"]);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("ingest-full-disk", 4);
     let truth = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&broker.bootstrap, 24_000, 52, 4_000, 0.0, &truth, &dir.path().join("generate.log"));
+    let mut feed =
+        stream_feed(&kafka.bootstrap, &topic, 24_000, 52, 4_000, 0.0, &truth, &dir.path().join("generate.log"));
 
     let metrics_port = free_port();
     let log = dir.path().join("ingest.log");
-    let args = ingest_args(&broker.bootstrap, out.to_str().unwrap(), metrics_port);
+    let args = ingest_args(&kafka.bootstrap, &topic, "ingest-stores-disk", out.to_str().unwrap(), metrics_port);
     let mut worker = spawn_with_env(&args, &log, &[("CDRFLOW_CALLER_KEY", KEY)]);
     wait_until(Duration::from_secs(60), "the disk to fill up", || {
         scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"}") > 0
@@ -231,8 +243,8 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
 
     disk.resize("256m");
     assert!(feed.wait().unwrap().success());
-    let marks = broker.watermarks("cdrs", 4);
+    let marks = kafka.watermarks(&topic, 4);
     let archive = Archive::open_dir(&out).unwrap();
-    finish(&archive, &marks, &mut worker, dir.path());
+    finish(&archive, &topic, &marks, &mut worker, dir.path());
     assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
 }

@@ -1,6 +1,8 @@
-//! Test harness: real processes on real parts — the `cdrflow broker` mock Kafka in its own
-//! process, Debian's ClickHouse started by `deploy/local/clickhouse.sh`, and `cdrflow`
-//! workers that tests kill with SIGKILL.
+//! Test harness: real processes on real parts — the real Apache Kafka broker started by
+//! `deploy/local/kafka.sh` (one shared node; a private three-node cluster for broker-loss
+//! tests), Debian's ClickHouse started by `deploy/local/clickhouse.sh`, and `cdrflow`
+//! workers that tests kill with SIGKILL. librdkafka's mock cluster (`cdrflow broker`,
+//! [`Broker`]) remains only where its fault injection is the point.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +23,128 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A `cdrflow broker` process; killed on drop.
+/// The local Apache Kafka: the shared one-node cluster the test command starts
+/// (`deploy/local/kafka.sh start`), or a private cluster of its own (stopped on drop).
+pub struct Kafka {
+    pub bootstrap: String,
+    /// For a private cluster: its instance name and directory, and its first client port.
+    private: Option<(String, PathBuf, u16)>,
+}
+
+impl Kafka {
+    /// The shared broker; every test makes topics of its own on it ([`Kafka::topic`]).
+    pub fn shared() -> Kafka {
+        let out = Command::new("bash")
+            .arg(repo().join("deploy/local/kafka.sh"))
+            .arg("bootstrap")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash deploy/local/kafka.sh");
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let k = Kafka { bootstrap, private: None };
+        assert!(
+            out.status.success() && k.script(&["status"]),
+            "the local Kafka is not running: run the tests with deploy/local/test.sh (or deploy/local/kafka.sh start)"
+        );
+        k
+    }
+
+    /// A private cluster of `nodes` nodes (replication 3 and min.insync.replicas 2 with three),
+    /// its data under `dir`, clients on `port`, `port + 2`, …; stopped on drop.
+    pub fn private(dir: &Path, port: u16, nodes: u32) -> Kafka {
+        let mut k = Kafka { bootstrap: String::new(), private: Some(("test".into(), dir.to_owned(), port)) };
+        let out = k.command(&["start", "--nodes", &nodes.to_string()]).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "a private Kafka cluster of {nodes} nodes starts");
+        k.bootstrap = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+        k
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("deploy/local/kafka.sh")).args(args);
+        if let Some((instance, dir, port)) = &self.private {
+            cmd.env("CDRFLOW_KAFKA_INSTANCE", instance)
+                .env("CDRFLOW_KAFKA_DIR", dir)
+                .env("CDRFLOW_KAFKA_PORT", port.to_string());
+        }
+        cmd
+    }
+
+    /// Runs `deploy/local/kafka.sh ARGS` on this cluster; whether it succeeded.
+    pub fn script(&self, args: &[&str]) -> bool {
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// SIGKILLs node `n` of a private cluster.
+    pub fn kill(&self, n: u32) {
+        assert!(self.script(&["kill", &n.to_string()]), "kafka.sh kill {n}");
+    }
+
+    /// Brings node `n` back on its data and waits until it has caught up.
+    pub fn restart(&self, n: u32) {
+        let ok =
+            self.command(&["restart", &n.to_string()]).stdout(Stdio::null()).stderr(Stdio::inherit()).status().unwrap();
+        assert!(ok.success(), "kafka.sh restart {n}");
+    }
+
+    /// Starts every node of a private cluster that is down (after all were killed: one node
+    /// alone has no controller quorum, so they come back together).
+    pub fn start_again(&self) {
+        let ok = self.command(&["start"]).stdout(Stdio::null()).stderr(Stdio::inherit()).status().unwrap();
+        assert!(ok.success(), "kafka.sh start");
+    }
+
+    /// Stops every node (SIGTERM).
+    pub fn stop(&self) {
+        assert!(self.script(&["stop"]), "kafka.sh stop");
+    }
+
+    /// The directory of node `n`'s log segments of one partition (a private cluster's).
+    pub fn partition_dir(&self, n: u32, topic: &str, partition: i32) -> PathBuf {
+        let (_, dir, _) = self.private.as_ref().expect("a private cluster");
+        dir.join(format!("node-{n}/data/{topic}-{partition}"))
+    }
+
+    /// Produces every line of `file` as a message with the Java producer from the broker's
+    /// own jars (not librdkafka), batches compressed with `codec`.
+    pub fn produce_with_java(&self, topic: &str, codec: &str, file: &Path) {
+        let out = self.command(&["produce", "--topic", topic, "--compression", codec]).arg(file).output().unwrap();
+        assert!(out.status.success(), "the Java producer ({codec}): {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The node that leads `partition` of `topic`.
+    pub fn leader(&self, topic: &str, partition: i32) -> u32 {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        md.topics()[0].partitions().iter().find(|p| p.id() == partition).unwrap().leader() as u32
+    }
+
+    /// A new topic of `partitions` partitions, named after `what` and unique to this run.
+    pub fn topic(&self, what: &str, partitions: i32) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let name = format!("{what}-{}-{}", std::process::id(), nanos % 1_000_000_000_000);
+        let settings = cdrflow_kafka::KafkaSettings { brokers: self.bootstrap.clone(), extra: Vec::new() };
+        cdrflow_kafka::admin::ensure_topic(&settings, &name, partitions).unwrap();
+        name
+    }
+
+    /// High watermark per partition.
+    pub fn watermarks(&self, topic: &str, partitions: u32) -> HashMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        (0..partitions as i32).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        if self.private.is_some() {
+            self.script(&["stop"]);
+        }
+    }
+}
+
+/// A `cdrflow broker` process (librdkafka's mock cluster); killed on drop. Only for the
+/// fault injections the real broker does not offer.
 pub struct Broker {
     pub child: Child,
     pub bootstrap: String,
@@ -151,6 +274,7 @@ impl Server {
             user: "default".into(),
             password: None,
             database: db.clone(),
+            insert_quorum: 0,
         });
         let out = Command::new("clickhouse-client")
             .args(["--port", &self.tcp_port.to_string(), "--query", &format!("DROP DATABASE IF EXISTS {db}")])
@@ -274,10 +398,12 @@ pub fn spawn_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Wor
     Worker(cmd.spawn().unwrap())
 }
 
-/// Starts `cdrflow generate` streaming `cdrs` messages at `rate` per second to topic
-/// `cdrs`, a `resent_share` of them re-sent, with its ground truth at `truth`.
+/// Starts `cdrflow generate` streaming `cdrs` messages at `rate` per second to `topic`, a
+/// `resent_share` of them re-sent, with its ground truth at `truth`.
+#[allow(clippy::too_many_arguments)]
 pub fn stream_feed(
     bootstrap: &str,
+    topic: &str,
     cdrs: u64,
     seed: u64,
     rate: u64,
@@ -298,7 +424,7 @@ pub fn stream_feed(
         "--brokers",
         bootstrap,
         "--topic",
-        "cdrs",
+        topic,
         "--truth",
         truth.to_str().unwrap(),
     ]
@@ -319,13 +445,20 @@ pub fn kill_while_working(
 ) {
     for i in 0..kills {
         let (mut worker, log) = start(i);
-        wait_until(Duration::from_secs(60), "an assignment", || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("partitions assigned")
-        });
+        wait_until_logged(Duration::from_secs(60), "an assignment", &log, || holds_partitions(&log));
         during(i);
         std::thread::sleep(Duration::from_millis(min_ms + jitter.below(2500)));
         sigkill(&mut worker);
     }
+}
+
+/// Whether a worker's log shows it was assigned at least one partition. (An assignment can
+/// be empty: under KIP-848's consumer protocol librdkafka reports one after every revoke.)
+pub fn holds_partitions(log: &Path) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
 }
 
 pub fn sigkill(child: &mut Child) {
@@ -632,15 +765,15 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
 /// The caller-hashing key tests give ingest workers (scanned for in every output).
 pub const CALLER_KEY: &str = "test-caller-key-0123456789";
 
-/// `cdrflow ingest` of topic `cdrs` into `out` as `group`: 6 s sessions and small, quick
-/// units (700 ms, 5 000 rows), then `extra`.
-pub fn ingest_args(bootstrap: &str, out: &Path, group: &str, extra: &[&str]) -> Vec<String> {
+/// `cdrflow ingest` of `topic` into `out` as `group`: 6 s sessions and small, quick units
+/// (700 ms, 5 000 rows), then `extra`. Its dead letters go to `<topic>.dlq`.
+pub fn ingest_args(bootstrap: &str, topic: &str, out: &Path, group: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "ingest",
         "--brokers",
         bootstrap,
         "--topic",
-        "cdrs",
+        topic,
         "--group",
         group,
         "--session-timeout-ms",
@@ -663,8 +796,38 @@ pub fn spawn_ingest(args: &[String], log: &Path) -> Worker {
     spawn_with_env(args, log, &[("CDRFLOW_CALLER_KEY", CALLER_KEY)])
 }
 
-/// The archive's committed positions per partition (next offset), from its commit markers.
-pub fn archive_positions(out: &Path, partitions: i32) -> HashMap<i32, i64> {
+/// The archive's committed positions per partition of `topic` (next offset), from its commit
+/// markers.
+pub fn archive_positions(out: &Path, topic: &str, partitions: i32) -> HashMap<i32, i64> {
     let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
-    a.committed_positions("cdrs", &(0..partitions).collect::<Vec<_>>()).unwrap()
+    a.committed_positions(topic, &(0..partitions).collect::<Vec<_>>()).unwrap()
+}
+
+/// The Kafka group protocol a worker joins its group with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol (librdkafka's default): the client owns the session timeout.
+    Classic,
+    /// KIP-848's (`group.protocol=consumer`): the broker owns the session (6 s on the local
+    /// broker, like the tests' `--session-timeout-ms 6000`) and assigns incrementally.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// Its name, for a test's consumer group: a group is the broker's, across topics, so
+    /// tests that may run at once each join their own.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+
+    /// The worker arguments that select it (none for the classic protocol).
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            GroupProtocol::Classic => &[],
+            GroupProtocol::Consumer => &["--kafka-option", "group.protocol=consumer"],
+        }
+    }
 }

@@ -1,0 +1,179 @@
+//! The command line's small promises: clear errors, logs fit for files and shippers, flags
+//! that say their defaults, and no file written where it should not be.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn cdrflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("CDRFLOW_LOG_JSON");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes_and_json_logs_take_any_true_value() {
+    let o = cdrflow(&["generate", "--cdrs", "10", "--out", "/dev/null"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("feed generated"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains('\u{1b}'), "ANSI escapes in a log that is not a terminal: {:?}", stderr(&o));
+    for v in ["1", "true", "yes"] {
+        let o = cdrflow(&["generate", "--cdrs", "10", "--out", "/dev/null"], &[("CDRFLOW_LOG_JSON", v)]);
+        assert!(o.status.success(), "CDRFLOW_LOG_JSON={v}: {}", stderr(&o));
+        for line in stderr(&o).lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("CDRFLOW_LOG_JSON={v}: {e}: {line}"));
+        }
+    }
+    // A fatal error is a JSON line too under --log-json.
+    let o = cdrflow(&["--log-json", "validate", "--format", "json", "/nonexistent/feed.jsonl"], &[]);
+    assert!(!o.status.success());
+    let last = stderr(&o).lines().last().unwrap_or_default().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(v["level"], "ERROR");
+    assert!(v["fields"]["error"].as_str().unwrap().contains("/nonexistent/feed.jsonl"), "{v}");
+}
+
+#[test]
+fn generate_writes_no_summary_beside_a_device_and_defaults_its_topic() {
+    let _ = std::fs::remove_file("/dev/null.summary.json");
+    let o = cdrflow(&["generate", "--cdrs", "20", "--out", "/dev/null", "--truth", "/dev/null"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!std::path::Path::new("/dev/null.summary.json").exists(), "a summary was written beside /dev/null");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let o = cdrflow(
+        &["generate", "--cdrs", "20", "--out", "/dev/null", "--truth", "/dev/null", "--summary", summary.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success() && summary.exists(), "{}", stderr(&o));
+    // --brokers without --topic uses cdrs, like every other command (nothing to send: no connection needed).
+    let o = cdrflow(&["generate", "--cdrs", "0", "--brokers", "127.0.0.1:1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn help_shows_defaults_and_contradictory_flags_are_refused() {
+    for (cmd, group) in [("ingest", "cdrflow-ingest"), ("aggregate", "cdrflow-aggregate")] {
+        let o = cdrflow(&[cmd, "--help"], &[]);
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains(&format!("[default: {group}]")), "{cmd} --help does not show --group's default:\n{help}");
+    }
+    let o = cdrflow(&["migrate", "--print", "--dry-run"], &[]);
+    assert_eq!(o.status.code(), Some(2), "--print and --dry-run together: {}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_key_file_is_named_once_with_its_reason() {
+    let o = cdrflow(
+        &["ingest", "--brokers", "127.0.0.1:1", "--out", "/tmp/unused", "--dry-run"],
+        &[("CDRFLOW_CALLER_KEY_FILE", "/nonexistent/caller.key")],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("/nonexistent/caller.key"), "{e}");
+    assert_eq!(e.matches("No such file or directory").count(), 1, "the OS error once: {e}");
+}
+
+#[test]
+fn commands_on_an_unmigrated_database_say_to_migrate() {
+    let server = Server::shared();
+    server.query("DROP DATABASE IF EXISTS t_never_migrated");
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.html");
+    for args in [
+        vec!["report", "--region", "38", "--from", "2022-02-01", "--to", "2022-02-02", "--out", out.to_str().unwrap()],
+        vec!["aggregate", "--brokers", "127.0.0.1:1"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--clickhouse", &url, "--database", "t_never_migrated"]);
+        let o = cdrflow(&a, &[]);
+        assert!(!o.status.success(), "{a:?}");
+        assert!(stderr(&o).contains("run `cdrflow migrate"), "{a:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn the_demo_never_drops_a_database_it_did_not_create_and_honours_the_clickhouse_url() {
+    let server = Server::shared();
+    server.query("CREATE DATABASE IF NOT EXISTS t_not_the_demos");
+    server.query("CREATE TABLE IF NOT EXISTS t_not_the_demos.precious (x UInt8) ENGINE = Memory");
+    server.query("INSERT INTO t_not_the_demos.precious VALUES (7)");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let o = cdrflow(&["demo", "--database", "t_not_the_demos", "--workdir", work.to_str().unwrap()], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already has a database t_not_the_demos"), "{}", stderr(&o));
+    assert_eq!(server.query("SELECT sum(x) FROM t_not_the_demos.precious").trim(), "7", "the database is untouched");
+    server.query("DROP DATABASE t_not_the_demos");
+    // CDRFLOW_CLICKHOUSE_URL names the server: one that is not there is reported as such.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{closed}");
+    let o = cdrflow(&["demo", "--workdir", work.to_str().unwrap()], &[("CDRFLOW_CLICKHOUSE_URL", &url)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&format!("ClickHouse at {url} did not answer")), "{}", stderr(&o));
+}
+
+#[test]
+fn config_check_names_every_missing_secret_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[secrets]\ncaller_key_file = \"missing-key\"\nclickhouse_password_file = \"missing-password\"\n",
+    )
+    .unwrap();
+    let o = cdrflow(&["config", "check", cfg.to_str().unwrap()], &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("missing-key") && e.contains("missing-password"), "both missing files named: {e}");
+}
+
+/// A mistyped or dead broker: one clear line naming the address and the fix (repeated at
+/// most every 30 s), a metric and an unready `/readyz` — not a flood of librdkafka's retries.
+#[test]
+fn an_unreachable_broker_gets_one_clear_error_not_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.path().join("ingest.log");
+    let args: Vec<String> = ["ingest", "--brokers", "127.0.0.1:1", "--out", dir.path().join("a").to_str().unwrap()]
+        .into_iter()
+        .chain(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .map(String::from)
+        .collect();
+    let mut w = spawn_ingest(&args, &log);
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let (status, body) = http_get(port, "/readyz").unwrap();
+    let scrape = http_get(port, "/metrics").unwrap().1;
+    assert!(sigterm(&mut w));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Kafka cannot be reached"), "{body}");
+    assert_eq!(metric(&scrape, "cdrflow_kafka_unreachable"), 1, "{scrape}");
+    assert!(metric(&scrape, "cdrflow_kafka_errors_total") > 0, "{scrape}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let said: Vec<&str> = text.lines().filter(|l| l.contains("cannot be reached")).collect();
+    assert_eq!(said.len(), 1, "said once in 12 s:\n{text}");
+    assert!(said[0].contains("127.0.0.1:1") && said[0].contains("deploy/local/kafka.sh start"), "{}", said[0]);
+    let noisy = text.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).count();
+    assert!(noisy <= 3, "{noisy} ERROR/WARN lines in 12 s:\n{text}");
+
+    // The feed generator too: one clear line, then a clear failure once delivery times out.
+    let o = cdrflow(
+        &["generate", "--cdrs", "50", "--brokers", "127.0.0.1:1", "--kafka-option", "message.timeout.ms=4000"],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.matches("cannot be reached").count() == 1, "{e}");
+    assert!(e.lines().count() <= 8, "{e}");
+}

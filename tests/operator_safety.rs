@@ -1,0 +1,284 @@
+//! No operator mistake destroys data, and no audit passes vacuously.
+//!
+//! One small pipeline (a feed through `cdrflow ingest` and `cdrflow aggregate`), then every
+//! way an operator can get `backfill` or `reconcile` wrong: a mistyped archive path, a
+//! mistyped topic, a reversed or empty date range, an archive that lost units, mistyped
+//! consumer groups. Each must fail with the fix named, and the counters the dashboards read
+//! must be exactly as they were. Then a `--dry-run` that must touch nothing, and `/readyz`
+//! on a quiet topic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const DB: &str = "t_operator_safety";
+
+fn cdrflow(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("CDRFLOW_LOG", "info").stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Asserts the command failed and said `want`.
+fn refused(o: &Output, want: &str) {
+    assert!(!o.status.success(), "expected a refusal naming `{want}`, got success:\n{}", text(o));
+    assert!(text(o).contains(want), "expected `{want}` in:\n{}", text(o));
+}
+
+#[test]
+fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_vacuously() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::shared();
+    let ch = server.fresh_database("operator_safety");
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("operator-safety", 4);
+    let truth_path = dir.path().join("truth.jsonl");
+    generate(&[
+        "--cdrs",
+        "12000",
+        "--seed",
+        "13",
+        "--brokers",
+        &kafka.bootstrap,
+        "--topic",
+        &topic,
+        "--truth",
+        truth_path.to_str().unwrap(),
+    ]);
+    let archive = dir.path().join("archive");
+    let ingest = ingest_args(&kafka.bootstrap, &topic, &archive, "ops-ingest", &[]);
+    let aggregate: Vec<String> = [
+        "aggregate",
+        "--brokers",
+        &kafka.bootstrap,
+        "--topic",
+        &topic,
+        "--group",
+        "ops-aggregate",
+        "--clickhouse",
+        &server.url(),
+        "--database",
+        DB,
+        "--flush-interval-ms",
+        "300",
+        "--session-timeout-ms",
+        "6000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ilog, alog) = (dir.path().join("ingest.log"), dir.path().join("aggregate.log"));
+    let mut i = spawn_ingest(&ingest, &ilog);
+    let mut a = spawn(&aggregate, &alog);
+    let marks = kafka.watermarks(&topic, 4);
+    let rt = runtime();
+    wait_until(Duration::from_secs(120), "both sinks to catch up", || {
+        archive_positions(&archive, &topic, 4) == marks
+            && rt.block_on(ch.positions("ops-aggregate", &topic)).unwrap_or_default() == marks
+    });
+    assert!(sigterm(&mut i) && sigterm(&mut a));
+    // A clean stop writes everything: nothing is abandoned.
+    for log in [&ilog, &alog] {
+        let l = std::fs::read_to_string(log).unwrap();
+        assert!(!l.contains("abandoned"), "a clean SIGTERM abandons nothing: {}", log.display());
+    }
+    let truth = read_truth(&truth_path);
+    let untouched = |after: &str| {
+        assert_same_counters(&stored_as_truth(&rt, &ch, None), &truth);
+        assert_eq!(rt.block_on(ch.rebuilt_cells()).unwrap(), 0, "{after}: nothing was rebuilt");
+    };
+    untouched("the stream");
+
+    let url = server.url();
+    let ar = archive.to_str().unwrap();
+    let typo = format!("{topic}-typo");
+    // Every backfill and reconcile names the test's topic (or, once, a mistyped one).
+    let backfill_topic = |topic: &str, extra: &[&str]| -> Output {
+        let mut args = vec!["backfill", "--topic", topic, "--clickhouse", &url, "--database", DB];
+        args.extend_from_slice(extra);
+        cdrflow(&args)
+    };
+    let backfill = |extra: &[&str]| backfill_topic(&topic, extra);
+
+    // A mistyped archive path.
+    refused(
+        &backfill(&["--from", "/nonexistent/archive", "--from-date", "2022-02-01", "--to-date", "2022-02-01"]),
+        "no archive at /nonexistent/archive",
+    );
+    untouched("a missing archive");
+    // A mistyped topic.
+    refused(
+        &backfill_topic(&typo, &["--from", ar, "--region", "38"]),
+        &format!("holds no committed unit of topic {typo} (it holds {topic})"),
+    );
+    untouched("a mistyped topic");
+    // A reversed range.
+    refused(&backfill(&["--from", ar, "--from-date", "2022-02-02", "--to-date", "2022-02-01"]), "swap them");
+    untouched("a reversed range");
+    // A range the archive and the dashboards hold nothing of.
+    refused(&backfill(&["--from", ar, "--from-date", "2030-01-01", "--to-date", "2030-01-02"]), "nothing to rebuild");
+    untouched("an empty range");
+
+    // An archive that lost a partition's units (a copy without partition 0's commits): the
+    // dashboards count calls the archive cannot vouch for, so emptying them is refused.
+    let damaged = dir.path().join("damaged");
+    copy_dir(&archive, &damaged);
+    std::fs::remove_dir_all(damaged.join(format!("_cdrflow/commits/{topic}/p000"))).unwrap();
+    let dm = damaged.to_str().unwrap();
+    let o = backfill(&["--from", dm]);
+    refused(&o, "no committed archive unit covers");
+    refused(&o, "--allow-empty");
+    untouched("a damaged archive");
+    // --dry-run shows the same plan and writes nothing.
+    let o = backfill(&["--from", dm, "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(plan["emptied_cells"].as_u64().unwrap() > 0, "{plan}");
+    assert_eq!(plan["emptied_cells"], plan["unjustified_cells"], "{plan}");
+    assert!(plan["offered_now"].as_u64().unwrap() > plan["offered_after"].as_u64().unwrap());
+    untouched("a dry run");
+
+    // Audits: a missing archive, a reversed range, an empty range, mistyped groups.
+    let reconcile_topic = |topic: &str, extra: &[&str]| -> Output {
+        let mut args = vec!["reconcile", "--json", "--brokers", &kafka.bootstrap, "--topic", topic];
+        args.extend_from_slice(&["--clickhouse", &url, "--database", DB]);
+        args.extend_from_slice(extra);
+        cdrflow(&args)
+    };
+    let reconcile = |extra: &[&str]| reconcile_topic(&topic, extra);
+    let groups = ["--ingest-group", "ops-ingest", "--aggregate-group", "ops-aggregate"];
+    let clean = reconcile(&[&["--archive", ar][..], &groups].concat());
+    assert!(clean.status.success(), "the right groups reconcile: {}", text(&clean));
+    refused(
+        &reconcile(&[&["--archive", "/nonexistent/archive"][..], &groups].concat()),
+        "no archive at /nonexistent/archive",
+    );
+    refused(
+        &reconcile(&[&["--archive", ar, "--from-date", "2022-02-02", "--to-date", "2022-02-01"][..], &groups].concat()),
+        "swap them",
+    );
+    let o =
+        reconcile(&[&["--archive", ar, "--from-date", "2030-01-01", "--to-date", "2030-01-02"][..], &groups].concat());
+    refused(&o, "nothing_checked");
+    refused(&o, &format!("the archive holds {topic} from 2022-02-01"));
+    // The default group names, while the workers used others: nothing was checked.
+    let o = reconcile(&["--archive", ar]);
+    refused(&o, &format!("the ingest group cdrflow-ingest holds no committed offset of {topic}"));
+    refused(&o, "groups with committed offsets on the topic: ");
+    refused(&o, "ops-ingest");
+    refused(&o, "no flush of the aggregator group cdrflow-aggregate");
+    refused(&o, "groups with flushes of the topic: ops-aggregate");
+    // An archive with no unit of the topic.
+    let o = reconcile_topic(&typo, &[&["--archive", ar][..], &groups].concat());
+    assert!(!o.status.success(), "{}", text(&o));
+
+    // Last, with the operator's explicit consent, the damaged archive's rebuild is written.
+    let o = backfill(&["--from", dm, "--allow-empty"]);
+    assert!(o.status.success(), "--allow-empty writes: {}", text(&o));
+    assert!(rt.block_on(ch.rebuilt_cells()).unwrap() > 0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for f in files_under(from) {
+        let dest = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
+
+/// `--dry-run` creates nothing, resolves nothing and connects to nothing, and shows the
+/// consumer properties the worker would really use.
+#[test]
+fn a_dry_run_touches_nothing_and_shows_the_effective_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ro = dir.path().join("read-only");
+    std::fs::create_dir(&ro).unwrap();
+    let out = ro.join("archive");
+    let brokers = format!("127.0.0.1:{port}");
+    let o = Command::new(BIN)
+        .args(["ingest", "--dry-run", "--brokers", &brokers, "--out", out.to_str().unwrap()])
+        .args(["--kafka-option", "enable.auto.commit=true", "--kafka-option", "fetch.wait.max.ms=250"])
+        .env("CDRFLOW_CALLER_KEY", CALLER_KEY)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o2 = Command::new(BIN)
+        .args(["aggregate", "--dry-run", "--brokers", &brokers, "--clickhouse", &format!("http://{brokers}")])
+        .output()
+        .unwrap();
+    assert!(o2.status.success(), "{}", text(&o2));
+    std::thread::sleep(Duration::from_millis(500));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("a dry run connected to the listening port (from {peer})"),
+        Err(e) => panic!("{e}"),
+    }
+    assert!(!out.exists(), "a dry run created the archive directory");
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "a dry run wrote into the out directory's parent");
+
+    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let props = &dry["kafka"]["consumer_properties"];
+    assert_eq!(props["enable.auto.commit"]["value"], "false", "{props}");
+    assert_eq!(props["enable.auto.commit"]["from"], "protocol");
+    assert!(props["enable.auto.commit"]["overridden"].as_str().unwrap().contains("true"), "{props}");
+    assert_eq!(props["fetch.wait.max.ms"]["value"], "250", "the operator overrides the tuning");
+    assert_eq!(props["fetch.wait.max.ms"]["from"], "operator");
+    assert_eq!(props["group.id"]["value"], "cdrflow-ingest");
+    assert!(dry["out"].as_str().unwrap().contains("created when the worker starts"), "{dry}");
+    let tuned =
+        serde_json::from_slice::<serde_json::Value>(&o2.stdout).unwrap()["kafka"]["consumer_properties"].clone();
+    assert!(
+        tuned.as_object().unwrap().values().any(|p| p["from"] == "tuning"),
+        "the workers' tuning is shown: {tuned}"
+    );
+}
+
+/// On a quiet topic a worker that holds partitions is ready, and reports a lag sample per
+/// held partition.
+#[test]
+fn a_worker_on_a_quiet_topic_is_ready_and_reports_lag_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::shared();
+    server.fresh_database("quiet");
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("quiet", 3);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let args: Vec<String> = [
+        "aggregate",
+        "--brokers",
+        &kafka.bootstrap,
+        "--topic",
+        &topic,
+        "--group",
+        "quiet-aggregate",
+        "--clickhouse",
+        &server.url(),
+        "--database",
+        "t_quiet",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--session-timeout-ms",
+        "6000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = dir.path().join("aggregate.log");
+    let mut w = spawn(&args, &log);
+    wait_until_logged(Duration::from_secs(60), "/readyz to answer 200 on a quiet topic", &log, || {
+        http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    wait_until_logged(Duration::from_secs(20), "a lag sample for each held partition", &log, || {
+        let Some((_, scrape)) = http_get(port, "/metrics") else { return false };
+        (0..3).all(|p| scrape.contains(&format!("cdrflow_consumer_lag{{worker=\"aggregate\",partition=\"{p}\"}} 0")))
+    });
+    assert_eq!(metric(&http_get(port, "/metrics").unwrap().1, "cdrflow_records_consumed_total"), 0);
+    assert!(sigterm(&mut w));
+}
