@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a fresh machine with only the Rust toolchain lacks, from Debian's archive:
 # a C toolchain and OpenSSL's headers for librdkafka (bundled, built by rdkafka-sys with TLS,
-# SASL and zstd), the local ClickHouse, and the local Apache Kafka's jars (resolved from Maven
+# SASL and zstd), the local ClickHouse (and Debian's ZooKeeper for the cluster tests), and the
+# local Apache Kafka's jars (resolved from Maven
 # Central by Maven; Java 17+ and Maven come from Debian if missing).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,4 +20,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq build-essential perl pkg-config libssl-dev openssl >/dev/null
 fi
 bash "$here/clickhouse.sh" install
+bash "$here/clickhouse-cluster.sh" install   # Debian's ZooKeeper, for the cluster tests
 bash "$here/kafka.sh" install
