@@ -106,10 +106,26 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         loaded: loaded.clone(),
     });
     let layout = rt.block_on(ch.layout())?;
-    if layout.shards() > 0 {
-        tracing::info!(shards = layout.shards(), quorum = opts.clickhouse.insert_quorum, "counters_log is distributed: one insert per shard per flush");
+    if layout.replicas > 1 && opts.clickhouse.insert_quorum < 2 {
+        anyhow::bail!(
+            "{}.counters_log has {} replicas per shard: exactly once needs --insert-quorum (CDRFLOW_CLICKHOUSE_INSERT_QUORUM) of at least 2, so that positions are never read from a replica that lacks a confirmed flush (see deploy/clickhouse-cluster/README.md)",
+            opts.clickhouse.database,
+            layout.replicas
+        );
     }
-    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
+    if layout.shards() > 0 {
+        tracing::info!(shards = layout.shards(), replicas = layout.replicas, quorum = opts.clickhouse.insert_quorum,
+            "counters_log is distributed: one insert per shard per flush");
+    }
+    let consumer = WorkerConsumer::new(
+        &src.kafka,
+        &src.group,
+        &src.topic,
+        src.session_timeout_ms,
+        store.clone(),
+        stop,
+        stats.clone(),
+    )?;
     let mut dead_letters = match &src.dead_letter_topic {
         Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
         None => None,
@@ -169,14 +185,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         }
         let timers = clock.open(idle);
         if state.unflushed >= opts.flush_max_messages || (timers && state.last_flush.elapsed() >= opts.flush_interval) {
-            flush(&opts, &rt, &ch, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+            flush(&opts, &rt, &ch, &store, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
         }
         if timers {
             chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
         }
     }
     tracing::info!("stopping: flushing what was read");
-    flush(&opts, &rt, &ch, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
+    flush(&opts, &rt, &ch, &store, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
     consumer.consumer.unsubscribe();
     Ok(())
 }
@@ -218,14 +234,24 @@ fn apply(change: GroupChange, state: &mut State) {
 /// and one part: all or nothing, see [`crate::clickhouse`]). Each insert is retried with
 /// backoff while ClickHouse refuses it, with consumption paused meanwhile. After a failure
 /// the outcome may be unknown (the connection broke after sending, a quorum was not
-/// confirmed in time), so before inserting again the positions of *every* partition in the
-/// insert are read back, and the units that landed leave it. A partition revoked while
-/// waiting leaves it too (its new owner re-reads it).
+/// confirmed in time), so before inserting again the position of *every* partition in the
+/// insert is read back:
+///
+/// - right after the unit (`last + 1`): it landed; it leaves the insert;
+/// - at or before the unit's first offset: it did not; it stays;
+/// - anywhere else: *another* writer's unit landed over these offsets — a dead member's
+///   insert whose quorum was confirmed only now (quorum inserts are serialised per shard,
+///   so it lands before ours can), or a zombie's. The unit leaves the insert and the
+///   partition is read again from the position ClickHouse holds, with its window of
+///   counted calls, as on a new assignment ([`rewind`]).
+///
+/// A partition revoked while waiting leaves the insert too (its new owner re-reads it).
 #[allow(clippy::too_many_arguments)]
 fn flush(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
     ch: &ClickHouse,
+    store: &ClickHousePositions,
     layout: &Layout,
     consumer: &WorkerConsumer,
     dead_letters: &mut Option<DeadLetters>,
@@ -249,10 +275,11 @@ fn flush(
         state.unflushed -= rollup.messages;
         let unit = Unit { group: &opts.source.group, topic: &opts.source.topic, partition: p, flushed_at };
         let rows = encode(&unit, &rollup, &opts.source.lines);
-        shards.entry(layout.shard_of(p)).or_default().push(UnitRows { partition: p, last: rollup.last_offset, rows });
+        let first = rollup.first_offset.unwrap_or(rollup.last_offset);
+        shards.entry(layout.shard_of(p)).or_default().push(UnitRows { partition: p, first, last: rollup.last_offset, rows });
     }
     for (shard, units) in shards {
-        insert_units(opts, rt, ch, shard, units, consumer, state, stats, stop)?;
+        insert_units(opts, rt, ch, store, shard, units, consumer, state, stats, stop)?;
     }
     Ok(())
 }
@@ -260,6 +287,8 @@ fn flush(
 /// One partition's unit, encoded.
 struct UnitRows {
     partition: i32,
+    /// The first offset it covers.
+    first: i64,
     /// The last offset it covers.
     last: i64,
     rows: Vec<crate::clickhouse::encoder::CounterRow>,
@@ -271,6 +300,7 @@ fn insert_units(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
     ch: &ClickHouse,
+    store: &ClickHousePositions,
     shard: u32,
     mut units: Vec<UnitRows>,
     consumer: &WorkerConsumer,
@@ -281,6 +311,7 @@ fn insert_units(
     let (group, topic) = (&opts.source.group, &opts.source.topic);
     let mut written = 0;
     let mut failed_before = false;
+    let mut rewinds: Vec<(i32, i64)> = Vec::new();
     while !units.is_empty() {
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
         // insert before the next attempt (its new owner re-reads them).
@@ -292,12 +323,20 @@ fn insert_units(
             let result = (|| {
                 if std::mem::replace(&mut failed_before, true) {
                     let pos = rt.block_on(ch.positions(group, topic))?;
-                    let before = units.len();
-                    units.retain(|u| pos.get(&u.partition).is_none_or(|&next| next <= u.last));
-                    if units.len() < before {
-                        tracing::warn!(shard, landed = before - units.len(), left = units.len(),
-                            "units of the failed insert had landed after all; not repeating them");
-                    }
+                    units.retain(|u| match pos.get(&u.partition).copied() {
+                        None => true,
+                        Some(next) if next <= u.first => true,
+                        Some(next) if next == u.last + 1 => {
+                            tracing::warn!(shard, partition = u.partition, "the unit had landed after all; not repeating it");
+                            false
+                        }
+                        Some(next) => {
+                            tracing::warn!(shard, partition = u.partition, first = u.first, last = u.last, clickhouse_next = next,
+                                "another writer's unit landed over these offsets (a dead member's quorum insert confirmed late, or a zombie's): reading the partition again from where ClickHouse stands");
+                            rewinds.push((u.partition, next));
+                            false
+                        }
+                    });
                     if units.is_empty() {
                         return Ok(0);
                     }
@@ -329,5 +368,25 @@ fn insert_units(
         stats.written.fetch_add(written as u64, Ordering::Relaxed);
     }
     consumer.commit_for_monitoring(&units.iter().map(|u| (u.partition, u.last + 1)).collect());
+    for (p, _) in rewinds {
+        if state.partitions.contains_key(&p) {
+            rewind(consumer, store, state, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads partition `p` again from where ClickHouse stands, with the calls it counted, as
+/// on a new assignment: its unflushed work is dropped and the consumer seeks.
+fn rewind(consumer: &WorkerConsumer, store: &ClickHousePositions, state: &mut State, p: i32) -> Result<()> {
+    let next = store.next_offsets(&consumer.topic, &[p])?.get(&p).copied();
+    apply(GroupChange::Revoked(vec![p]), state);
+    apply(GroupChange::Assigned(vec![p]), state);
+    let at = next.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+    consumer
+        .consumer
+        .seek(&consumer.topic, p, at, Duration::from_secs(10))
+        .with_context(|| format!("seeking partition {p} to {at:?}"))?;
+    tracing::info!(partition = p, at = ?at, "partition read again from ClickHouse's position");
     Ok(())
 }

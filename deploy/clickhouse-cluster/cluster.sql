@@ -110,7 +110,10 @@ GROUP BY region, line, hour, local_hour, channel;
 
 ALTER TABLE cdrflow.counters_log_local ON CLUSTER 'hotlines' ADD COLUMN call_ids Array(UInt64);
 
-ALTER TABLE cdrflow.counters_log ON CLUSTER 'hotlines' ADD COLUMN call_ids Array(UInt64);
+DROP TABLE IF EXISTS cdrflow.counters_log ON CLUSTER 'hotlines';
+
+CREATE TABLE IF NOT EXISTS cdrflow.counters_log ON CLUSTER 'hotlines' AS cdrflow.counters_log_local
+ENGINE = Distributed('hotlines', cdrflow, counters_log_local, kafka_partition);
 
 CREATE TABLE IF NOT EXISTS cdrflow.counters_rebuilt_local ON CLUSTER 'hotlines' AS cdrflow.counters_log_local
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/cdrflow/counters_rebuilt', '{replica}')
@@ -118,7 +121,7 @@ PARTITION BY toYYYYMM(flushed_at)
 ORDER BY (consumer_group, topic, kafka_partition, last_offset, region, line, hour);
 
 CREATE TABLE IF NOT EXISTS cdrflow.counters_rebuilt ON CLUSTER 'hotlines' AS cdrflow.counters_rebuilt_local
-ENGINE = Distributed('hotlines', cdrflow, counters_rebuilt_local, flushed_at);
+ENGINE = Distributed('hotlines', cdrflow, counters_rebuilt_local, toUInt32(flushed_at));
 
 CREATE VIEW IF NOT EXISTS cdrflow.counters_current ON CLUSTER 'hotlines' AS
 SELECT

@@ -168,11 +168,6 @@ pub fn for_cluster(sql: &str, cluster: &str) -> Vec<String> {
                 let (db, table) = name.split_once('.').expect("tables are named DB.TABLE");
                 let path = format!("ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')");
                 let local = format!("{name}_local");
-                let key = match table {
-                    "counters_log" => "kafka_partition",
-                    "counters_rebuilt" => "flushed_at",
-                    _ => "rand()",
-                };
                 if let Some(pos) = stmt.find("ENGINE = MergeTree") {
                     let tail = stmt[pos + "ENGINE = MergeTree".len()..].to_owned();
                     let columns = &stmt[stmt.find(&name).expect("name") + name.len()..pos];
@@ -185,14 +180,17 @@ pub fn for_cluster(sql: &str, cluster: &str) -> Vec<String> {
                     let tail = engine_tail(src).unwrap_or_else(|| panic!("{src}: AS a MergeTree table of the schema"));
                     out.push(format!("CREATE TABLE IF NOT EXISTS {local} {on} AS {src}_local\nENGINE = {path}{tail}"));
                 }
-                out.push(format!(
-                    "CREATE TABLE IF NOT EXISTS {name} {on} AS {local}\nENGINE = Distributed('{cluster}', {db}, {table}_local, {key})"
-                ));
+                out.push(distributed(&name, cluster));
             }
             ["ALTER", "TABLE", name, ..] => {
+                // The replicated table is altered on one replica per shard and replicates;
+                // the Distributed table over it holds no data and is made again from it
+                // (18.16 refuses ALTER … ON CLUSTER on a Distributed table whose shards
+                // replicate internally, Code 371).
                 let rest = stmt.split_once(name).expect("name").1;
                 out.push(format!("ALTER TABLE {name}_local {on}{rest}"));
-                out.push(format!("ALTER TABLE {name} {on}{rest}"));
+                out.push(format!("DROP TABLE IF EXISTS {name} {on}"));
+                out.push(distributed(name, cluster));
             }
             ["CREATE", "VIEW", "IF", "NOT", "EXISTS", name] => {
                 let rest = stmt.split_once(name).expect("name").1;
@@ -205,6 +203,35 @@ pub fn for_cluster(sql: &str, cluster: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// `CREATE TABLE … ENGINE = Distributed` of `name` (`DB.TABLE`) over `name_local`, sharded so
+/// that one Kafka partition's flushes (`counters_log`) or one rebuild (`counters_rebuilt`)
+/// stays on one shard.
+fn distributed(name: &str, cluster: &str) -> String {
+    let (db, table) = name.split_once('.').expect("tables are named DB.TABLE");
+    let key = match table {
+        "counters_log" => "kafka_partition",
+        "counters_rebuilt" => "toUInt32(flushed_at)",
+        _ => "rand()",
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} ON CLUSTER '{cluster}' AS {name}_local\nENGINE = Distributed('{cluster}', {db}, {table}_local, {key})"
+    )
+}
+
+/// `(DB.TABLE, column)` of an `ALTER TABLE DB.TABLE [ON CLUSTER …] ADD COLUMN column …`:
+/// 18.16 has no `ADD COLUMN IF NOT EXISTS`, so the migration runner checks first.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE ")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let column = rest.split("ADD COLUMN ").nth(1)?.split_whitespace().next()?;
+    Some((table, column))
+}
+
+/// `DB.TABLE` of a `DROP TABLE IF EXISTS DB.TABLE [ON CLUSTER …]`.
+pub fn dropped_table(stmt: &str) -> Option<&str> {
+    stmt.strip_prefix("DROP TABLE IF EXISTS ")?.split_whitespace().next()
 }
 
 /// What follows `ENGINE = MergeTree` in the statement that creates `table` (`DB.TABLE`).

@@ -48,11 +48,18 @@ pub struct ClickHouseArgs {
     /// Database for cdrflow's tables.
     #[arg(long, env = "CDRFLOW_CLICKHOUSE_DATABASE", default_value = "cdrflow")]
     pub database: String,
+    /// On a replicated cluster: replicas of a shard that must hold each insert (insert_quorum;
+    /// reads then use select_sequential_consistency). Set it to the replicas per shard
+    /// (deploy/clickhouse-cluster/README.md); 0 on one server.
+    #[arg(long, env = "CDRFLOW_CLICKHOUSE_INSERT_QUORUM", default_value_t = 0)]
+    pub insert_quorum: u32,
 }
 
 impl ClickHouseArgs {
     pub fn config(&self) -> Result<ClickHouseConfig> {
-        ClickHouseConfig::from_env(&self.url, &self.database)
+        let mut cfg = ClickHouseConfig::from_env(&self.url, &self.database)?;
+        cfg.insert_quorum = self.insert_quorum;
+        Ok(cfg)
     }
 
     /// A client of a server that answers and holds cdrflow's schema at the version this

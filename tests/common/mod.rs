@@ -831,3 +831,71 @@ impl GroupProtocol {
         }
     }
 }
+
+/// A ClickHouse cluster of its own: ZooKeeper and 2 shards × 2 replicas of Debian's 18.16
+/// (`deploy/local/clickhouse-cluster.sh`), its data under a test's directory; stopped on drop.
+pub struct Cluster {
+    dir: PathBuf,
+    /// HTTP URLs: shard 1 replica 1, shard 1 replica 2, shard 2 replica 1, shard 2 replica 2.
+    pub urls: Vec<String>,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path) -> Cluster {
+        let mut c = Cluster { dir: dir.to_owned(), urls: Vec::new() };
+        let out = c.command(&["start"]).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "the ClickHouse cluster starts");
+        let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
+        c.urls = last.trim().split(',').map(str::to_owned).collect();
+        c
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("deploy/local/clickhouse-cluster.sh")).args(args).env("CDRFLOW_LOCAL_DIR", &self.dir);
+        cmd
+    }
+
+    /// SIGKILLs server `n` (1–4, in the order of [`Cluster::urls`]).
+    pub fn kill(&self, n: u32) {
+        assert!(self.command(&["kill", &n.to_string()]).status().unwrap().success(), "kill {n}");
+    }
+
+    /// Starts server `n` again on its data.
+    pub fn restart(&self, n: u32) {
+        assert!(self.command(&["restart", &n.to_string()]).status().unwrap().success(), "restart {n}");
+    }
+
+    /// The native port of server `n`.
+    pub fn tcp_port(&self, n: u32) -> u16 {
+        let http: u16 = self.urls[n as usize - 1].rsplit(':').next().unwrap().parse().unwrap();
+        http - 8131 + 9131
+    }
+
+    /// Runs one statement on server `n` with clickhouse-client.
+    pub fn query(&self, n: u32, sql: &str) -> String {
+        let o = Command::new("clickhouse-client")
+            .args(["--port", &self.tcp_port(n).to_string(), "--query", sql])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "server {n}: {sql}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A client of server `n` for `database`, with quorum writes and consistent reads.
+    pub fn client(&self, n: u32, database: &str) -> ClickHouse {
+        ClickHouse::new(ClickHouseConfig {
+            url: self.urls[n as usize - 1].clone(),
+            user: "default".into(),
+            password: None,
+            database: database.to_owned(),
+            insert_quorum: 2,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}

@@ -18,6 +18,11 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
     /// Database holding cdrflow's tables.
     pub database: String,
+    /// On a replicated cluster: how many replicas of a shard must hold an insert before it
+    /// counts (`insert_quorum`; 0: off, as on one server). Reads then use
+    /// `select_sequential_consistency`, so a replica that lacks a confirmed insert refuses
+    /// to answer rather than answer stale (see [`super`]).
+    pub insert_quorum: u32,
 }
 
 impl std::fmt::Debug for ClickHouseConfig {
@@ -27,6 +32,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("database", &self.database)
+            .field("insert_quorum", &self.insert_quorum)
             .finish()
     }
 }
@@ -52,6 +58,7 @@ impl ClickHouseConfig {
             user,
             password,
             database: database.to_owned(),
+            insert_quorum: 0,
         })
     }
 }

@@ -18,16 +18,38 @@
 //! outcome is unknown (the connection broke after sending), the sink reads the partition's
 //! position back before retrying, so a unit that did land is not inserted twice.
 //!
-//! # What a modern ClickHouse cluster changes
+//! # On a cluster: replicas and shards
 //!
-//! With `ReplicatedMergeTree` (ClickHouse ≥ 20), each inserted block's hash is kept in
-//! ZooKeeper/Keeper and a retried identical block is dropped (`insert_deduplicate`), and
-//! `insert_deduplication_token` (≥ 22.2) makes that explicit: the unit's
-//! `group/topic/partition/first-last` offsets are the natural token, which also fences a
-//! zombie worker re-inserting a unit another member already wrote. `insert_quorum` makes a
-//! unit durable on several replicas before the worker moves on. Reads of positions must
-//! then go to the local replicated table (or use `select_sequential_consistency`), not
-//! through a `Distributed` table that may lag. The cluster DDL is in `deploy/`.
+//! In the cluster layout (`cdrflow migrate --cluster`, `deploy/clickhouse-cluster/`)
+//! `counters_log` is a Distributed table over a ReplicatedMergeTree `counters_log_local`,
+//! sharded by `kafka_partition`. Three things keep the argument above true there:
+//!
+//! 1. **One insert per shard.** A Distributed insert that spans shards is as many inserts as
+//!    shards, so it is not all or nothing. The aggregator reads the layout
+//!    ([`service::Layout`]) and sends one insert per shard per flush, holding the units of
+//!    the partitions that land there; each becomes one block, one part, on one replica,
+//!    and replicates. Positions are per partition, and a partition lives on one shard, so
+//!    a crash between two shards' inserts is a partition-by-partition matter, as on one
+//!    server. Every insert is `insert_distributed_sync`: it returns once the shard holds it.
+//! 2. **Quorum writes, consistent reads.** With `--insert-quorum N` (required when shards
+//!    have replicas) an insert returns once N replicas of its shard hold it, and every read
+//!    is `select_sequential_consistency`: a replica lacking a confirmed insert refuses to
+//!    answer (Code 289) rather than hand out stale positions — which is what made an
+//!    aggregator restarted against a lagging replica count again. While a replica is down
+//!    or not fetching, quorum writes to its shard wait (Codes 285, 286, 319), the
+//!    aggregator pauses and says why (`cdrflow_sink_errors_total{reason}`); it resumes when
+//!    the replica is back. Quorum inserts are serialised per shard: a new one waits (286)
+//!    until the previous one is confirmed.
+//! 3. **The retry check reads every partition.** After a failed insert the position of each
+//!    partition in it is read back. Right after the unit: it landed. At or before its first
+//!    offset: it did not. Anywhere else: another writer's unit landed over those offsets —
+//!    a dead member's quorum insert confirmed only now (serialised, it lands before ours
+//!    can) — and the partition is read again from there (`worker::rewind`).
+//!
+//! What remains: a zombie member whose insert reaches ClickHouse only after a new owner's
+//! insert of the same offsets was confirmed would count twice. ClickHouse ≥ 22.2 fences it
+//! with `insert_deduplication_token` (the unit's group/topic/partition/offsets), which 18.16
+//! lacks; `cdrflow reconcile` names such an overlap (`clickhouse_overlap`).
 
 pub mod config;
 pub mod encoder;

@@ -18,14 +18,77 @@ pub struct ClickHouse {
     client: clickhouse::Client,
 }
 
-/// Turns a client error into one that names the server and the fix.
+/// ClickHouse error codes a worker waits out, with what they mean for it and a metric label.
+const WAITS: &[(u32, &str, &str)] = &[
+    (285, "quorum_not_reached", "fewer replicas of the shard are alive than insert_quorum: a replica is down, and writes wait for it"),
+    (286, "quorum_pending", "the shard's previous quorum insert is not confirmed yet: a replica is lagging or down"),
+    (319, "quorum_unknown", "the quorum was not confirmed within insert_quorum_timeout: whether the insert landed is read back before trying again"),
+    (289, "replica_behind", "this replica lacks inserts confirmed by a quorum (select_sequential_consistency): it is catching up"),
+    (242, "replica_read_only", "the table is read-only on this replica: its ZooKeeper session is lost"),
+    (225, "zookeeper", "the server has no ZooKeeper session"),
+    (999, "zookeeper", "a ZooKeeper operation failed"),
+    (252, "too_many_parts", "too many parts: merges are behind"),
+    (159, "timeout", "a timeout on the server"),
+];
+
+/// The `Code: N` of a ClickHouse exception in an error's text.
+fn code_in(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
+}
+
+/// Why a ClickHouse request failed, as a metric label (`cdrflow_sink_errors_total{reason}`):
+/// `unreachable`, one of the waits above (`quorum_not_reached`, `replica_read_only`, …) or `other`.
+pub fn failure_reason(e: &anyhow::Error) -> &'static str {
+    let text = format!("{e:#}");
+    if text.contains("did not answer") {
+        return "unreachable";
+    }
+    code_in(&text).and_then(|c| WAITS.iter().find(|w| w.0 == c)).map_or("other", |w| w.1)
+}
+
+/// Turns a client error into one that names the server, what it means and the fix.
 fn explain(e: clickhouse::error::Error, cfg: &ClickHouseConfig, doing: &str) -> anyhow::Error {
     match &e {
         clickhouse::error::Error::Network(_) => anyhow!(
             "ClickHouse at {} did not answer while {doing} ({e}): is it running? Locally: deploy/local/clickhouse.sh start",
             cfg.url
         ),
-        _ => anyhow!("ClickHouse at {} failed while {doing}: {e}", cfg.url),
+        _ => {
+            let text = e.to_string();
+            match code_in(&text).and_then(|c| WAITS.iter().find(|w| w.0 == c)) {
+                Some((_, _, means)) => anyhow!("ClickHouse at {} failed while {doing}: {means} ({text})", cfg.url),
+                None => anyhow!("ClickHouse at {} failed while {doing}: {e}", cfg.url),
+            }
+        }
+    }
+}
+
+/// How `counters_log` is laid out: one table on one server, or a Distributed table over
+/// shards. A flush must be one insert per shard to stay all-or-nothing (a Distributed insert
+/// that spans shards is as many inserts as shards), so the aggregator groups its units by
+/// the shard each Kafka partition lands on, exactly as the Distributed engine chooses it:
+/// `kafka_partition % total weight`, slots given to shards by weight, in shard order.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Slot → shard number; empty on one server.
+    slot_to_shard: Vec<u32>,
+    /// The most replicas any shard has (0 on one server).
+    pub replicas: usize,
+}
+
+impl Layout {
+    /// The shard (1-based; 0 on one server) that partition `p`'s rows land on.
+    pub fn shard_of(&self, p: i32) -> u32 {
+        if self.slot_to_shard.is_empty() {
+            return 0;
+        }
+        self.slot_to_shard[(p as usize) % self.slot_to_shard.len()]
+    }
+
+    /// Shards, 0 on one server.
+    pub fn shards(&self) -> usize {
+        self.slot_to_shard.iter().collect::<std::collections::BTreeSet<_>>().len()
     }
 }
 
@@ -117,12 +180,65 @@ struct StoredBreakdown {
 impl ClickHouse {
     /// A client for `cfg` (validation off: Debian's 18.16 cannot describe tables the way
     /// the crate expects; rows are typed on our side).
+    ///
+    /// Every insert into a Distributed table returns only once its shard holds it
+    /// (`insert_distributed_sync`), so a position read afterwards sees it. With
+    /// `insert_quorum` it returns only once that many replicas of the shard hold it, and
+    /// every read is `select_sequential_consistency`: a replica lacking a confirmed insert
+    /// refuses (Code 289) instead of answering with stale positions.
     pub fn new(cfg: ClickHouseConfig) -> Self {
-        let mut client = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user).with_validation(false);
+        let mut client = clickhouse::Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_validation(false)
+            .with_setting("insert_distributed_sync", "1");
         if let Some(p) = &cfg.password {
             client = client.with_password(p);
         }
+        if cfg.insert_quorum > 0 {
+            client = client
+                .with_setting("insert_quorum", cfg.insert_quorum.to_string())
+                // Well under the flush's HTTP timeout: a write waiting for a lost replica
+                // gives up, and the position check decides whether it landed.
+                .with_setting("insert_quorum_timeout", "20000")
+                .with_setting("select_sequential_consistency", "1");
+        }
         ClickHouse { cfg, client }
+    }
+
+    /// How `counters_log` is laid out ([`Layout`]).
+    pub async fn layout(&self) -> Result<Layout> {
+        let engine: Vec<String> = self
+            .client
+            .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = 'counters_log'")
+            .bind(&self.cfg.database)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the layout of counters_log"))?;
+        let Some(args) = engine.first().and_then(|e| e.strip_prefix("Distributed(")) else {
+            return Ok(Layout::default());
+        };
+        let args: Vec<&str> = args.trim_end_matches(')').split(',').map(|a| a.trim().trim_matches('\'')).collect();
+        let (cluster, key) = (args.first().copied().unwrap_or_default(), args.get(3).copied().unwrap_or_default());
+        if key != "kafka_partition" {
+            anyhow::bail!(
+                "{}.counters_log is a Distributed table sharded by `{key}`: cdrflow needs `kafka_partition`, so that each flush stays on one shard; create it with `cdrflow migrate --cluster`",
+                self.cfg.database
+            );
+        }
+        let shards: Vec<(u32, u32, u64)> = self
+            .client
+            .query("SELECT shard_num, any(shard_weight), count() FROM system.clusters WHERE cluster = ? GROUP BY shard_num ORDER BY shard_num")
+            .bind(cluster)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the cluster's shards"))?;
+        if shards.is_empty() {
+            anyhow::bail!("counters_log is distributed over cluster {cluster}, which this server's remote_servers does not define");
+        }
+        let slot_to_shard = shards.iter().flat_map(|(n, w, _)| std::iter::repeat_n(*n, (*w).max(1) as usize)).collect();
+        let replicas = shards.iter().map(|s| s.2 as usize).max().unwrap_or(1);
+        Ok(Layout { slot_to_shard, replicas })
     }
 
     /// The settings this client uses.
@@ -147,18 +263,19 @@ impl ClickHouse {
 
     /// [`migrate`](Self::migrate) in the cluster layout of [`sql::for_cluster`] when
     /// `cluster` is given (ON CLUSTER, Replicated + Distributed tables).
+    ///
+    /// A run interrupted anywhere (killed, the server gone) can be run again and finishes:
+    /// every statement is applied by [`Self::apply`], which makes each one safe to repeat.
+    /// A migration is recorded in `schema_migrations` after its last statement.
     pub async fn migrate_on(&self, cluster: Option<&str>) -> Result<Vec<u32>> {
         let db = &self.cfg.database;
         let layout = |text: &str| match cluster {
             None => sql::statements(&sql::for_database(text, db)),
             Some(c) => sql::for_cluster(&sql::for_database(text, db), c),
         };
+        let mut run = 0;
         for stmt in layout(sql::BOOTSTRAP) {
-            self.client
-                .query(&stmt)
-                .execute()
-                .await
-                .map_err(|e| explain(e, &self.cfg, "creating the migrations table"))?;
+            self.apply(&stmt, cluster, "creating the migrations table", &mut run).await?;
         }
         let applied: Vec<u32> = self
             .client
@@ -168,12 +285,9 @@ impl ClickHouse {
             .map_err(|e| explain(e, &self.cfg, "reading applied migrations"))?;
         let mut done = Vec::new();
         for m in sql::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            let doing = format!("applying migration {:03}_{}", m.version, m.name);
             for stmt in layout(m.sql) {
-                self.client
-                    .query(&stmt)
-                    .execute()
-                    .await
-                    .map_err(|e| explain(e, &self.cfg, &format!("applying migration {:03}_{}", m.version, m.name)))?;
+                self.apply(&stmt, cluster, &doing, &mut run).await?;
             }
             let mut ins = self.client.insert_unescaped::<MigrationRow>(&self.table("schema_migrations")).await?;
             let now = jiff::Timestamp::now().as_second() as u32;
@@ -184,6 +298,107 @@ impl ClickHouse {
         }
         self.fill_regions().await?;
         Ok(done)
+    }
+
+    /// Runs one migration statement so that it can be run again after any interruption:
+    /// `CREATE … IF NOT EXISTS` and `DROP … IF EXISTS` are idempotent as they are; an
+    /// `ALTER TABLE … ADD COLUMN` is skipped when the column is already there (on every
+    /// shard, on a cluster: 18.16 has no `ADD COLUMN IF NOT EXISTS`), and a failed one
+    /// counts as done if the column is there everywhere by then (an `ON CLUSTER` ALTER that
+    /// had reached some shards before). A `DROP TABLE` is refused on anything but a view or
+    /// a Distributed table, which hold no data: a migration never drops counters.
+    ///
+    /// `CDRFLOW_MIGRATE_CRASH_AFTER=N` aborts the process right after the N-th statement of
+    /// the run, as a kill would: the test of resuming an interrupted migration uses it.
+    async fn apply(&self, stmt: &str, cluster: Option<&str>, doing: &str, run: &mut usize) -> Result<()> {
+        let added = sql::added_column(stmt);
+        let skip = match added {
+            Some((table, column)) => self.column_everywhere(table, column, cluster).await?,
+            None => false,
+        };
+        if let Some(table) = sql::dropped_table(stmt) {
+            self.check_droppable(table).await?;
+        }
+        if skip {
+            tracing::info!(statement = stmt.lines().next().unwrap_or_default(), "already applied");
+        } else if let Err(e) = self.client.query(stmt).execute().await {
+            let e = explain(e, &self.cfg, doing);
+            match added {
+                Some((table, column)) if self.column_everywhere(table, column, cluster).await.unwrap_or(false) => {
+                    tracing::warn!(error = format!("{e:#}"), "the column is there everywhere now; going on");
+                }
+                _ => return Err(e),
+            }
+        }
+        *run += 1;
+        if std::env::var("CDRFLOW_MIGRATE_CRASH_AFTER").is_ok_and(|n| n.parse() == Ok(*run)) {
+            eprintln!("CDRFLOW_MIGRATE_CRASH_AFTER={run}: aborting after statement {run}, as a kill would");
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// Whether `column` of `table` (`DB.TABLE`) exists here, or on a cluster, on one replica
+    /// of every shard.
+    async fn column_everywhere(&self, table: &str, column: &str, cluster: Option<&str>) -> Result<bool> {
+        let (db, name) = table.split_once('.').context("tables are named DB.TABLE")?;
+        let doing = "checking whether a column exists";
+        let (have, want): (u64, u64) = match cluster {
+            None => {
+                let n: u64 = self
+                    .client
+                    .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                    .bind(db)
+                    .bind(name)
+                    .bind(column)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, doing))?;
+                (n, 1)
+            }
+            Some(c) => {
+                let have: u64 = self
+                    .client
+                    .query(&format!(
+                        "SELECT count() FROM cluster('{c}', system, columns) WHERE database = ? AND table = ? AND name = ?"
+                    ))
+                    .bind(db)
+                    .bind(name)
+                    .bind(column)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, doing))?;
+                let shards: u64 = self
+                    .client
+                    .query("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = ?")
+                    .bind(c)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, doing))?;
+                (have, shards.max(1))
+            }
+        };
+        Ok(have >= want)
+    }
+
+    /// Refuses to drop a table that holds data (anything but a view or a Distributed table).
+    async fn check_droppable(&self, table: &str) -> Result<()> {
+        let (db, name) = table.split_once('.').context("tables are named DB.TABLE")?;
+        let engine: Vec<String> = self
+            .client
+            .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+            .bind(db)
+            .bind(name)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "checking a table before dropping it"))?;
+        match engine.first().map(String::as_str) {
+            None | Some("View") | Some("Distributed") => Ok(()),
+            Some(other) => anyhow::bail!(
+                "refusing to drop {table} on ClickHouse at {}: it is a {other} table and holds data, and migrations only drop views and Distributed tables; if it is yours, rename it out of the way",
+                self.cfg.url
+            ),
+        }
     }
 
     async fn fill_regions(&self) -> Result<()> {
