@@ -282,3 +282,42 @@ fn a_worker_on_a_quiet_topic_is_ready_and_reports_lag_per_partition() {
     assert_eq!(metric(&http_get(port, "/metrics").unwrap().1, "cdrflow_records_consumed_total"), 0);
     assert!(sigterm(&mut w));
 }
+
+/// A migration killed between any two statements finishes when run again, and a migration
+/// never drops a table that holds data.
+#[test]
+fn migrations_resume_after_a_kill_and_never_drop_data() {
+    let server = Server::shared();
+    let url = server.url();
+    let migrate = |db: &str, crash_after: Option<usize>| {
+        let mut c = Command::new(BIN);
+        c.args(["migrate", "--clickhouse", &url, "--database", db]);
+        if let Some(n) = crash_after {
+            c.env("CDRFLOW_MIGRATE_CRASH_AFTER", n.to_string());
+        }
+        c.output().unwrap()
+    };
+    let printed = Command::new(BIN).args(["migrate", "--print"]).output().unwrap();
+    let statements = String::from_utf8_lossy(&printed.stdout).matches(";\n").count();
+    assert!(statements > 10, "{statements}");
+    for n in 1..statements {
+        server.query("DROP DATABASE IF EXISTS t_resume_single");
+        let o = migrate("t_resume_single", Some(n));
+        assert!(!o.status.success(), "killed after statement {n}");
+        let o = migrate("t_resume_single", None);
+        assert!(o.status.success(), "resumed after statement {n}: {}", text(&o));
+        assert_eq!(
+            server.query("SELECT count() FROM system.columns WHERE database = 't_resume_single' AND table = 'counters_log' AND name = 'call_ids'").trim(),
+            "1"
+        );
+    }
+    // A table of the operator's that a migration would drop as a view.
+    server.query("DROP DATABASE IF EXISTS t_no_drop");
+    server.query("CREATE DATABASE t_no_drop");
+    server.query("CREATE TABLE t_no_drop.hourly (x UInt8) ENGINE = MergeTree ORDER BY x");
+    server.query("INSERT INTO t_no_drop.hourly VALUES (1)");
+    let o = migrate("t_no_drop", None);
+    refused(&o, "refusing to drop t_no_drop.hourly");
+    assert_eq!(server.query("SELECT count() FROM t_no_drop.hourly").trim(), "1", "the table is untouched");
+    server.query("DROP DATABASE t_no_drop");
+}
