@@ -299,7 +299,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%")
             .expect("template"),
     );
-    let ingest_archive = cdrflow_ingest::archive::Archive::open_dir(&archive)?;
+    let ingest_archive = cdrflow_archive::Archive::open_dir(&archive)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let ch_pos = rt.block_on(ch.positions("cdrflow-aggregate", topic)).unwrap_or_default();

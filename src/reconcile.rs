@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cdrflow_aggregate::clickhouse::ClickHouse;
 use cdrflow_aggregate::rebuild::{Selection, recompute};
-use cdrflow_ingest::archive::Archive;
+use cdrflow_archive::Archive;
 use cdrflow_schemas::{Counters, LineRegistry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -189,7 +189,7 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
                     });
                     continue;
                 }
-                let rows = cdrflow_ingest::read::row_count(archive.get(&f.path)?.into())
+                let rows = cdrflow_archive::read::row_count(archive.get(&f.path)?.into())
                     .with_context(|| format!("reading {}", f.path))?;
                 if rows != f.rows {
                     mismatches.push(Mismatch {

@@ -101,7 +101,7 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     let marks = kafka.watermarks(&topic, 4);
     let rt = runtime();
     let parts = [0, 1, 2, 3];
-    let store = cdrflow_ingest::archive::Archive::open_dir(&archive).unwrap();
+    let store = cdrflow_archive::Archive::open_dir(&archive).unwrap();
     wait_until(Duration::from_secs(120), "both sinks to catch up", || {
         store.committed_positions(&topic, &parts).unwrap() == marks
             && rt.block_on(ch.positions(AGGREGATE_GROUP, &topic)).unwrap_or_default() == marks

@@ -153,7 +153,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing(protocol: GroupProtocol) 
     assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
     assert_eq!(archived.rows, summary.valid_messages, "every valid record, once");
     // The commit markers account for every file and row; nothing uncommitted is left.
-    let a = cdrflow_ingest::archive::Archive::open_dir(&out).unwrap();
+    let a = cdrflow_archive::Archive::open_dir(&out).unwrap();
     let mut listed = HashSet::new();
     let mut rows = 0;
     for p in 0..4 {

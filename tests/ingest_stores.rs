@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cdrflow::synthetic::FeedSummary;
-use cdrflow_ingest::archive::Archive;
+use cdrflow_archive::Archive;
 use common::*;
 
 const KEY: &str = "test-caller-key-0123456789";

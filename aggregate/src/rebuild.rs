@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use cdrflow_ingest::archive::Archive;
-use cdrflow_ingest::read::read_file;
+use cdrflow_archive::Archive;
+use cdrflow_archive::read::read_file;
 use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;

@@ -5,15 +5,16 @@
 //! `dt=YYYY-MM-DD/region=NN/` (the UTC date of the call's start), each file named after the
 //! Kafka partition and offset range of the unit of work it belongs to.
 //!
-//! - [`archive`] — the archive's layout and its commit protocol (how a unit of work, which
-//!   may span many `dt`/`region` files, becomes visible all at once, and how a worker
-//!   recovers its position from the archive);
-//! - [`encode`] — CDRs → Arrow → Parquet (zstd, statistics, rows sorted by start);
 //! - [`worker`] — the consume → buffer → rotate → write loop.
+//!
+//! The archive's format — layout, commit protocol, encoder, reader — is not here but in
+//! `cdrflow-archive`, which readers (`backfill`, `reconcile`) share; this crate only writes
+//! through it. It never depends on `cdrflow-aggregate`.
 
-pub mod archive;
-pub mod encode;
-pub mod read;
 pub mod worker;
+
+// The archive's paths as they were before it had a crate of its own (the benches use them).
+pub use cdrflow_archive as archive;
+pub use cdrflow_archive::{encode, read};
 
 pub use worker::{IngestOptions, run};

@@ -16,14 +16,13 @@ use anyhow::{Context, Result};
 use cdrflow_kafka::{
     Chores, ClockGate, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
 };
-use cdrflow_schemas::time::civil_from_days;
 use cdrflow_schemas::{Decoder, Pseudonymiser};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
 
-use crate::archive::{Archive, UnitFile, UnitManifest};
-use crate::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_archive::{Archive, UnitFile, UnitManifest, utc_date};
 
 /// What an ingest worker needs.
 #[derive(Clone, Debug)]
@@ -176,12 +175,6 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
     }
 }
 
-/// `YYYY-MM-DD` of a UTC instant in ms.
-fn utc_date(ms: i64) -> String {
-    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// Writes and commits partition `p`'s unit.
 #[allow(clippy::too_many_arguments)]
 fn write_unit(
@@ -242,7 +235,7 @@ fn write_unit(
     };
     let attempt = || {
         attempt().inspect_err(|_| {
-            stats.sink_errors.fetch_add(1, Ordering::Relaxed);
+            stats.sink_error("archive_write");
         })
     };
     let outcome = consumer

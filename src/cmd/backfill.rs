@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use cdrflow_aggregate::rebuild;
-use cdrflow_ingest::archive::Archive;
+use cdrflow_archive::Archive;
 use cdrflow_schemas::LineRegistry;
 
 use super::{ClickHouseArgs, SelectionArgs};

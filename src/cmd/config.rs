@@ -57,7 +57,7 @@ fn check(path: &Path) -> Result<()> {
         }
     }
     if let Some(out) = &file.ingest.out
-        && let Err(e) = cdrflow_ingest::archive::Archive::describe_location(out)
+        && let Err(e) = cdrflow_archive::Archive::describe_location(out)
     {
         problems.push(format!("[ingest] out {out}: {e:#}"));
     }

@@ -61,7 +61,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
             &opts.source,
             &a.kafka,
             serde_json::json!({
-                "out": cdrflow_ingest::archive::Archive::describe_location(&opts.out)?,
+                "out": cdrflow_archive::Archive::describe_location(&opts.out)?,
                 "caller_key": "<set>",
                 "max_rows": a.max_rows,
                 "max_mib": a.max_mib,

@@ -799,7 +799,7 @@ pub fn spawn_ingest(args: &[String], log: &Path) -> Worker {
 /// The archive's committed positions per partition of `topic` (next offset), from its commit
 /// markers.
 pub fn archive_positions(out: &Path, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-    let a = cdrflow_ingest::archive::Archive::open_dir(out).unwrap();
+    let a = cdrflow_archive::Archive::open_dir(out).unwrap();
     a.committed_positions(topic, &(0..partitions).collect::<Vec<_>>()).unwrap()
 }
 
