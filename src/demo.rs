@@ -339,12 +339,12 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let mut truth_total = cdrflow_schemas::Counters::default();
     let mut truth_offered = 0u64;
     for line in truth_rows.lines() {
-        let r: crate::synthetic::TruthRow = serde_json::from_str(line)?;
+        let r: cdrflow_feed::TruthRow = serde_json::from_str(line)?;
         truth_offered += r.offered;
         truth_total.answered += r.answered;
         truth_total.abandoned += r.abandoned;
     }
-    let summary: crate::synthetic::FeedSummary =
+    let summary: cdrflow_feed::FeedSummary =
         serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
 
     let mut out = std::io::stdout().lock();

@@ -2,8 +2,6 @@
 //!
 //! The `cdrflow` binary's library: the commands that are not a worker of their own crate.
 //!
-//! - [`synthetic`] — the synthetic national feed and its ground truth (`cdrflow generate`);
-//! - [`validate`] — feed onboarding (`cdrflow validate`);
 //! - [`broker`] — the embedded mock Kafka cluster for tests and the demo (`cdrflow broker`);
 //! - [`demo`] — the whole pipeline on this machine (`cdrflow demo`);
 //!
@@ -18,5 +16,3 @@ pub mod metrics;
 pub mod reconcile;
 pub mod report;
 pub mod signals;
-pub mod synthetic;
-pub mod validate;

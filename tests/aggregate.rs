@@ -71,7 +71,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let after = http_get(19464, "/metrics").unwrap().1;
     assert_eq!(http_get(19464, "/readyz").unwrap().0, 200);
     assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
-    let summary: cdrflow::synthetic::FeedSummary =
+    let summary: cdrflow_feed::FeedSummary =
         serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
     assert_eq!(metric(&after, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), summary.messages);
     assert_eq!(metric(&after, "cdrflow_records_accepted_total{worker=\"aggregate\"}"), summary.valid_messages);
@@ -92,7 +92,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let (from, to) = (Param::DateTime(1_640_995_200), Param::DateTime(1_672_531_200)); // 2022
     let p = [("from", from), ("to", to), ("limit", Param::UInt(5))];
     let q = |name: &str| rt.block_on(ch.dashboard(name, &p)).unwrap();
-    let sum = |f: &dyn Fn(&cdrflow::synthetic::TruthRow) -> bool, v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| {
+    let sum = |f: &dyn Fn(&cdrflow_feed::TruthRow) -> bool, v: &dyn Fn(&cdrflow_feed::TruthRow) -> u64| {
         truth.values().filter(|r| f(r)).map(v).sum::<u64>()
     };
     let num =
@@ -119,7 +119,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
 
     for row in q("line_region_quality") {
         let (line, region) = (row["line"].as_str().unwrap().to_owned(), num(&row["region"]) as u8);
-        let of = |v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| sum(&|r| r.line == line && r.region == region, v);
+        let of = |v: &dyn Fn(&cdrflow_feed::TruthRow) -> u64| sum(&|r| r.line == line && r.region == region, v);
         let (offered, answered, abandoned) = (of(&|r| r.offered), of(&|r| r.answered), of(&|r| r.abandoned));
         assert_eq!(num(&row["offered_calls"]), offered);
         assert_eq!(num(&row["answered_calls"]), answered);
@@ -134,7 +134,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
 
     for row in q("region_quality") {
         let region = num(&row["region"]) as u8;
-        let of = |v: &dyn Fn(&cdrflow::synthetic::TruthRow) -> u64| sum(&|r| r.region == region, v);
+        let of = |v: &dyn Fn(&cdrflow_feed::TruthRow) -> u64| sum(&|r| r.region == region, v);
         let (offered, answered) = (of(&|r| r.offered), of(&|r| r.answered));
         assert_eq!((num(&row["offered_calls"]), num(&row["answered_calls"])), (offered, answered), "region {region}");
         let sl = of(&|r| r.answered_within_sl) as f64 / (answered + of(&|r| r.abandoned_after_sl)) as f64;

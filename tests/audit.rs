@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cdrflow::synthetic::FeedSummary;
+use cdrflow_feed::FeedSummary;
 use common::*;
 
 const KEY: &str = "test-caller-key-0123456789";

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use cdrflow::synthetic::FeedSummary;
+use cdrflow_feed::FeedSummary;
 use common::*;
 
 #[test]

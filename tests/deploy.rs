@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cdrflow::synthetic::{FeedOptions, Generator, Message};
+use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::PartitionRollup;
 use cdrflow_schemas::sql::{Param, dashboard_queries};
@@ -224,7 +224,7 @@ fn grafana_dashboard_is_made_from_the_named_queries() {
 fn load_feed(
     ch: &cdrflow_aggregate::clickhouse::ClickHouse,
     rt: &tokio::runtime::Runtime,
-) -> Vec<cdrflow::synthetic::TruthRow> {
+) -> Vec<cdrflow_feed::TruthRow> {
     let lines = LineRegistry::builtin();
     let d = Decoder::new(lines.clone(), Pseudonymiser::ephemeral());
     let mut g = Generator::new(FeedOptions {
@@ -272,7 +272,7 @@ fn every_dashboard_panel_runs_on_clickhouse_and_the_report_renders() {
     let rt = runtime();
     let truth = load_feed(&ch, &rt);
     let total: u64 = truth.iter().map(|r| r.offered).sum();
-    let of = |f: &dyn Fn(&cdrflow::synthetic::TruthRow) -> bool| {
+    let of = |f: &dyn Fn(&cdrflow_feed::TruthRow) -> bool| {
         truth.iter().filter(|r| f(r)).map(|r| r.offered).sum::<u64>()
     };
     assert!(of(&|r| r.region == 38) > 0, "Irkutsk has calls in the feed");

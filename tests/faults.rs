@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cdrflow::synthetic::FeedSummary;
+use cdrflow_feed::FeedSummary;
 use common::*;
 
 fn aggregate(bootstrap: &str, topic: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use cdrflow::synthetic::FeedSummary;
+use cdrflow_feed::FeedSummary;
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;

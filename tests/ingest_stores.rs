@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cdrflow::synthetic::FeedSummary;
+use cdrflow_feed::FeedSummary;
 use cdrflow_archive::Archive;
 use common::*;
 

@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use cdrflow::synthetic::{FeedOptions, Generator, Message};
+use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_ingest::encode::{ArchivedCdr, parquet_bytes, record_batch};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cdrflow::synthetic::{FeedOptions, Generator, Message};
+use cdrflow_feed::{FeedOptions, Generator, Message};
 
 use super::{WireFormat, region_arg};
 

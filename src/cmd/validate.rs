@@ -43,7 +43,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         None => None,
     };
     let report =
-        cdrflow::validate::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
+        cdrflow_feed::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
     if let Some(w) = rejects.as_mut() {
         w.flush()?;
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cdrflow::synthetic::TruthRow;
+use cdrflow_feed::TruthRow;
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rdkafka::ClientConfig;

@@ -1,5 +1,5 @@
 //! The synthetic national feed: a deterministic stream of hotline CDRs whose shape follows
-//! the field reports in `shared/seeds` (see DESIGN.md), with the exact ground-truth
+//! the field reports the project started from (docs/design.md), with the exact ground-truth
 //! counters of what it emitted.
 //!
 //! The model, one call at a time, in start order:

@@ -1,0 +1,18 @@
+//! # cdrflow-feed — feeds of hotline CDRs
+//!
+//! - [`generator`] — the synthetic national feed: deterministic from a seed, shaped by the
+//!   field reports (region sizes, daily and weekly curves, schedules, dispositions, waits,
+//!   topics, age bands, transfers, re-sends, late and bad records), with the exact
+//!   ground-truth counters of what it emitted ([`TruthRow`], [`FeedSummary`]). `cdrflow
+//!   generate`, the demo, the tests and the benches all use it.
+//! - [`validate`] — onboarding a real feed: a file of records checked with the workers' own
+//!   decoder, counted by rejection reason (`cdrflow validate`).
+//!
+//! It depends only on `cdrflow-schemas` (the CDR, its wire formats, the counters): never on
+//! Kafka, ClickHouse, the archive or the command line.
+
+pub mod generator;
+pub mod validate;
+
+pub use generator::{FeedOptions, FeedSummary, Generator, Message, TruthRow};
+pub use validate::{ValidationReport, validate};
