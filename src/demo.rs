@@ -293,7 +293,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     }
 
     // Wait until the archive and ClickHouse hold every partition up to its end.
-    let watermarks = crate::kafka_tools::watermarks(&bootstrap, topic, opts.partitions)?;
+    let watermarks = cdrflow_kafka::admin::watermarks(&bootstrap, topic, opts.partitions)?;
     let total: i64 = watermarks.values().sum();
     let bar = indicatif::ProgressBar::new(total as u64 * 2).with_style(
         indicatif::ProgressStyle::with_template("{spinner} catching up: {msg} {wide_bar} {percent}%")

@@ -1,18 +1,12 @@
 //! # cdrflow
 //!
-//! The `cdrflow` binary's library: the commands that are not a worker of their own crate.
+//! The `cdrflow` binary's library: only what is wiring, not a feature of its own crate.
 //!
-//! - [`broker`] — the embedded mock Kafka cluster for tests and the demo (`cdrflow broker`);
-//! - [`demo`] — the whole pipeline on this machine (`cdrflow demo`);
+//! - [`demo`] — the whole pipeline on this machine, as processes (`cdrflow demo`);
+//! - [`signals`] — SIGTERM/SIGINT as the flag the workers' loops read.
 //!
-//! The CDR itself is defined once, in [`cdrflow_schemas`].
+//! The CDR is defined once, in `cdrflow-schemas`; every feature lives in a library crate
+//! (feed, config, kafka, archive, ingest, aggregate, audit, dashboards).
 
-pub mod broker;
-pub mod config;
 pub mod demo;
-pub mod grafana;
-pub mod kafka_tools;
-pub mod metrics;
-pub mod reconcile;
-pub mod report;
 pub mod signals;

@@ -50,7 +50,7 @@ enum Command {
     /// Check a configuration file: syntax, keys, values, referenced files, librdkafka properties.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
-    /// Host librdkafka's mock Kafka cluster (tests and demo only: in memory, ~5 MiB per partition); prints the bootstrap address first.
+    /// Host librdkafka's mock Kafka cluster (the demo on a machine without Java: in memory, ~5 MiB per partition); prints the bootstrap address first.
     Broker(cmd::broker::BrokerArgs),
 }
 
@@ -62,7 +62,7 @@ fn main() {
     // The config file becomes environment variables before clap reads flags and environment,
     // so a setting only the file holds (a required --out, say) is found.
     if let Some((path, command)) = cmd::config::config_in_args() {
-        match cdrflow::config::ConfigFile::load(&path) {
+        match cdrflow_config::ConfigFile::load(&path) {
             Ok(file) => file.apply(&command, &path),
             Err(e) => fatal(&e, json),
         }

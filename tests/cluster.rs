@@ -31,7 +31,7 @@ fn cdrflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 #[test]
 fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let cluster = Cluster::start(&dir.path().join("cluster"));
     let u = cluster.urls.clone();
 
@@ -119,14 +119,13 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
         positions(1) == marks && archive_positions(&archive, &topic, 8) == marks
     });
     assert!(sigterm(&mut a) && sigterm(&mut ingest));
-    // The dead aggregator's inserts, waiting for their quorum when it was killed, were
-    // confirmed once the replica fetched again: its successor saw them land over offsets it
-    // had read again, and read those partitions from where ClickHouse stood.
-    let second = std::fs::read_to_string(dir.path().join("aggregate-2.log")).unwrap();
-    for l in second.lines().filter(|l| l.contains("landed") || l.contains("read again")) {
-        eprintln!("aggregate-2.log: {l}");
+    // What each aggregator saw of the others' inserts, for the record (and a failure's report).
+    for f in files_under(dir.path()).iter().filter(|f| f.to_string_lossy().contains("aggregate-")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        for l in text.lines().filter(|l| ["landed", "read again", "ClickHouse at", "assigned"].iter().any(|k| l.contains(k))) {
+            eprintln!("{}: {}", f.file_name().unwrap().to_string_lossy(), &l[..l.len().min(400)]);
+        }
     }
-    assert!(second.contains("another writer's unit landed"), "the late quorum insert was seen:\n{second}");
 
     // Every server reads the truth, cell by cell; each shard's replicas hold the same rows.
     let truth = read_truth(&truth_path);
@@ -156,4 +155,9 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     for n in [1, 4] {
         assert_same_counters(&stored_as_truth(&rt, &cluster.client(n, DB), None), &truth);
     }
+    // The dead aggregator's inserts, waiting for their quorum when it was killed, were
+    // confirmed once the replica fetched again: its successor saw them land over offsets it
+    // had read again, and read those partitions from where ClickHouse stood.
+    let second = std::fs::read_to_string(dir.path().join("aggregate-2.log")).unwrap();
+    assert!(second.contains("another writer's unit landed"), "the late quorum insert was seen");
 }

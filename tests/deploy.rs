@@ -197,7 +197,7 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
 #[test]
 fn grafana_dashboard_is_made_from_the_named_queries() {
     let path = repo().join("deploy/grafana/dashboards/cdrflow.json");
-    let made = serde_json::to_string_pretty(&cdrflow::grafana::dashboard()).unwrap() + "\n";
+    let made = serde_json::to_string_pretty(&cdrflow_dashboards::grafana::dashboard()).unwrap() + "\n";
     if std::env::var_os("CDRFLOW_BLESS").is_some() {
         std::fs::write(&path, &made).unwrap();
     }
@@ -210,11 +210,11 @@ fn grafana_dashboard_is_made_from_the_named_queries() {
     for p in panels {
         let t = &p["targets"][0];
         let name = t["meta"]["cdrflowQuery"].as_str().unwrap();
-        assert_eq!(cdrflow::grafana::from_grafana(t["rawSql"].as_str().unwrap()), named[name], "panel {}", p["title"]);
+        assert_eq!(cdrflow_dashboards::grafana::from_grafana(t["rawSql"].as_str().unwrap()), named[name], "panel {}", p["title"]);
         assert!(!t["rawSql"].as_str().unwrap().contains('{') || t["rawSql"].as_str().unwrap().contains("${"));
     }
     for v in d["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
-        let sql = cdrflow::grafana::from_grafana(v["query"].as_str().unwrap());
+        let sql = cdrflow_dashboards::grafana::from_grafana(v["query"].as_str().unwrap());
         assert!(named.values().any(|q| *q == sql), "variable {} uses a named query", v["name"]);
     }
 }
@@ -279,7 +279,7 @@ fn every_dashboard_panel_runs_on_clickhouse_and_the_report_renders() {
 
     // Each panel's SQL, mapped back to its named query, with the variables at "All" and at one
     // region and line.
-    let d = cdrflow::grafana::dashboard();
+    let d = cdrflow_dashboards::grafana::dashboard();
     let year = |region: u64, line: &str| {
         vec![
             ("from", Param::DateTime(1_640_995_200)),

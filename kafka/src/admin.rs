@@ -61,3 +61,19 @@ pub fn delete_topics(settings: &KafkaSettings, topics: &[String]) -> Result<()> 
     }
     Ok(())
 }
+
+/// The high watermark of each of `partitions` partitions of `topic`.
+pub fn watermarks(bootstrap: &str, topic: &str, partitions: u32) -> Result<std::collections::HashMap<i32, i64>> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating a Kafka client")?;
+    (0..partitions as i32)
+        .map(|p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("reading the end of {topic}/{p} at {bootstrap}"))?;
+            Ok((p, high))
+        })
+        .collect()
+}

@@ -8,12 +8,18 @@
 //! - [`settings`]: connection settings (brokers, TLS/SASL pass-through) and the effective
 //!   properties of each client (tuning, operator, protocol);
 //! - [`health`]: librdkafka's errors and logs turned into one clear line, metrics and readiness;
-//! - [`stats`]: a worker's totals, `/metrics` and `/readyz`, and its periodic chores.
+//! - [`stats`]: a worker's totals and its periodic chores; [`metrics`] serves them as
+//!   `/metrics`, `/healthz` and `/readyz`;
+//! - [`admin`]: topic set-up and watermarks for the commands;
+//! - [`mock`]: librdkafka's mock cluster in a process (`cdrflow broker`), for the demo on a
+//!   machine without Java only.
 
 pub mod admin;
 pub mod consumer;
 pub mod dead_letter;
 pub mod health;
+pub mod metrics;
+pub mod mock;
 pub mod producer;
 pub mod settings;
 pub mod stats;

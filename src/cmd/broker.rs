@@ -1,5 +1,5 @@
-//! `cdrflow broker`: librdkafka's mock cluster, for the demo on a machine without Java and
-//! for the fault injections only it offers ([`cdrflow::broker`]).
+//! `cdrflow broker`: librdkafka's mock cluster, for the demo on a machine without Java
+//! ([`cdrflow_kafka::mock`]).
 
 use std::path::PathBuf;
 
@@ -19,17 +19,13 @@ pub struct BrokerArgs {
     /// Also write the bootstrap address to this file.
     #[arg(long)]
     address_file: Option<PathBuf>,
-    /// Read fault-injection commands from stdin (tests): down ID | up ID | rtt ID MS | errors API CODE N.
-    #[arg(long)]
-    control: bool,
 }
 
 pub fn run(a: BrokerArgs) -> Result<()> {
-    cdrflow::broker::run(cdrflow::broker::BrokerOptions {
+    cdrflow_kafka::mock::run(cdrflow_kafka::mock::BrokerOptions {
         brokers: a.brokers,
         topics: a.topics,
         partitions: a.partitions,
         address_file: a.address_file,
-        control: a.control,
-    })
+    }, cdrflow::signals::stop_flag()?)
 }

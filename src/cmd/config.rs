@@ -23,7 +23,7 @@ pub fn run(c: ConfigCommand) -> Result<()> {
 /// Checks everything the file names and reports every problem at once (an operator fixing
 /// a deploy should not learn of one missing secret per run).
 fn check(path: &Path) -> Result<()> {
-    let file = cdrflow::config::ConfigFile::load(path)?;
+    let file = cdrflow_config::ConfigFile::load(path)?;
     let mut problems = file.file_problems(path);
     let base = path.parent().unwrap_or(Path::new("."));
     let mut kafka = cdrflow_kafka::KafkaSettings {

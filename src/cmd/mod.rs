@@ -110,7 +110,7 @@ impl KafkaArgs {
     pub fn stats(&self, worker: &'static str, written_what: &'static str) -> Result<Arc<cdrflow_kafka::WorkerStats>> {
         let stats = Arc::new(cdrflow_kafka::WorkerStats::default());
         if let Some(addr) = &self.metrics_addr {
-            cdrflow::metrics::serve(addr, stats.clone(), worker, written_what)?;
+            cdrflow_kafka::metrics::serve(addr, stats.clone(), worker, written_what)?;
         }
         Ok(stats)
     }
@@ -144,7 +144,7 @@ impl KafkaArgs {
 /// Kafka settings from the brokers, the config file's properties, `--kafka-option`s and the
 /// secrets in the environment.
 pub fn kafka_settings(brokers: &str, options: &[String]) -> Result<cdrflow_kafka::KafkaSettings> {
-    let mut extra: Vec<(String, String)> = cdrflow::config::kafka_properties().to_vec();
+    let mut extra: Vec<(String, String)> = cdrflow_config::kafka_properties().to_vec();
     for kv in options {
         let (k, v) = kv.split_once('=').with_context(|| format!("--kafka-option {kv}: expected KEY=VALUE"))?;
         if is_secret_property(k) {
@@ -158,7 +158,7 @@ pub fn kafka_settings(brokers: &str, options: &[String]) -> Result<cdrflow_kafka
     for (env, key) in
         [("CDRFLOW_KAFKA_SASL_PASSWORD", "sasl.password"), ("CDRFLOW_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password")]
     {
-        if let Some(v) = cdrflow::config::secret_from_env(env)? {
+        if let Some(v) = cdrflow_config::secret_from_env(env)? {
             extra.push((key.to_owned(), v));
         }
     }

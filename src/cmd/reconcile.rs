@@ -32,7 +32,7 @@ pub fn run(a: ReconcileArgs) -> Result<()> {
     let selection = a.selection.selection()?;
     let rt = super::runtime()?;
     let ch = a.clickhouse.connect(&rt)?;
-    let opts = cdrflow::reconcile::ReconcileOptions {
+    let opts = cdrflow_audit::reconcile::ReconcileOptions {
         archive: a.archive,
         brokers: a.brokers,
         ingest_group: a.ingest_group,
@@ -40,11 +40,11 @@ pub fn run(a: ReconcileArgs) -> Result<()> {
         selection,
         lines: LineRegistry::builtin(),
     };
-    let report = cdrflow::reconcile::run(&opts, &ch, &rt)?;
+    let report = cdrflow_audit::reconcile::run(&opts, &ch, &rt)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        cdrflow::reconcile::print(&report);
+        cdrflow_audit::reconcile::print(&report);
     }
     if !report.mismatches.is_empty() {
         std::process::exit(1);

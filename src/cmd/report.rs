@@ -31,8 +31,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
     }
     let rt = super::runtime()?;
     let ch = a.clickhouse.connect(&rt)?;
-    let o = cdrflow::report::ReportOptions { region: a.region, from: a.from, to: a.to };
-    let r = cdrflow::report::run(&ch, &rt, &o, &a.out)?;
+    let o = cdrflow_dashboards::report::ReportOptions { region: a.region, from: a.from, to: a.to };
+    let r = cdrflow_dashboards::report::run(&ch, &rt, &o, &a.out)?;
     tracing::info!(out = %a.out.display(), region = r.region, offered = r.offered, lines = r.lines.len(), "report written");
     Ok(())
 }

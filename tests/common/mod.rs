@@ -1,12 +1,11 @@
 //! Test harness: real processes on real parts — the real Apache Kafka broker started by
 //! `deploy/local/kafka.sh` (one shared node; a private three-node cluster for broker-loss
 //! tests), Debian's ClickHouse started by `deploy/local/clickhouse.sh`, and `cdrflow`
-//! workers that tests kill with SIGKILL. librdkafka's mock cluster (`cdrflow broker`,
-//! [`Broker`]) remains only where its fault injection is the point.
+//! workers that tests kill with SIGKILL. librdkafka's mock cluster (`cdrflow broker`) is
+//! tested on its own (`tests/broker.rs`) and by the demo's `--embedded-broker`, nowhere else.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -140,66 +139,6 @@ impl Drop for Kafka {
         if self.private.is_some() {
             self.script(&["stop"]);
         }
-    }
-}
-
-/// A `cdrflow broker` process (librdkafka's mock cluster); killed on drop. Only for the
-/// fault injections the real broker does not offer.
-pub struct Broker {
-    pub child: Child,
-    pub bootstrap: String,
-    /// Its stdout after the bootstrap line (fault-injection answers).
-    answers: BufReader<std::process::ChildStdout>,
-}
-
-impl Broker {
-    pub fn start(partitions: u32, topics: &[&str]) -> Broker {
-        Self::start_with(partitions, topics, false)
-    }
-
-    /// A broker that takes fault-injection commands ([`Broker::fault`]).
-    pub fn with_faults(partitions: u32, topics: &[&str]) -> Broker {
-        Self::start_with(partitions, topics, true)
-    }
-
-    fn start_with(partitions: u32, topics: &[&str], control: bool) -> Broker {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["broker", "--brokers", "3", "--partitions", &partitions.to_string()]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        if control {
-            cmd.arg("--control").stdin(Stdio::piped());
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("cdrflow broker starts");
-        let mut answers = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        answers.read_line(&mut line).unwrap();
-        Broker { child, bootstrap: line.trim().to_owned(), answers }
-    }
-
-    /// Injects a fault (`down 2`, `rtt 1 300`, `errors Fetch NOT_LEADER_FOR_PARTITION 20`).
-    pub fn fault(&mut self, command: &str) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().expect("started with_faults");
-        writeln!(stdin, "{command}").unwrap();
-        stdin.flush().unwrap();
-        let mut answer = String::new();
-        self.answers.read_line(&mut answer).unwrap();
-        assert_eq!(answer.trim(), "ok", "fault `{command}`");
-    }
-
-    /// High watermark per partition.
-    pub fn watermarks(&self, topic: &str, partitions: u32) -> HashMap<i32, i64> {
-        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
-        (0..partitions as i32).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1)).collect()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -897,5 +836,29 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.command(&["stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// A test's temporary directory, kept (and named on stderr) when the test fails, so its
+/// logs can be read.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().unwrap()))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(d) = self.0.take()
+        {
+            eprintln!("the failed test's files are kept in {}", d.keep().display());
+        }
     }
 }

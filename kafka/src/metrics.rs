@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::WorkerStats;
+use crate::WorkerStats;
 
 /// Serves the endpoint on `addr` from a background thread.
 pub fn serve(addr: &str, stats: Arc<WorkerStats>, worker: &'static str, written_what: &'static str) -> Result<()> {

@@ -1,5 +1,8 @@
-//! The configuration file (`--config FILE` or `CDRFLOW_CONFIG`), documented by
-//! `deploy/cdrflow.example.toml`.
+//! # cdrflow-config — the configuration file
+//!
+//! `--config FILE` or `CDRFLOW_CONFIG`, documented by `deploy/cdrflow.example.toml`. It
+//! owns the file's keys, their checks and how they become each command's environment; it
+//! never reads a secret's value into the file's world.
 //!
 //! Precedence, highest first: command-line flags, environment variables, the file, built-in
 //! defaults. The file works by filling in the environment variable of every setting it holds
