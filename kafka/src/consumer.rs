@@ -287,6 +287,17 @@ impl WorkerConsumer {
         }
     }
 
+    /// Pauses these partitions.
+    fn pause_partitions(&self, parts: &[i32]) {
+        let mut tpl = TopicPartitionList::new();
+        for &p in parts {
+            tpl.add_partition(&self.topic, p);
+        }
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(error = %e, ?parts, "pause failed");
+        }
+    }
+
     /// Pauses or resumes every assigned partition (while the sink is down).
     pub fn set_paused(&self, paused: bool) {
         if let Ok(tpl) = self.consumer.assignment() {
@@ -389,13 +400,33 @@ impl WorkerConsumer {
                             "stopping with partition {partition}'s unit unwritten; it is re-read on restart"
                         )));
                     }
-                    let _ = self.consumer.poll(backoff);
+                    // Waiting serves the group (heartbeats, rebalances). A partition assigned
+                    // meanwhile is paused too; a message that still arrives is not handled
+                    // now but read again after the wait (a seek back to it), so nothing is
+                    // skipped — with the cooperative protocols a member gains partitions
+                    // without losing the one it is writing.
+                    match self.consumer.poll(backoff) {
+                        Some(Ok(m)) => {
+                            use rdkafka::Message;
+                            let (p, o) = (m.partition(), m.offset());
+                            drop(m);
+                            self.pause_partitions(&[p]);
+                            if let Err(e) = self.consumer.seek(&self.topic, p, Offset::Offset(o), Duration::from_secs(10)) {
+                                tracing::error!(partition = p, offset = o, error = %e, "cannot seek back to a message read while waiting");
+                            }
+                        }
+                        Some(Err(e)) => self.poll_error(&e),
+                        None => {}
+                    }
                     let mut revoked = false;
                     for change in self.take_changes() {
                         if let GroupChange::Revoked(parts) = &change
                             && parts.contains(&partition)
                         {
                             revoked = true;
+                        }
+                        if let GroupChange::Assigned(parts) = &change {
+                            self.pause_partitions(parts);
                         }
                         if !on_change(change) {
                             revoked = true;
