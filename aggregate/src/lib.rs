@@ -11,7 +11,11 @@
 //! - [`rollup`] — the in-memory state per partition;
 //! - [`clickhouse`] — the sink: configuration, row encoding, inserts and positions,
 //!   migrations, dashboard queries;
-//! - [`worker`] — the consume → roll up → flush loop.
+//! - [`worker`] — the sink side of the shared worker loop ([`cdrflow_kafka::driver`]):
+//!   count once, roll up, flush;
+//! - [`rebuild`] — the same rollup over the archive (`cdrflow backfill`).
+//!
+//! It reads the archive through `cdrflow-archive` and never depends on `cdrflow-ingest`.
 
 pub mod clickhouse;
 pub mod rebuild;

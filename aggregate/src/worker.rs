@@ -1,11 +1,12 @@
-//! The aggregator's loop: consume → decode and validate → roll up per partition → flush
-//! each partition's rollup as one atomic ClickHouse insert → commit offsets for monitoring.
+//! The ClickHouse sink: CDRs (decoded and validated by the shared driver,
+//! [`cdrflow_kafka::driver`]) are counted once per call (the re-send window) and rolled up
+//! per partition; every partition is flushed at once, by interval or size, as one atomic
+//! insert per shard ([`crate::clickhouse`] says why it is atomic); then offsets are committed
+//! for monitoring.
 //!
-//! It runs on one thread: librdkafka's rebalance callbacks fire inside `poll` on this same
-//! thread, so assignment changes and message handling never interleave (see
-//! [`cdrflow_kafka::consumer`]). While ClickHouse is unreachable the loop pauses its
-//! partitions and retries with backoff: nothing is consumed, so memory stays bounded, and
-//! nothing is lost, because positions only advance with a successful insert.
+//! While ClickHouse is unreachable the partitions are paused and the insert retried with
+//! backoff: nothing is consumed, so memory stays bounded, and nothing is lost, because
+//! positions only advance with a successful insert.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{
-    Chores, ClockGate, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
-};
+use cdrflow_kafka::driver::{Due, Io, Sink};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 use cdrflow_schemas::versions::call_key;
-use cdrflow_schemas::{Decoder, Pseudonymiser};
-use rdkafka::Message;
+use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
 
@@ -126,13 +125,13 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         stop,
         stats.clone(),
     )?;
-    let mut dead_letters = match &src.dead_letter_topic {
+    let dead_letters = match &src.dead_letter_topic {
         Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
         None => None,
     };
     // Counters need no caller identity: hashes are never written here.
     let decoder = Decoder::new(src.lines.clone(), Pseudonymiser::check_only());
-    let mut state = State {
+    let state = State {
         partitions: FxHashMap::default(),
         counted: FxHashMap::default(),
         loaded,
@@ -140,70 +139,68 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         unflushed: 0,
         last_flush: Instant::now(),
     };
-    let mut chores = Chores::new("aggregate");
-    let mut clock = ClockGate::every(64);
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
-
-    while !stop.load(Ordering::Relaxed) {
-        let msg = consumer.consumer.poll(Duration::from_millis(100));
-        apply_changes(&consumer, &mut state);
-        let idle = msg.is_none();
-        if let Some(msg) = msg {
-            match msg {
-                Ok(m) => {
-                    let partition = m.partition();
-                    // A message of a partition we no longer hold cannot arrive (same
-                    // thread as the revoke), but be strict about it all the same.
-                    let Some(part) = state.partitions.get_mut(&partition) else {
-                        continue;
-                    };
-                    part.saw(m.offset());
-                    state.unflushed += 1;
-                    stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    let payload = m.payload().unwrap_or(&[]);
-                    match decoder.decode(src.format, &src.csv, payload) {
-                        Ok(cdr) => {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            let call = call_key(&cdr.call_id);
-                            let counted = state.counted.get_mut(&partition).expect("assigned with its rollup");
-                            if counted.first_time(call, cdr.utc_hour()) {
-                                part.add(&cdr, call, &src.lines);
-                            } else {
-                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Err(why) => {
-                            stats.reject(why.reason);
-                            if let Some(dl) = dead_letters.as_mut() {
-                                dl.send(&src.topic, partition, m.offset(), m.key(), payload, &why)?;
-                            }
-                        }
-                    }
-                }
-                Err(e) => consumer.poll_error(&e),
-            }
-        }
-        let timers = clock.open(idle);
-        if state.unflushed >= opts.flush_max_messages || (timers && state.last_flush.elapsed() >= opts.flush_interval) {
-            flush(&opts, &rt, &ch, &store, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
-        }
-        if timers {
-            chores.run(&consumer, &stats, dead_letters.as_ref(), || state.partitions.keys().copied().collect());
-        }
-    }
-    tracing::info!("stopping: flushing what was read");
-    flush(&opts, &rt, &ch, &store, &layout, &consumer, &mut dead_letters, &mut state, &stats, stop)?;
-    consumer.consumer.unsubscribe();
-    Ok(())
+    let src = src.clone();
+    let mut sink = ClickHouseSink { opts, rt, ch, store, layout, state };
+    cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
-/// Applies assignment changes: new partitions start empty, revoked ones are abandoned.
-fn apply_changes(consumer: &WorkerConsumer, state: &mut State) {
-    for change in consumer.take_changes() {
-        apply(change, state);
+/// ClickHouse's counters as a [`Sink`].
+struct ClickHouseSink {
+    opts: AggregateOptions,
+    rt: Arc<tokio::runtime::Runtime>,
+    ch: ClickHouse,
+    store: Arc<ClickHousePositions>,
+    layout: Layout,
+    state: State,
+}
+
+impl Sink for ClickHouseSink {
+    const WORKER: &'static str = "aggregate";
+
+    fn group_change(&mut self, change: GroupChange) {
+        apply(change, &mut self.state);
+    }
+
+    fn saw(&mut self, p: i32, offset: i64) -> bool {
+        let Some(part) = self.state.partitions.get_mut(&p) else { return false };
+        part.saw(offset);
+        self.state.unflushed += 1;
+        true
+    }
+
+    /// Counted once: a call already counted within the window is skipped (schemas::versions).
+    fn accept(&mut self, p: i32, _offset: i64, cdr: Cdr, stats: &WorkerStats) {
+        let call = call_key(&cdr.call_id);
+        let counted = self.state.counted.get_mut(&p).expect("assigned with its rollup");
+        if counted.first_time(call, cdr.utc_hour()) {
+            let part = self.state.partitions.get_mut(&p).expect("saw() holds it");
+            part.add(&cdr, call, &self.opts.source.lines);
+        } else {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every partition at once, when enough messages are unflushed or the interval passed.
+    fn due(&self, _just_read: Option<i32>, now: Option<Instant>) -> Due {
+        let interval = now.is_some_and(|now| now - self.state.last_flush >= self.opts.flush_interval);
+        if self.state.unflushed >= self.opts.flush_max_messages || interval { Due::All } else { Due::Nothing }
+    }
+
+    fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
+        if due == Due::Nothing {
+            return Ok(());
+        }
+        flush(&self.opts, &self.rt, &self.ch, &self.store, &self.layout, io, &mut self.state)
+    }
+
+    fn held(&self) -> Vec<i32> {
+        self.state.partitions.keys().copied().collect()
     }
 }
 
+/// Applies a group change: new partitions start empty with the window read from
+/// ClickHouse, revoked ones are abandoned.
 fn apply(change: GroupChange, state: &mut State) {
     match change {
         GroupChange::Assigned(parts) => {
@@ -253,19 +250,15 @@ fn flush(
     ch: &ClickHouse,
     store: &ClickHousePositions,
     layout: &Layout,
-    consumer: &WorkerConsumer,
-    dead_letters: &mut Option<DeadLetters>,
+    io: &mut Io<'_>,
     state: &mut State,
-    stats: &WorkerStats,
-    stop: &'static AtomicBool,
 ) -> Result<()> {
     state.last_flush = Instant::now();
     if state.unflushed == 0 {
         return Ok(());
     }
-    if let Some(dl) = dead_letters.as_mut() {
-        dl.flush()?;
-    }
+    io.flush_dead_letters()?;
+    let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
     let flushed_at = jiff::Timestamp::now().as_second() as u32;
     let mut shards: std::collections::BTreeMap<u32, Vec<UnitRows>> = std::collections::BTreeMap::new();
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();

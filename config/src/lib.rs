@@ -1,8 +1,8 @@
 //! # cdrflow-config — the configuration file
 //!
 //! `--config FILE` or `CDRFLOW_CONFIG`, documented by `deploy/cdrflow.example.toml`. It
-//! owns the file's keys, their checks and how they become each command's environment; it
-//! never reads a secret's value into the file's world.
+//! owns the file's keys, their checks and how they become each command's environment;
+//! secrets are never values in the file. It depends on no worker crate.
 //!
 //! Precedence, highest first: command-line flags, environment variables, the file, built-in
 //! defaults. The file works by filling in the environment variable of every setting it holds

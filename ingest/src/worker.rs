@@ -1,11 +1,10 @@
-//! The ingest loop: consume → decode, validate, pseudonymise → buffer per partition →
-//! rotate (by rows, bytes or age, also for a quiet partition) → write the unit's Parquet
-//! files and commit it ([`crate::archive`]) → commit offsets for monitoring.
+//! The archive sink: CDRs (decoded, validated and pseudonymised by the shared driver,
+//! [`cdrflow_kafka::driver`]) are buffered per partition; a partition's unit is rotated by
+//! rows, bytes or age (also on a quiet partition) and written as Parquet files committed
+//! together ([`cdrflow_archive::store`]); then its offsets are committed for monitoring.
 //!
-//! One thread: librdkafka's rebalance callbacks run inside `poll` here, so assignment
-//! changes never interleave with handling or writing ([`cdrflow_kafka::consumer`]). When the
-//! archive cannot be written (disk full, read-only, unreachable) the partitions are paused
-//! and the write retried with backoff: memory stays bounded and nothing is lost.
+//! When the archive cannot be written (disk full, read-only, unreachable) the partitions are
+//! paused and the write retried with backoff: memory stays bounded and nothing is lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,12 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::{
-    Chores, ClockGate, DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
-};
-use cdrflow_schemas::{Decoder, Pseudonymiser};
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
+use cdrflow_kafka::driver::{Due, Io, Sink};
+use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
+use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rustc_hash::FxHashMap;
 
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
@@ -76,87 +72,100 @@ pub fn run(
     stop: &'static AtomicBool,
     stats: Arc<WorkerStats>,
 ) -> Result<()> {
-    let src = &opts.source;
+    let src = opts.source.clone();
     let archive = Archive::open(&opts.out)?;
     let store = Arc::new(ArchivePositions(archive.clone()));
-    let consumer = WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
-    let mut dead_letters = match &src.dead_letter_topic {
+    let consumer =
+        WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
+    let dead_letters = match &src.dead_letter_topic {
         Some(t) => Some(DeadLetters::new(&src.kafka, t, &src.group, stats.kafka.clone())?),
         None => None,
     };
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
-    let mut buffers: FxHashMap<i32, PartitionBuffer> = FxHashMap::default();
-    let mut chores = Chores::new("ingest");
     tracing::info!(group = src.group, topic = src.topic, archive = opts.out, "ingest worker started");
-
-    let mut clock = ClockGate::every(64);
-    while !stop.load(Ordering::Relaxed) {
-        let msg = consumer.consumer.poll(Duration::from_millis(100));
-        for change in consumer.take_changes() {
-            apply(change, &mut buffers);
-        }
-        let timers = clock.open(msg.is_none());
-        let mut touched = None;
-        if let Some(msg) = msg {
-            match msg {
-                Ok(m) => {
-                    let p = m.partition();
-                    touched = Some(p);
-                    let Some(buf) = buffers.get_mut(&p) else { continue };
-                    stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    buf.first_offset.get_or_insert(m.offset());
-                    buf.last_offset = m.offset();
-                    buf.messages += 1;
-                    buf.opened.get_or_insert_with(Instant::now);
-                    let payload = m.payload().unwrap_or(&[]);
-                    match decoder.decode(src.format, &src.csv, payload) {
-                        Ok(cdr) => {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            buf.bytes += 160 + cdr.call_id.len() + cdr.dialled.len();
-                            buf.rows.push(ArchivedCdr { partition: p, offset: m.offset(), cdr });
-                        }
-                        Err(why) => {
-                            buf.rejected += 1;
-                            stats.reject(why.reason);
-                            if let Some(dl) = dead_letters.as_mut() {
-                                dl.send(&src.topic, p, m.offset(), m.key(), payload, &why)?;
-                            }
-                        }
-                    }
-                }
-                Err(e) => consumer.poll_error(&e),
-            }
-        }
-        // Rotate the partition just read if its unit is full; when the clock gate opens, every
-        // partition whose unit is full or old enough (quiet ones too).
-        let full = |b: &PartitionBuffer| b.messages > 0 && (b.rows.len() >= opts.max_rows || b.bytes >= opts.max_bytes);
-        let due: Vec<i32> = if timers {
-            let now = Instant::now();
-            buffers
-                .iter()
-                .filter(|(_, b)| full(b) || (b.messages > 0 && b.opened.is_some_and(|t| now - t >= opts.max_age)))
-                .map(|(p, _)| *p)
-                .collect()
-        } else {
-            touched.filter(|p| buffers.get(p).is_some_and(full)).into_iter().collect()
-        };
-        for p in due {
-            write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
-        }
-        if timers {
-            chores.run(&consumer, &stats, dead_letters.as_ref(), || buffers.keys().copied().collect());
-        }
-    }
-    tracing::info!("stopping: writing what was read");
-    let mut held: Vec<i32> = buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect();
-    held.sort_unstable();
-    for p in held {
-        write_unit(&opts, &archive, &consumer, &mut dead_letters, &mut buffers, p, &stats, stop)?;
-    }
-    consumer.consumer.unsubscribe();
-    Ok(())
+    let mut sink = ArchiveSink { opts, archive, buffers: FxHashMap::default() };
+    cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
+/// The archive as a [`Sink`].
+struct ArchiveSink {
+    opts: IngestOptions,
+    archive: Archive,
+    /// Unwritten work per held partition.
+    buffers: FxHashMap<i32, PartitionBuffer>,
+}
+
+impl ArchiveSink {
+    /// Whether a unit is full (by rows or bytes).
+    fn full(&self, b: &PartitionBuffer) -> bool {
+        b.messages > 0 && (b.rows.len() >= self.opts.max_rows || b.bytes >= self.opts.max_bytes)
+    }
+}
+
+impl Sink for ArchiveSink {
+    const WORKER: &'static str = "ingest";
+
+    fn group_change(&mut self, change: GroupChange) {
+        apply(change, &mut self.buffers);
+    }
+
+    fn saw(&mut self, p: i32, offset: i64) -> bool {
+        let Some(buf) = self.buffers.get_mut(&p) else { return false };
+        buf.first_offset.get_or_insert(offset);
+        buf.last_offset = offset;
+        buf.messages += 1;
+        buf.opened.get_or_insert_with(Instant::now);
+        true
+    }
+
+    fn accept(&mut self, p: i32, offset: i64, cdr: Cdr, _stats: &WorkerStats) {
+        let buf = self.buffers.get_mut(&p).expect("saw() holds it");
+        buf.bytes += 160 + cdr.call_id.len() + cdr.dialled.len();
+        buf.rows.push(ArchivedCdr { partition: p, offset, cdr });
+    }
+
+    fn rejected(&mut self, p: i32) {
+        if let Some(buf) = self.buffers.get_mut(&p) {
+            buf.rejected += 1;
+        }
+    }
+
+    /// The partition just read if its unit is full; when the clock was read, every partition
+    /// whose unit is full or old enough (quiet ones too).
+    fn due(&self, just_read: Option<i32>, now: Option<Instant>) -> Due {
+        let due: Vec<i32> = match now {
+            Some(now) => self
+                .buffers
+                .iter()
+                .filter(|(_, b)| {
+                    self.full(b) || (b.messages > 0 && b.opened.is_some_and(|t| now - t >= self.opts.max_age))
+                })
+                .map(|(p, _)| *p)
+                .collect(),
+            None => just_read.filter(|p| self.buffers.get(p).is_some_and(|b| self.full(b))).into_iter().collect(),
+        };
+        if due.is_empty() { Due::Nothing } else { Due::Partitions(due) }
+    }
+
+    fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
+        let mut parts = match due {
+            Due::Nothing => return Ok(()),
+            Due::Partitions(p) => p,
+            Due::All => self.buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect(),
+        };
+        parts.sort_unstable();
+        for p in parts {
+            write_unit(&self.opts, &self.archive, io, &mut self.buffers, p)?;
+        }
+        Ok(())
+    }
+
+    fn held(&self) -> Vec<i32> {
+        self.buffers.keys().copied().collect()
+    }
+}
+
+/// Applies a group change: new partitions start empty, revoked ones are abandoned.
 fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
     match change {
         GroupChange::Assigned(parts) => {
@@ -176,25 +185,20 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
 }
 
 /// Writes and commits partition `p`'s unit.
-#[allow(clippy::too_many_arguments)]
 fn write_unit(
     opts: &IngestOptions,
     archive: &Archive,
-    consumer: &WorkerConsumer,
-    dead_letters: &mut Option<DeadLetters>,
+    io: &mut Io<'_>,
     buffers: &mut FxHashMap<i32, PartitionBuffer>,
     p: i32,
-    stats: &WorkerStats,
-    stop: &'static AtomicBool,
 ) -> Result<()> {
     let Some(buf) = buffers.get_mut(&p).map(std::mem::take) else { return Ok(()) };
     if buf.messages == 0 {
         return Ok(());
     }
     // Dead letters reach Kafka before their offsets are recorded as done.
-    if let Some(dl) = dead_letters.as_mut() {
-        dl.flush()?;
-    }
+    io.flush_dead_letters()?;
+    let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
     let (first, last) = (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
     let mut groups: BTreeMap<(String, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
     for r in &buf.rows {

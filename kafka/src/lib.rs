@@ -1,7 +1,11 @@
 //! # cdrflow-kafka — the Kafka side of every worker
 //!
+//! It owns everything a worker does with Kafka, and never depends on a sink (the archive,
+//! ClickHouse): sinks plug in through [`driver::Sink`] and [`PositionStore`].
+//!
 //! - [`consumer`]: a consumer-group member whose read positions come from the sink, not
-//!   from Kafka's committed offsets (the exactly-once protocol of DESIGN.md);
+//!   from Kafka's committed offsets (the exactly-once protocol of docs/design.md);
+//! - [`driver`]: the worker loop every sink shares, over the [`driver::Sink`] trait;
 //! - [`dead_letter`]: rejected messages, with their original bytes and the reason, to the
 //!   dead-letter topic;
 //! - [`producer`]: the producer settings every cdrflow producer shares;
@@ -17,6 +21,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod dead_letter;
+pub mod driver;
 pub mod health;
 pub mod metrics;
 pub mod mock;

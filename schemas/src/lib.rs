@@ -11,6 +11,9 @@
 //! - caller pseudonymisation ([`pseudonym`]);
 //! - the counters' definitions ([`counters`]) and the archive's Arrow schema ([`archive`]);
 //! - the ClickHouse DDL and the dashboard queries ([`sql`], files in `schemas/sql/`).
+//!
+//! It depends on no other cdrflow crate, and on nothing that talks to the world: no Kafka,
+//! no ClickHouse client, no filesystem layout.
 
 #![warn(missing_docs)]
 
