@@ -48,6 +48,14 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_validate_pseudonymise");
     g.throughput(Throughput::Elements(json.len() as u64));
     g.bench_function("json", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
+    // The same records through serde alone (the decoder before its fast scanner), and the
+    // peer: serde_json parsing them into a `Value` and nothing more (no validation, no hash).
+    g.bench_function("json_serde_reference", |b| {
+        b.iter(|| json.iter().filter(|m| d.decode_json_reference(black_box(m)).is_ok()).count())
+    });
+    g.bench_function("json_peer_serde_json_value", |b| {
+        b.iter(|| json.iter().filter(|m| serde_json::from_slice::<serde_json::Value>(black_box(m)).is_ok()).count())
+    });
     g.throughput(Throughput::Bytes(bytes(&json)));
     g.bench_function("json_bytes", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
     g.throughput(Throughput::Elements(csv.len() as u64));

@@ -215,9 +215,26 @@ fn vocabulary<T>(
 }
 
 impl Decoder {
-    /// Decodes and validates one JSON message.
+    /// Decodes and validates one JSON message: the common flat object by a scanner made
+    /// for it ([`crate::json_fast`]), anything else by serde; both fill the same fields,
+    /// and the rest is one code path.
     pub fn decode_json(&self, msg: &[u8]) -> Result<Cdr, Rejection> {
         let text = self.check_bytes(msg)?;
+        match crate::json_fast::scan(text) {
+            Some(w) => self.decode_wire_json(w),
+            None => self.decode_json_with_serde(text),
+        }
+    }
+
+    /// [`Self::decode_json`] through serde alone: the reference the fast scanner is checked
+    /// against (`tests/json_fast_differential.rs`).
+    #[doc(hidden)]
+    pub fn decode_json_reference(&self, msg: &[u8]) -> Result<Cdr, Rejection> {
+        let text = self.check_bytes(msg)?;
+        self.decode_json_with_serde(text)
+    }
+
+    fn decode_json_with_serde(&self, text: &str) -> Result<Cdr, Rejection> {
         // serde would also read a struct from an array; the contract is an object.
         if !text.trim_start().starts_with('{') {
             return Err(Rejection::new(Reason::Malformed, None, "not a JSON object"));
@@ -225,6 +242,10 @@ impl Decoder {
         let w: WireJson<'_> = serde_json::from_str(text).map_err(|e| {
             Rejection::new(Reason::Malformed, None, format!("not a JSON object of the v1 contract: {e}"))
         })?;
+        self.decode_wire_json(w)
+    }
+
+    fn decode_wire_json(&self, w: WireJson<'_>) -> Result<Cdr, Rejection> {
         let region = match w.region {
             None => return Err(Rejection::field(Reason::MissingField, "region", "absent")),
             Some(Scalar::Int(r)) => u8::try_from(r).map_err(|_| {

@@ -22,6 +22,7 @@ pub mod asterisk_csv;
 pub mod cdr;
 pub mod counters;
 pub mod json;
+mod json_fast;
 pub mod line;
 pub mod pseudonym;
 pub mod region;

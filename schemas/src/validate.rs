@@ -94,12 +94,17 @@ pub struct Decoder {
     pub limits: Limits,
     /// What "now" is for `in_future`.
     pub clock: Clock,
+    /// The last reading of the system clock (UTC ms), shared by clones: a record is
+    /// judged against it, and the clock is read again only when an instant lies beyond it
+    /// (records are almost always in the past, so the clock is almost never read). The
+    /// cache is never ahead of the clock, so the verdict is the clock's.
+    now_cache: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Decoder {
     /// A decoder with the default limits and the system clock.
     pub fn new(lines: Arc<LineRegistry>, pseudonymiser: Pseudonymiser) -> Self {
-        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System }
+        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System, now_cache: Arc::default() }
     }
 
     /// Decodes and validates one message of `format` (an empty message is `malformed`).
@@ -124,6 +129,25 @@ impl Decoder {
         }
         std::str::from_utf8(msg)
             .map_err(|e| Rejection::new(Reason::NotUtf8, None, format!("invalid UTF-8 at byte {}", e.valid_up_to())))
+    }
+
+    /// "Now" for judging an instant as late as `latest`: the cached reading if `latest` is
+    /// within the tolerance of it, else a fresh one (see `now_cache`).
+    #[inline]
+    fn now_for(&self, latest: i64) -> i64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.clock {
+            Clock::Fixed(ms) => ms,
+            Clock::System => {
+                let cached = self.now_cache.load(Relaxed);
+                if latest <= cached.saturating_add(self.limits.future_tolerance_ms) {
+                    return cached;
+                }
+                let now = Clock::System.now_ms();
+                self.now_cache.fetch_max(now, Relaxed);
+                now
+            }
+        }
     }
 
     /// Validates a draft and turns it into a CDR.
@@ -162,7 +186,8 @@ impl Decoder {
         };
 
         // Instants.
-        let now = self.clock.now_ms();
+        let latest = d.start_ms.max(d.end_ms).max(d.answer_ms.unwrap_or(i64::MIN));
+        let now = self.now_for(latest);
         for (ms, field) in
             [(d.start_ms, "start"), (d.end_ms, "end")].into_iter().chain(d.answer_ms.map(|a| (a, "answer")))
         {
