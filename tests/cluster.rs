@@ -83,6 +83,7 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     // (a) Shard 1's second replica stops fetching; the aggregator dies while its inserts wait
     // for their quorum, and comes back against that very replica.
     cluster.query(2, &format!("SYSTEM STOP FETCHES {DB}.counters_log_local"));
+    let stopped = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(4));
     sigkill(&mut a);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -92,7 +93,10 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     });
     let waited = std::fs::read_to_string(&log).unwrap();
     assert!(waited.contains("quorum"), "the log says why it waits");
-    std::thread::sleep(Duration::from_secs(3));
+    // Long enough for a quorum with a short insert_quorum_timeout to have timed out (18.16
+    // then lets the next quorum insert through while the timed-out part stays and
+    // replicates later: counted twice when cdrflow set 20 s); cdrflow's keeps it pending.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed()).max(Duration::from_secs(3)));
     cluster.query(2, &format!("SYSTEM START FETCHES {DB}.counters_log_local"));
     std::thread::sleep(Duration::from_secs(8));
 

@@ -13,8 +13,4 @@
 
 pub mod worker;
 
-// The archive's paths as they were before it had a crate of its own (the benches use them).
-pub use cdrflow_archive as archive;
-pub use cdrflow_archive::{encode, read};
-
 pub use worker::{IngestOptions, run};

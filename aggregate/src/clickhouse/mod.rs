@@ -39,7 +39,10 @@
 //!    or not fetching, quorum writes to its shard wait (Codes 285, 286, 319), the
 //!    aggregator pauses and says why (`cdrflow_sink_errors_total{reason}`); it resumes when
 //!    the replica is back. Quorum inserts are serialised per shard: a new one waits (286)
-//!    until the previous one is confirmed.
+//!    until the previous one is confirmed — for as long as that takes, as cdrflow sets
+//!    `insert_quorum_timeout` to a week ([`service::QUORUM_WAIT_MS`]): on 18.16 a pending
+//!    quorum that times out stops blocking the next insert while its part stays and
+//!    replicates later.
 //! 3. **The retry check reads every partition.** After a failed insert the position of each
 //!    partition in it is read back. Right after the unit: it landed. At or before its first
 //!    offset: it did not. Anywhere else: another writer's unit landed over those offsets —
