@@ -229,18 +229,21 @@ fn apply(change: GroupChange, state: &mut State) {
 /// once its offset is recorded), then ONE insert per shard of `counters_log` holding the
 /// units of the partitions that land there (one insert on one server; each is one block
 /// and one part: all or nothing, see [`crate::clickhouse`]). Each insert is retried with
-/// backoff while ClickHouse refuses it, with consumption paused meanwhile. After a failure
-/// the outcome may be unknown (the connection broke after sending, a quorum was not
-/// confirmed in time), so before inserting again the position of *every* partition in the
-/// insert is read back:
+/// backoff while ClickHouse refuses it, with consumption paused meanwhile. Before every
+/// attempt — the first too — the position of *every* partition in the insert is read back,
+/// because an earlier attempt's outcome may be unknown (the connection broke after sending,
+/// a quorum was not confirmed in time), and because another writer's unit may have landed
+/// since the partition was assigned (a dead member's quorum insert, confirmed only when a
+/// lagging replica fetched it, after this member had read its partitions' positions):
 ///
 /// - right after the unit (`last + 1`): it landed; it leaves the insert;
 /// - at or before the unit's first offset: it did not; it stays;
 /// - anywhere else: *another* writer's unit landed over these offsets — a dead member's
-///   insert whose quorum was confirmed only now (quorum inserts are serialised per shard,
-///   so it lands before ours can), or a zombie's. The unit leaves the insert and the
-///   partition is read again from the position ClickHouse holds, with its window of
-///   counted calls, as on a new assignment ([`rewind`]).
+///   insert whose quorum was confirmed only now (quorum inserts are serialised per shard:
+///   it is confirmed before ours can be written, so the check before ours sees it), or a
+///   zombie's. The unit leaves the insert and the partition is read again from the
+///   position ClickHouse holds, with its window of counted calls, as on a new assignment
+///   ([`rewind`]).
 ///
 /// A partition revoked while waiting leaves the insert too (its new owner re-reads it).
 #[allow(clippy::too_many_arguments)]
@@ -303,7 +306,6 @@ fn insert_units(
 ) -> Result<()> {
     let (group, topic) = (&opts.source.group, &opts.source.topic);
     let mut written = 0;
-    let mut failed_before = false;
     let mut rewinds: Vec<(i32, i64)> = Vec::new();
     while !units.is_empty() {
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
@@ -314,7 +316,7 @@ fn insert_units(
         let attempt = || -> Result<usize> {
             let started = Instant::now();
             let result = (|| {
-                if std::mem::replace(&mut failed_before, true) {
+                {
                     let pos = rt.block_on(ch.positions(group, topic))?;
                     units.retain(|u| match pos.get(&u.partition).copied() {
                         None => true,

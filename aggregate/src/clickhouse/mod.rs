@@ -43,11 +43,15 @@
 //!    `insert_quorum_timeout` to a week ([`service::QUORUM_WAIT_MS`]): on 18.16 a pending
 //!    quorum that times out stops blocking the next insert while its part stays and
 //!    replicates later.
-//! 3. **The retry check reads every partition.** After a failed insert the position of each
-//!    partition in it is read back. Right after the unit: it landed. At or before its first
-//!    offset: it did not. Anywhere else: another writer's unit landed over those offsets —
-//!    a dead member's quorum insert confirmed only now (serialised, it lands before ours
-//!    can) — and the partition is read again from there (`worker::rewind`).
+//! 3. **Every insert is preceded by a check of every partition in it.** Its position is read
+//!    back. Right after the unit: it landed (a retry whose first attempt had succeeded).
+//!    At or before its first offset: it did not. Anywhere else: another writer's unit landed
+//!    over those offsets — a dead member's quorum insert confirmed only once the lagging
+//!    replica fetched it, after this member had read its positions (serialised, it is
+//!    confirmed before ours can be) — and the partition is read again from there
+//!    (`worker::rewind`). Checking only after a failed insert was not enough: a partition
+//!    that had no unit in the failed insert met the late unit in a later flush (seen in
+//!    `tests/cluster.rs`).
 //!
 //! What remains: a zombie member whose insert reaches ClickHouse only after a new owner's
 //! insert of the same offsets was confirmed would count twice. ClickHouse ≥ 22.2 fences it
