@@ -81,7 +81,10 @@ impl Drop for Started {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(ch.drop_database()));
             match dropped {
-                Ok(()) => eprintln!("demo: dropped the database {} it had created (keep it with --keep-database)", ch.config().database),
+                Ok(()) => eprintln!(
+                    "demo: dropped the database {} it had created (keep it with --keep-database)",
+                    ch.config().database
+                ),
                 Err(e) => eprintln!("demo: could not drop the database {} it had created: {e:#}", ch.config().database),
             }
         }
@@ -192,22 +195,25 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         Command::new("bash").arg(&kafka_script).arg(action).stdout(Stdio::null()).stderr(Stdio::null()).status()
     };
     let local_kafka = !opts.embedded_broker
-        && (quiet("status")?.success() || {
-            let installed = quiet("installed")?.success();
-            if !installed {
-                eprintln!(
-                    "demo: the local Kafka is not installed (bash deploy/local/kafka.sh install needs Java 17+ and Maven); using librdkafka's embedded mock broker"
-                );
-            }
-            installed
-        });
+        && (quiet("status")?.success()
+            || {
+                let installed = quiet("installed")?.success();
+                if !installed {
+                    eprintln!(
+                        "demo: the local Kafka is not installed (bash deploy/local/kafka.sh install needs Java 17+ and Maven); using librdkafka's embedded mock broker"
+                    );
+                }
+                installed
+            });
     let (bootstrap, topic) = if local_kafka {
         let running = quiet("status")?.success();
         if !running {
             eprintln!("demo: starting the local Kafka (deploy/local/kafka.sh start)…");
             let out = Command::new("bash").arg(&kafka_script).arg("start").stderr(Stdio::inherit()).output()?;
             if !out.status.success() {
-                bail!("could not start the local Kafka; see the messages above, or run the demo with --embedded-broker");
+                bail!(
+                    "could not start the local Kafka; see the messages above, or run the demo with --embedded-broker"
+                );
             }
             started.kafka_script = Some(kafka_script.clone());
         }

@@ -26,27 +26,9 @@ fn both_sinks_stay_exact_when_brokers_die_and_come_back() {
     let (ilog, alog) = (dir.path().join("ingest.log"), dir.path().join("aggregate.log"));
     let aport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut i = spawn_ingest(&ingest_args(&kafka.bootstrap, &topic, &archive, "loss-ingest", &[]), &ilog);
-    let aggregate: Vec<String> = [
-        "aggregate",
-        "--brokers",
-        &kafka.bootstrap,
-        "--topic",
-        &topic,
-        "--group",
-        "loss-aggregate",
-        "--clickhouse",
-        &server.url(),
-        "--database",
-        "t_broker_loss",
-        "--flush-interval-ms",
-        "400",
-        "--session-timeout-ms",
-        "6000",
-        "--metrics-addr",
-        &format!("127.0.0.1:{aport}"),
-    ]
-    .map(String::from)
-    .to_vec();
+    let metrics = format!("127.0.0.1:{aport}");
+    let extra = ["--flush-interval-ms", "400", "--metrics-addr", &metrics];
+    let aggregate = aggregate_args(&kafka.bootstrap, &topic, &server.url(), "t_broker_loss", "loss-aggregate", &extra);
     let mut a = spawn(&aggregate, &alog);
     let rt = runtime();
     wait_until_logged(Duration::from_secs(60), "both workers to write something", &alog, || {
@@ -68,7 +50,8 @@ fn both_sinks_stay_exact_when_brokers_die_and_come_back() {
         kafka.kill(n);
     }
     wait_until_logged(Duration::from_secs(40), "the aggregator to report Kafka unreachable", &alog, || {
-        http_get(aport, "/readyz").is_some_and(|(status, body)| status == 503 && body.contains("Kafka cannot be reached"))
+        http_get(aport, "/readyz")
+            .is_some_and(|(status, body)| status == 503 && body.contains("Kafka cannot be reached"))
     });
     std::thread::sleep(Duration::from_secs(10));
     kafka.start_again();

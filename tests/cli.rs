@@ -30,7 +30,8 @@ fn logs_to_a_file_carry_no_colour_codes_and_json_logs_take_any_true_value() {
         let o = cdrflow(&["generate", "--cdrs", "10", "--out", "/dev/null"], &[("CDRFLOW_LOG_JSON", v)]);
         assert!(o.status.success(), "CDRFLOW_LOG_JSON={v}: {}", stderr(&o));
         for line in stderr(&o).lines() {
-            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("CDRFLOW_LOG_JSON={v}: {e}: {line}"));
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("CDRFLOW_LOG_JSON={v}: {e}: {line}"));
         }
     }
     // A fatal error is a JSON line too under --log-json.
@@ -51,7 +52,17 @@ fn generate_writes_no_summary_beside_a_device_and_defaults_its_topic() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("s.json");
     let o = cdrflow(
-        &["generate", "--cdrs", "20", "--out", "/dev/null", "--truth", "/dev/null", "--summary", summary.to_str().unwrap()],
+        &[
+            "generate",
+            "--cdrs",
+            "20",
+            "--out",
+            "/dev/null",
+            "--truth",
+            "/dev/null",
+            "--summary",
+            summary.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(o.status.success() && summary.exists(), "{}", stderr(&o));

@@ -22,27 +22,9 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     let truth = d.join("truth.jsonl");
     // ~140 s of feed at 500 CDRs/s, streaming through every fault below.
     let mut feed = stream_feed(&kafka.bootstrap, &topic, 70_000, 91, 500, 0.01, &truth, &d.join("generate.log"));
-    let args: Vec<String> = [
-        "aggregate",
-        "--brokers",
-        &kafka.bootstrap,
-        "--topic",
-        &topic,
-        "--group",
-        "ch-faults",
-        "--session-timeout-ms",
-        "6000",
-        "--flush-interval-ms",
-        "250",
-        "--clickhouse",
-        &format!("http://127.0.0.1:{}", relay.port),
-        "--database",
-        "t_clickhouse_faults",
-        "--metrics-addr",
-        "127.0.0.1:19481",
-    ]
-    .map(String::from)
-    .to_vec();
+    let url = format!("http://127.0.0.1:{}", relay.port);
+    let extra = ["--flush-interval-ms", "250", "--metrics-addr", "127.0.0.1:19481"];
+    let args = aggregate_args(&kafka.bootstrap, &topic, &url, "t_clickhouse_faults", "ch-faults", &extra);
     let log = d.join("aggregate.log");
     let mut worker = spawn(&args, &log);
     let scrape = || http_get(19481, "/metrics").map(|(_, b)| b).unwrap_or_default();

@@ -37,7 +37,10 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
 
     // Migrations: applied, applied again, and resumed after a run killed between statements.
     let migrate = |url: &str, db: &str, envs: &[(&str, &str)]| {
-        cdrflow(&["migrate", "--clickhouse", url, "--database", db, "--cluster", "hotlines", "--insert-quorum", "2"], envs)
+        cdrflow(
+            &["migrate", "--clickhouse", url, "--database", db, "--cluster", "hotlines", "--insert-quorum", "2"],
+            envs,
+        )
     };
     for crash_after in ["2", "13", "17"] {
         cluster.query(1, "DROP DATABASE IF EXISTS t_resume ON CLUSTER hotlines");
@@ -58,14 +61,32 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     let kafka = Kafka::shared();
     let topic = kafka.topic("cluster", 8);
     let truth_path = dir.path().join("truth.jsonl");
-    let mut feed = stream_feed(&kafka.bootstrap, &topic, 36_000, 71, 450, 0.01, &truth_path, &dir.path().join("feed.log"));
+    let mut feed =
+        stream_feed(&kafka.bootstrap, &topic, 36_000, 71, 450, 0.01, &truth_path, &dir.path().join("feed.log"));
     let archive = dir.path().join("archive");
-    let mut ingest = spawn_ingest(&ingest_args(&kafka.bootstrap, &topic, &archive, "cluster-ingest", &[]), &dir.path().join("ingest.log"));
+    let mut ingest = spawn_ingest(
+        &ingest_args(&kafka.bootstrap, &topic, &archive, "cluster-ingest", &[]),
+        &dir.path().join("ingest.log"),
+    );
     let aggregate = |url: &str, log: &str, port: Option<u16>| {
         let mut args: Vec<String> = [
-            "aggregate", "--brokers", &kafka.bootstrap, "--topic", &topic, "--group", "cluster-aggregate",
-            "--clickhouse", url, "--database", DB, "--insert-quorum", "2", "--flush-interval-ms", "400",
-            "--session-timeout-ms", "6000",
+            "aggregate",
+            "--brokers",
+            &kafka.bootstrap,
+            "--topic",
+            &topic,
+            "--group",
+            "cluster-aggregate",
+            "--clickhouse",
+            url,
+            "--database",
+            DB,
+            "--insert-quorum",
+            "2",
+            "--flush-interval-ms",
+            "400",
+            "--session-timeout-ms",
+            "6000",
         ]
         .map(String::from)
         .to_vec();
@@ -76,7 +97,8 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
         (spawn(&args, &log), log)
     };
     let rt = runtime();
-    let positions = |n: u32| rt.block_on(cluster.client(n, DB).positions("cluster-aggregate", &topic)).unwrap_or_default();
+    let positions =
+        |n: u32| rt.block_on(cluster.client(n, DB).positions("cluster-aggregate", &topic)).unwrap_or_default();
     let (mut a, log) = aggregate(&u[0], "aggregate-1.log", None);
     wait_until_logged(Duration::from_secs(60), "the first flushes", &log, || positions(1).len() >= 4);
 
@@ -89,7 +111,8 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (mut a, log) = aggregate(&u[1], "aggregate-2.log", Some(port));
     wait_until_logged(Duration::from_secs(60), "the new aggregator to wait on the quorum", &log, || {
-        http_get(port, "/metrics").is_some_and(|(_, m)| metric(&m, "cdrflow_sink_errors_total{worker=\"aggregate\",reason=\"quorum") > 0)
+        http_get(port, "/metrics")
+            .is_some_and(|(_, m)| metric(&m, "cdrflow_sink_errors_total{worker=\"aggregate\",reason=\"quorum") > 0)
     });
     let waited = std::fs::read_to_string(&log).unwrap();
     assert!(waited.contains("quorum"), "the log says why it waits");
@@ -126,7 +149,9 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     // What each aggregator saw of the others' inserts, for the record (and a failure's report).
     for f in files_under(dir.path()).iter().filter(|f| f.to_string_lossy().contains("aggregate-")) {
         let text = std::fs::read_to_string(f).unwrap();
-        for l in text.lines().filter(|l| ["landed", "read again", "ClickHouse at", "assigned"].iter().any(|k| l.contains(k))) {
+        for l in
+            text.lines().filter(|l| ["landed", "read again", "ClickHouse at", "assigned"].iter().any(|k| l.contains(k)))
+        {
             eprintln!("{}: {}", f.file_name().unwrap().to_string_lossy(), &l[..l.len().min(400)]);
         }
     }
@@ -150,7 +175,21 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
     let ar = archive.to_str().unwrap();
     let common = ["--clickhouse", &u[2], "--database", DB, "--insert-quorum", "2", "--topic", &topic];
     let o = cdrflow(
-        &[&["reconcile", "--archive", ar, "--brokers", &kafka.bootstrap, "--ingest-group", "cluster-ingest", "--aggregate-group", "cluster-aggregate"][..], &common].concat(),
+        &[
+            &[
+                "reconcile",
+                "--archive",
+                ar,
+                "--brokers",
+                &kafka.bootstrap,
+                "--ingest-group",
+                "cluster-ingest",
+                "--aggregate-group",
+                "cluster-aggregate",
+            ][..],
+            &common,
+        ]
+        .concat(),
         &[],
     );
     assert!(o.status.success(), "reconcile on the cluster: {}", String::from_utf8_lossy(&o.stdout));

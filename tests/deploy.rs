@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::PartitionRollup;
+use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_schemas::sql::{Param, dashboard_queries};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Decoder, LineRegistry, Pseudonymiser};
@@ -131,7 +131,8 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
     let good = write(dir.path(), "cdrflow.toml", &example);
     // The example names its secret files: without them, check says which is missing.
     let o = cdrflow(&["config", "check", good.to_str().unwrap()], &[]);
-    for key in ["[secrets] caller_key_file", "[secrets] clickhouse_password_file", "[secrets] kafka_sasl_password_file"] {
+    for key in ["[secrets] caller_key_file", "[secrets] clickhouse_password_file", "[secrets] kafka_sasl_password_file"]
+    {
         assert!(!o.status.success() && text(&o).contains(key), "every missing secret is named at once: {}", text(&o));
     }
     write(dir.path(), "secrets/caller-key", "a caller key of more than 16 bytes");
@@ -210,7 +211,12 @@ fn grafana_dashboard_is_made_from_the_named_queries() {
     for p in panels {
         let t = &p["targets"][0];
         let name = t["meta"]["cdrflowQuery"].as_str().unwrap();
-        assert_eq!(cdrflow_dashboards::grafana::from_grafana(t["rawSql"].as_str().unwrap()), named[name], "panel {}", p["title"]);
+        assert_eq!(
+            cdrflow_dashboards::grafana::from_grafana(t["rawSql"].as_str().unwrap()),
+            named[name],
+            "panel {}",
+            p["title"]
+        );
         assert!(!t["rawSql"].as_str().unwrap().contains('{') || t["rawSql"].as_str().unwrap().contains("${"));
     }
     for v in d["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
@@ -272,9 +278,8 @@ fn every_dashboard_panel_runs_on_clickhouse_and_the_report_renders() {
     let rt = runtime();
     let truth = load_feed(&ch, &rt);
     let total: u64 = truth.iter().map(|r| r.offered).sum();
-    let of = |f: &dyn Fn(&cdrflow_feed::TruthRow) -> bool| {
-        truth.iter().filter(|r| f(r)).map(|r| r.offered).sum::<u64>()
-    };
+    let of =
+        |f: &dyn Fn(&cdrflow_feed::TruthRow) -> bool| truth.iter().filter(|r| f(r)).map(|r| r.offered).sum::<u64>();
     assert!(of(&|r| r.region == 38) > 0, "Irkutsk has calls in the feed");
 
     // Each panel's SQL, mapped back to its named query, with the variables at "All" and at one

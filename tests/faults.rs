@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 use cdrflow_feed::FeedSummary;
 use common::*;
 
+/// The aggregator of these tests: [`aggregate_args`] flushing every 300 ms.
 fn aggregate(bootstrap: &str, topic: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "aggregate",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--session-timeout-ms",
-        "6000",
-        "--flush-interval-ms",
-        "300",
-        "--clickhouse",
-        url,
-        "--database",
-        db,
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut a = aggregate_args(bootstrap, topic, url, db, group, &["--flush-interval-ms", "300"]);
     a.extend(extra.iter().map(|s| s.to_string()));
     a
 }

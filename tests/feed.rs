@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 
-use cdrflow_feed::{FeedOptions, FeedSummary, Generator, Message};
 use cdrflow_feed::ValidationReport;
+use cdrflow_feed::{FeedOptions, FeedSummary, Generator, Message};
 use cdrflow_schemas::{Counters, CsvFeed, Decoder, Format, HourKey, LineRegistry, Pseudonymiser, classify};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cdrflow");

@@ -9,8 +9,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cdrflow_feed::FeedSummary;
 use cdrflow_archive::Archive;
+use cdrflow_feed::FeedSummary;
 use common::*;
 
 const KEY: &str = "test-caller-key-0123456789";

@@ -92,28 +92,18 @@ fn every_codec_from_the_java_producer_is_read_by_both_workers_exactly() {
     let archive = dir.path().join("archive");
     let (iport, aport) = (free_port(), free_port());
     let mut i = spawn_ingest(
-        &ingest_args(&kafka.bootstrap, &topic, &archive, "codecs-ingest", &["--metrics-addr", &format!("127.0.0.1:{iport}")]),
+        &ingest_args(
+            &kafka.bootstrap,
+            &topic,
+            &archive,
+            "codecs-ingest",
+            &["--metrics-addr", &format!("127.0.0.1:{iport}")],
+        ),
         &dir.path().join("ingest.log"),
     );
-    let aggregate: Vec<String> = [
-        "aggregate",
-        "--brokers",
-        &kafka.bootstrap,
-        "--topic",
-        &topic,
-        "--group",
-        "codecs-aggregate",
-        "--clickhouse",
-        &server.url(),
-        "--database",
-        "t_codecs",
-        "--flush-interval-ms",
-        "300",
-        "--metrics-addr",
-        &format!("127.0.0.1:{aport}"),
-    ]
-    .map(String::from)
-    .to_vec();
+    let metrics = format!("127.0.0.1:{aport}");
+    let extra = ["--flush-interval-ms", "300", "--metrics-addr", &metrics];
+    let aggregate = aggregate_args(&kafka.bootstrap, &topic, &server.url(), "t_codecs", "codecs-aggregate", &extra);
     let mut a = spawn(&aggregate, &dir.path().join("aggregate.log"));
     let rt = runtime();
     wait_until_logged(Duration::from_secs(120), "both sinks to catch up", &dir.path().join("aggregate.log"), || {

@@ -19,7 +19,8 @@ fn an_unreadable_batch_is_named_counted_and_never_skipped() {
     let kafka = Kafka::private(&dir.path().join("kafka"), 29_292, 1);
     let topic = kafka.topic("unreadable", 1);
     for b in 0..3 {
-        let lines: Vec<String> = (0..10).map(|i| format!("{{\"batch\":{b},\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(150 + i))).collect();
+        let lines: Vec<String> =
+            (0..10).map(|i| format!("{{\"batch\":{b},\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(150 + i))).collect();
         let f = dir.path().join(format!("batch{b}.jsonl"));
         std::fs::write(&f, lines.join("\n") + "\n").unwrap();
         kafka.produce_with_java(&topic, "zstd", &f);
@@ -39,13 +40,22 @@ fn an_unreadable_batch_is_named_counted_and_never_skipped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let archive = dir.path().join("archive");
     let log = dir.path().join("ingest.log");
-    let args = ingest_args(&kafka.bootstrap, &topic, &archive, "unreadable", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let args = ingest_args(
+        &kafka.bootstrap,
+        &topic,
+        &archive,
+        "unreadable",
+        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+    );
     let mut w = spawn_ingest(&args, &log);
     wait_until_logged(Duration::from_secs(60), "the partition to be named as unreadable", &log, || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("partition 0 at offset 10")
     });
     let (_, scrape) = http_get(port, "/metrics").unwrap();
-    assert!(metric(&scrape, "cdrflow_consume_errors_total{worker=\"ingest\",kind=\"bad_compression\"}") > 0, "{scrape}");
+    assert!(
+        metric(&scrape, "cdrflow_consume_errors_total{worker=\"ingest\",kind=\"bad_compression\"}") > 0,
+        "{scrape}"
+    );
     assert!(scrape.contains("cdrflow_partition_stalled{worker=\"ingest\",partition=\"0\"} 10"), "{scrape}");
     let (status, body) = http_get(port, "/readyz").unwrap();
     assert_eq!(status, 503, "{body}");

@@ -53,25 +53,8 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
     ]);
     let archive = dir.path().join("archive");
     let ingest = ingest_args(&kafka.bootstrap, &topic, &archive, "ops-ingest", &[]);
-    let aggregate: Vec<String> = [
-        "aggregate",
-        "--brokers",
-        &kafka.bootstrap,
-        "--topic",
-        &topic,
-        "--group",
-        "ops-aggregate",
-        "--clickhouse",
-        &server.url(),
-        "--database",
-        DB,
-        "--flush-interval-ms",
-        "300",
-        "--session-timeout-ms",
-        "6000",
-    ]
-    .map(String::from)
-    .to_vec();
+    let aggregate =
+        aggregate_args(&kafka.bootstrap, &topic, &server.url(), DB, "ops-aggregate", &["--flush-interval-ms", "300"]);
     let (ilog, alog) = (dir.path().join("ingest.log"), dir.path().join("aggregate.log"));
     let mut i = spawn_ingest(&ingest, &ilog);
     let mut a = spawn(&aggregate, &alog);
@@ -251,25 +234,15 @@ fn a_worker_on_a_quiet_topic_is_ready_and_reports_lag_per_partition() {
     let kafka = Kafka::shared();
     let topic = kafka.topic("quiet", 3);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let args: Vec<String> = [
-        "aggregate",
-        "--brokers",
+    let metrics = format!("127.0.0.1:{port}");
+    let args = aggregate_args(
         &kafka.bootstrap,
-        "--topic",
         &topic,
-        "--group",
-        "quiet-aggregate",
-        "--clickhouse",
         &server.url(),
-        "--database",
         "t_quiet",
-        "--metrics-addr",
-        &format!("127.0.0.1:{port}"),
-        "--session-timeout-ms",
-        "6000",
-    ]
-    .map(String::from)
-    .to_vec();
+        "quiet-aggregate",
+        &["--metrics-addr", &metrics],
+    );
     let log = dir.path().join("aggregate.log");
     let mut w = spawn(&args, &log);
     wait_until_logged(Duration::from_secs(60), "/readyz to answer 200 on a quiet topic", &log, || {

@@ -12,8 +12,8 @@ use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;
 
-use crate::clickhouse::{CellSource, ClickHouse};
 use crate::clickhouse::encoder::{Unit, encode};
+use crate::clickhouse::{CellSource, ClickHouse};
 use crate::rollup::PartitionRollup;
 
 /// Which part of the archive: a topic, UTC dates (inclusive, `YYYY-MM-DD`, the archive's
@@ -113,7 +113,11 @@ pub fn recompute(
         }
     }
     let total: u64 = by_date.values().map(|v| v.len() as u64).sum();
-    let mut out = Recomputed { covered, dates: by_date.keys().map(|d| d.trim_start_matches("dt=").to_owned()).collect(), ..Default::default() };
+    let mut out = Recomputed {
+        covered,
+        dates: by_date.keys().map(|d| d.trim_start_matches("dt=").to_owned()).collect(),
+        ..Default::default()
+    };
     for files in by_date.values() {
         let mut rows = Vec::new();
         for f in files {
@@ -217,7 +221,12 @@ pub struct Rebuild {
 /// call it does not hold is a call that is not there (a correction moved it). Otherwise the
 /// cell goes into [`Plan::unjustified`], and [`Plan::refusal`] explains why writing it
 /// would destroy counts.
-pub async fn plan(ch: &ClickHouse, sel: &Selection, mut recomputed: Recomputed, lines: &LineRegistry) -> Result<Rebuild> {
+pub async fn plan(
+    ch: &ClickHouse,
+    sel: &Selection,
+    mut recomputed: Recomputed,
+    lines: &LineRegistry,
+) -> Result<Rebuild> {
     let (from, to) = sel.hours()?;
     let mut plan = Plan {
         topic: sel.topic.clone(),
@@ -269,7 +278,8 @@ pub async fn plan(ch: &ClickHouse, sel: &Selection, mut recomputed: Recomputed, 
                 Some(srcs) => srcs.iter().find_map(|s| {
                     if s.topic != sel.topic {
                         Some(format!("{at}: counted from topic {}, not {}", s.topic, sel.topic))
-                    } else if !recomputed.covers(s.kafka_partition as i32, s.first_offset as i64, s.last_offset as i64) {
+                    } else if !recomputed.covers(s.kafka_partition as i32, s.first_offset as i64, s.last_offset as i64)
+                    {
                         Some(format!(
                             "{at}: counted from offsets {}–{} of partition {}, which no committed archive unit covers",
                             s.first_offset, s.last_offset, s.kafka_partition

@@ -113,8 +113,12 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
         );
     }
     if layout.shards() > 0 {
-        tracing::info!(shards = layout.shards(), replicas = layout.replicas, quorum = opts.clickhouse.insert_quorum,
-            "counters_log is distributed: one insert per shard per flush");
+        tracing::info!(
+            shards = layout.shards(),
+            replicas = layout.replicas,
+            quorum = opts.clickhouse.insert_quorum,
+            "counters_log is distributed: one insert per shard per flush"
+        );
     }
     let consumer = WorkerConsumer::new(
         &src.kafka,
@@ -215,8 +219,11 @@ fn apply(change: GroupChange, state: &mut State) {
             for p in parts {
                 if let Some(r) = state.partitions.remove(&p).filter(|r| r.messages > 0) {
                     state.unflushed -= r.messages;
-                    tracing::info!(partition = p, messages = r.messages,
-                        "abandoned the unflushed counters of a revoked partition; its new owner counts them again");
+                    tracing::info!(
+                        partition = p,
+                        messages = r.messages,
+                        "abandoned the unflushed counters of a revoked partition; its new owner counts them again"
+                    );
                 }
                 // The window holds unflushed calls too: the next owner reads it back.
                 state.counted.remove(&p);
@@ -272,7 +279,12 @@ fn flush(
         let unit = Unit { group: &opts.source.group, topic: &opts.source.topic, partition: p, flushed_at };
         let rows = encode(&unit, &rollup, &opts.source.lines);
         let first = rollup.first_offset.unwrap_or(rollup.last_offset);
-        shards.entry(layout.shard_of(p)).or_default().push(UnitRows { partition: p, first, last: rollup.last_offset, rows });
+        shards.entry(layout.shard_of(p)).or_default().push(UnitRows {
+            partition: p,
+            first,
+            last: rollup.last_offset,
+            rows,
+        });
     }
     for (shard, units) in shards {
         insert_units(opts, rt, ch, store, shard, units, consumer, state, stats, stop)?;

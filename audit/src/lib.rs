@@ -9,4 +9,4 @@
 
 pub mod reconcile;
 
-pub use reconcile::{Report, ReconcileOptions, print, run};
+pub use reconcile::{ReconcileOptions, Report, print, run};

@@ -213,11 +213,8 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
     let flushes = rt.block_on(ch.log_units(&opts.aggregate_group, topic))?;
     let archived_rows: u64 = parts.values().map(|p| p.archive_rows).sum();
     if flushes.is_empty() && (kafka_messages > 0 || archived_rows > 0) {
-        let others: Vec<String> = rt
-            .block_on(ch.log_groups(topic))?
-            .into_iter()
-            .filter(|g| *g != opts.aggregate_group)
-            .collect();
+        let others: Vec<String> =
+            rt.block_on(ch.log_groups(topic))?.into_iter().filter(|g| *g != opts.aggregate_group).collect();
         mismatches.push(Mismatch {
             kind: "group_without_positions",
             partition: None,
@@ -344,17 +341,14 @@ fn describe_selection(sel: &Selection) -> String {
 
 /// The consumer groups (other than `skip`) that hold a committed offset on `topic`.
 fn groups_with_offsets(brokers: &str, topic: &str, partitions: i32, skip: &[&str]) -> Result<Vec<String>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating a Kafka client")?;
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().context("creating a Kafka client")?;
     let groups = c
         .fetch_group_list(None, Duration::from_secs(10))
         .with_context(|| format!("listing the consumer groups at {brokers}"))?;
     let mut out = Vec::new();
     for g in groups.groups().iter().map(|g| g.name()).filter(|g| !skip.contains(g)).take(100) {
-        let member: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", g).create()?;
+        let member: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", g).create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(topic, p);

@@ -9,10 +9,10 @@
 
 use std::hint::black_box;
 
-use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_feed::{FeedOptions, Generator, Message};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

@@ -176,8 +176,11 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
         GroupChange::Revoked(parts) => {
             for p in parts {
                 if let Some(b) = buffers.remove(&p).filter(|b| b.messages > 0) {
-                    tracing::info!(partition = p, messages = b.messages,
-                        "abandoned the unwritten unit of a revoked partition; its new owner reads it again");
+                    tracing::info!(
+                        partition = p,
+                        messages = b.messages,
+                        "abandoned the unwritten unit of a revoked partition; its new owner reads it again"
+                    );
                 }
             }
         }

@@ -15,8 +15,10 @@ use crate::KafkaSettings;
 /// one with fewer partitions than asked is an error, as a feed keyed for N partitions
 /// would land differently.
 pub fn ensure_topic(settings: &KafkaSettings, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().with_context(|| format!("creating a Kafka admin client for {}", settings.brokers))?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .with_context(|| format!("creating a Kafka admin client for {}", settings.brokers))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -64,10 +66,8 @@ pub fn delete_topics(settings: &KafkaSettings, topics: &[String]) -> Result<()> 
 
 /// The high watermark of each of `partitions` partitions of `topic`.
 pub fn watermarks(bootstrap: &str, topic: &str, partitions: u32) -> Result<std::collections::HashMap<i32, i64>> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating a Kafka client")?;
+    let c: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("creating a Kafka client")?;
     (0..partitions as i32)
         .map(|p| {
             let (_, high) = c

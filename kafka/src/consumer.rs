@@ -411,7 +411,9 @@ impl WorkerConsumer {
                             let (p, o) = (m.partition(), m.offset());
                             drop(m);
                             self.pause_partitions(&[p]);
-                            if let Err(e) = self.consumer.seek(&self.topic, p, Offset::Offset(o), Duration::from_secs(10)) {
+                            if let Err(e) =
+                                self.consumer.seek(&self.topic, p, Offset::Offset(o), Duration::from_secs(10))
+                            {
                                 tracing::error!(partition = p, offset = o, error = %e, "cannot seek back to a message read while waiting");
                             }
                         }

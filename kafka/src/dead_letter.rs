@@ -41,7 +41,12 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// A dead-letter sender to `topic`; its errors count in `health` (the worker's).
-    pub fn new(settings: &KafkaSettings, topic: &str, group: &str, health: std::sync::Arc<crate::KafkaHealth>) -> Result<Self> {
+    pub fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        group: &str,
+        health: std::sync::Arc<crate::KafkaHealth>,
+    ) -> Result<Self> {
         Ok(DeadLetters {
             producer: producer(settings, health, "dead-letter producer")?,
             topic: topic.to_owned(),

@@ -124,8 +124,13 @@ impl KafkaHealth {
             // Counted where `poll` hands it over ([`Self::poll_error`]); librdkafka's reason
             // here names the offset.
             if !self.recently_said(&format!("consume {kind}")) {
-                tracing::warn!(brokers = bootstrap, error = kind, reason,
-                    "Kafka could not hand over a batch; the partition keeps its position, nothing is skipped (said once per {}s)", REPEAT.as_secs());
+                tracing::warn!(
+                    brokers = bootstrap,
+                    error = kind,
+                    reason,
+                    "Kafka could not hand over a batch; the partition keeps its position, nothing is skipped (said once per {}s)",
+                    REPEAT.as_secs()
+                );
             }
             return;
         }
@@ -134,7 +139,8 @@ impl KafkaHealth {
             let now = now_ms();
             self.last_down_error_ms.store(now, Ordering::Relaxed);
             let _ = self.down_since_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-            *self.last_reason.lock().expect("not poisoned") = if reason.is_empty() { e.to_string() } else { reason.to_owned() };
+            *self.last_reason.lock().expect("not poisoned") =
+                if reason.is_empty() { e.to_string() } else { reason.to_owned() };
             if !self.recently_said("unreachable") {
                 tracing::error!(
                     brokers = bootstrap,
@@ -148,7 +154,14 @@ impl KafkaHealth {
             return;
         }
         if !self.recently_said(&kind) {
-            tracing::warn!(brokers = bootstrap, role, error = kind, reason, "Kafka reported an error (said once per {}s per kind)", REPEAT.as_secs());
+            tracing::warn!(
+                brokers = bootstrap,
+                role,
+                error = kind,
+                reason,
+                "Kafka reported an error (said once per {}s per kind)",
+                REPEAT.as_secs()
+            );
         }
     }
 
@@ -156,7 +169,9 @@ impl KafkaHealth {
     /// transport errors.
     pub fn poll_error(&self, bootstrap: &str, e: &KafkaError) {
         match e {
-            KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) if !is_transport(*code) => {
+            KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code)
+                if !is_transport(*code) =>
+            {
                 let kind = kind(*code);
                 *self.consume_errors.lock().expect("not poisoned").entry(kind.clone()).or_default() += 1;
                 if !self.recently_said(&format!("consume {kind}")) {
@@ -237,7 +252,12 @@ mod tests {
     fn transport_errors_mark_kafka_unreachable_until_it_answers() {
         let h = KafkaHealth::default();
         assert!(h.down_since().is_none());
-        h.error("k:1", "consumer", &KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown), "1/1 brokers are down");
+        h.error(
+            "k:1",
+            "consumer",
+            &KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
         assert!(h.down_since().is_some());
         assert_eq!(h.errors.lock().unwrap()["all_brokers_down"], 1);
         h.refresh("k:1");

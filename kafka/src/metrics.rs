@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use crate::WorkerStats;
+use anyhow::{Context, Result};
 
 /// Serves the endpoint on `addr` from a background thread.
 pub fn serve(addr: &str, stats: Arc<WorkerStats>, worker: &'static str, written_what: &'static str) -> Result<()> {

@@ -147,7 +147,10 @@ fn foreign(role: Role, key: &str) -> bool {
     ];
     match role {
         Role::Producer => {
-            CONSUMER.contains(&key) || key.starts_with("fetch.") || key.starts_with("queued.") || key.starts_with("consume.")
+            CONSUMER.contains(&key)
+                || key.starts_with("fetch.")
+                || key.starts_with("queued.")
+                || key.starts_with("consume.")
         }
         Role::Consumer => {
             PRODUCER.contains(&key)
@@ -211,8 +214,12 @@ pub fn client_config(props: &[Property]) -> ClientConfig {
 /// Logs, once at start-up, every operator value the protocol overrode.
 pub fn warn_ignored(props: &[Property]) {
     for p in props.iter().filter(|p| p.ignored.is_some()) {
-        tracing::warn!(property = p.key, ignored = p.shown_ignored(), used = p.shown_value(),
-            "a Kafka property set by the operator is overridden: the exactly-once protocol needs this value");
+        tracing::warn!(
+            property = p.key,
+            ignored = p.shown_ignored(),
+            used = p.shown_value(),
+            "a Kafka property set by the operator is overridden: the exactly-once protocol needs this value"
+        );
     }
 }
 
@@ -251,7 +258,10 @@ mod tests {
         assert_eq!(get("fetch.wait.max.ms").source, Layer::Operator);
         assert_eq!(get("fetch.queue.backoff.ms").source, Layer::Tuning);
         let auto = get("enable.auto.commit");
-        assert_eq!((auto.value.as_str(), auto.source, auto.ignored.as_deref()), ("false", Layer::Protocol, Some("true")));
+        assert_eq!(
+            (auto.value.as_str(), auto.source, auto.ignored.as_deref()),
+            ("false", Layer::Protocol, Some("true"))
+        );
         assert_eq!(get("group.id").ignored, None);
         assert_eq!(get("client.id").value, "x");
         assert_eq!(get("bootstrap.servers").value, "k:9092");

@@ -77,7 +77,9 @@ impl WorkerStats {
             return Err("the sink is failing; writes are retried and consumption is paused (see the log)");
         }
         if !self.stalled.lock().expect("not poisoned").is_empty() {
-            return Err("a partition cannot be read: its batches fail to decode (see the log for the partition and offset)");
+            return Err(
+                "a partition cannot be read: its batches fail to decode (see the log for the partition and offset)",
+            );
         }
         Ok(())
     }
@@ -152,8 +154,16 @@ impl WorkerStats {
         let _ =
             writeln!(s, "cdrflow_sink_write_seconds{{worker=\"{worker}\"}} {}", l(&self.last_write_us) as f64 / 1e6);
         for (name, help, map) in [
-            ("kafka_errors_total", "Errors librdkafka reported, by kind (all_brokers_down, broker_transport_failure, …).", &self.kafka.errors),
-            ("consume_errors_total", "Messages or batches Kafka could not hand over (e.g. a codec this build lacks), by kind.", &self.kafka.consume_errors),
+            (
+                "kafka_errors_total",
+                "Errors librdkafka reported, by kind (all_brokers_down, broker_transport_failure, …).",
+                &self.kafka.errors,
+            ),
+            (
+                "consume_errors_total",
+                "Messages or batches Kafka could not hand over (e.g. a codec this build lacks), by kind.",
+                &self.kafka.consume_errors,
+            ),
         ] {
             let _ = write!(s, "# HELP cdrflow_{name} {help}\n# TYPE cdrflow_{name} counter\n");
             for (kind, v) in map.lock().expect("not poisoned").iter() {

@@ -12,8 +12,7 @@ use cdrflow_schemas::{Decoder, LineRegistry, Pseudonymiser};
 use proptest::prelude::*;
 
 static DECODER: LazyLock<Decoder> = LazyLock::new(|| {
-    let mut d =
-        Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"differential key, 32 bytes long.").unwrap());
+    let mut d = Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"differential key, 32 bytes long.").unwrap());
     d.clock = cdrflow_schemas::validate::Clock::Fixed(1_700_000_000_000);
     d
 });
@@ -117,8 +116,25 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 const FIELDS: [&str; 19] = [
-    "call_id", "linked_id", "region", "dialled", "caller", "start", "answer", "end", "queue_wait_s", "talk_s",
-    "disposition", "transfer_to", "topic", "age_band", "channel", "operator_id", "queue_id", "other", "",
+    "call_id",
+    "linked_id",
+    "region",
+    "dialled",
+    "caller",
+    "start",
+    "answer",
+    "end",
+    "queue_wait_s",
+    "talk_s",
+    "disposition",
+    "transfer_to",
+    "topic",
+    "age_band",
+    "channel",
+    "operator_id",
+    "queue_id",
+    "other",
+    "",
 ];
 
 proptest! {

@@ -91,8 +91,11 @@ pub fn run(a: BackfillArgs) -> Result<()> {
         if a.dry_run {
             tracing::warn!("without --allow-empty this rebuild would be refused: {why}");
         } else if a.allow_empty {
-            tracing::warn!(cells = plan.unjustified_cells, calls = plan.unjustified_offered,
-                "--allow-empty: writing zeros over cells the archive cannot vouch for");
+            tracing::warn!(
+                cells = plan.unjustified_cells,
+                calls = plan.unjustified_offered,
+                "--allow-empty: writing zeros over cells the archive cannot vouch for"
+            );
         } else {
             bail!(why);
         }
@@ -106,7 +109,12 @@ pub fn run(a: BackfillArgs) -> Result<()> {
     summary["rebuild_id"] = rebuilt.rebuild_id.into();
     summary["seconds"] = started.elapsed().as_secs_f64().into();
     summary["rows_per_second_reading"] = (rows as f64 / read_s.max(1e-9)).round().into();
-    tracing::info!(rows, cells = rebuilt.cells, rebuild_id = rebuilt.rebuild_id, "rebuilt the counters from the archive");
+    tracing::info!(
+        rows,
+        cells = rebuilt.cells,
+        rebuild_id = rebuilt.rebuild_id,
+        "rebuilt the counters from the archive"
+    );
     println!("{summary}");
     Ok(())
 }

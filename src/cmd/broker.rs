@@ -22,10 +22,13 @@ pub struct BrokerArgs {
 }
 
 pub fn run(a: BrokerArgs) -> Result<()> {
-    cdrflow_kafka::mock::run(cdrflow_kafka::mock::BrokerOptions {
-        brokers: a.brokers,
-        topics: a.topics,
-        partitions: a.partitions,
-        address_file: a.address_file,
-    }, cdrflow::signals::stop_flag()?)
+    cdrflow_kafka::mock::run(
+        cdrflow_kafka::mock::BrokerOptions {
+            brokers: a.brokers,
+            topics: a.topics,
+            partitions: a.partitions,
+            address_file: a.address_file,
+        },
+        cdrflow::signals::stop_flag()?,
+    )
 }

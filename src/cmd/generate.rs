@@ -229,4 +229,3 @@ fn summary_path(truth: Option<&Path>, summary: Option<&Path>) -> Option<PathBuf>
     s.push(".summary.json");
     Some(PathBuf::from(s))
 }
-

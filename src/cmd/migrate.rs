@@ -62,4 +62,3 @@ pub fn run(a: MigrateArgs) -> Result<()> {
     }
     Ok(())
 }
-

@@ -237,7 +237,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// effective librdkafka properties (after the workers' tuning and the protocol's forced
 /// settings, each marked with where it comes from), once librdkafka has accepted them.
 /// Nothing is created, resolved or connected to.
-pub fn dry_run(worker: &str, source: &cdrflow_kafka::SourceOptions, k: &KafkaArgs, more: serde_json::Value) -> Result<()> {
+pub fn dry_run(
+    worker: &str,
+    source: &cdrflow_kafka::SourceOptions,
+    k: &KafkaArgs,
+    more: serde_json::Value,
+) -> Result<()> {
     let props = cdrflow_kafka::WorkerConsumer::properties(&source.kafka, &source.group, source.session_timeout_ms);
     check_kafka_properties(&props)?;
     let shown: serde_json::Map<String, serde_json::Value> = props
@@ -245,7 +250,8 @@ pub fn dry_run(worker: &str, source: &cdrflow_kafka::SourceOptions, k: &KafkaArg
         .map(|p| {
             let mut v = serde_json::json!({ "value": p.shown_value(), "from": p.source.name() });
             if let Some(ignored) = p.shown_ignored() {
-                v["overridden"] = format!("the operator's {ignored} is ignored: the exactly-once protocol needs this value").into();
+                v["overridden"] =
+                    format!("the operator's {ignored} is ignored: the exactly-once protocol needs this value").into();
             }
             (p.key.clone(), v)
         })

@@ -51,4 +51,3 @@ pub fn run(a: ReconcileArgs) -> Result<()> {
     }
     Ok(())
 }
-

@@ -36,4 +36,3 @@ pub fn run(a: ReportArgs) -> Result<()> {
     tracing::info!(out = %a.out.display(), region = r.region, offered = r.offered, lines = r.lines.len(), "report written");
     Ok(())
 }
-

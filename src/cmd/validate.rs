@@ -50,4 +50,3 @@ pub fn run(a: ValidateArgs) -> Result<()> {
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
-

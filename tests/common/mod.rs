@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cdrflow_feed::TruthRow;
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_feed::TruthRow;
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -723,6 +723,30 @@ pub fn ingest_args(bootstrap: &str, topic: &str, out: &Path, group: &str, extra:
         "5000",
         "--out",
         out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// `cdrflow aggregate` of `topic` as `group` into database `db` of the ClickHouse at `url`,
+/// with 6 s sessions, then `extra`.
+pub fn aggregate_args(bootstrap: &str, topic: &str, url: &str, db: &str, group: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "aggregate",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--session-timeout-ms",
+        "6000",
+        "--clickhouse",
+        url,
+        "--database",
+        db,
     ]
     .map(String::from)
     .to_vec();

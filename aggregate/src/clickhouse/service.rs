@@ -23,10 +23,22 @@ pub const QUORUM_WAIT_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// ClickHouse error codes a worker waits out, with what they mean for it and a metric label.
 const WAITS: &[(u32, &str, &str)] = &[
-    (285, "quorum_not_reached", "fewer replicas of the shard are alive than insert_quorum: a replica is down, and writes wait for it"),
+    (
+        285,
+        "quorum_not_reached",
+        "fewer replicas of the shard are alive than insert_quorum: a replica is down, and writes wait for it",
+    ),
     (286, "quorum_pending", "the shard's previous quorum insert is not confirmed yet: a replica is lagging or down"),
-    (319, "quorum_unknown", "the quorum was not confirmed within insert_quorum_timeout: whether the insert landed is read back before trying again"),
-    (289, "replica_behind", "this replica lacks inserts confirmed by a quorum (select_sequential_consistency): it is catching up"),
+    (
+        319,
+        "quorum_unknown",
+        "the quorum was not confirmed within insert_quorum_timeout: whether the insert landed is read back before trying again",
+    ),
+    (
+        289,
+        "replica_behind",
+        "this replica lacks inserts confirmed by a quorum (select_sequential_consistency): it is catching up",
+    ),
     (242, "replica_read_only", "the table is read-only on this replica: its ZooKeeper session is lost"),
     (225, "zookeeper", "the server has no ZooKeeper session"),
     (999, "zookeeper", "a ZooKeeper operation failed"),
@@ -242,7 +254,9 @@ impl ClickHouse {
             .await
             .map_err(|e| explain(e, &self.cfg, "reading the cluster's shards"))?;
         if shards.is_empty() {
-            anyhow::bail!("counters_log is distributed over cluster {cluster}, which this server's remote_servers does not define");
+            anyhow::bail!(
+                "counters_log is distributed over cluster {cluster}, which this server's remote_servers does not define"
+            );
         }
         let slot_to_shard = shards.iter().flat_map(|(n, w, _)| std::iter::repeat_n(*n, (*w).max(1) as usize)).collect();
         let replicas = shards.iter().map(|s| s.2 as usize).max().unwrap_or(1);
@@ -677,11 +691,7 @@ impl ClickHouse {
             .map(|m| format!("{:03}_{}", m.version, m.name))
             .collect();
         if !missing.is_empty() {
-            anyhow::bail!(
-                "database {db} at {} lacks migrations {}: {fix}",
-                self.cfg.url,
-                missing.join(", ")
-            );
+            anyhow::bail!("database {db} at {} lacks migrations {}: {fix}", self.cfg.url, missing.join(", "));
         }
         Ok(())
     }
