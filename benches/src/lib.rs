@@ -1,66 +1,129 @@
-//! What the pipeline benches share: the embedded broker, worker processes and their peak
-//! memory, waiting for a sink to catch up.
+//! What the pipeline benches share: the Kafka broker and the bench's own topics, worker
+//! processes and their peak memory, waiting for a sink to catch up.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cdrflow_kafka::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// `cdrflow broker` in its own process; killed on drop.
-pub struct Broker {
-    child: Child,
+/// The real Kafka broker a bench runs on (`--brokers`; `deploy/local/kafka.sh start` runs one
+/// locally) and the topics this run made for itself: each run writes to fresh topics, so a
+/// rerun never reads an earlier run's data. The topics are deleted on drop unless kept.
+pub struct Kafka {
     /// `bootstrap.servers`.
     pub bootstrap: String,
+    /// Topics created by this run, to delete at the end.
+    own: Vec<String>,
+    /// Leave the topics on the broker at the end (`--keep-topics`).
+    pub keep: bool,
 }
 
-impl Broker {
-    /// Starts the mock cluster with `topics`, each of `partitions` partitions.
-    pub fn start(cdrflow: &str, partitions: u32, topics: &[&str]) -> Result<Broker> {
-        let mut cmd = Command::new(cdrflow);
-        cmd.args(["broker", "--partitions", &partitions.to_string()]);
-        for t in topics {
-            cmd.args(["--topic", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {cdrflow} broker (build it with cargo build --release)"))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        Ok(Broker { child, bootstrap: line.trim().to_owned() })
+impl Kafka {
+    /// The broker at `bootstrap`; fails if it does not answer.
+    pub fn connect(bootstrap: &str) -> Result<Kafka> {
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+        probe.fetch_metadata(None, Duration::from_secs(10)).with_context(|| {
+            format!("Kafka at {bootstrap} does not answer: start it with deploy/local/kafka.sh start")
+        })?;
+        Ok(Kafka { bootstrap: bootstrap.to_owned(), own: Vec::new(), keep: false })
     }
 
-    /// Per partition that holds data, its high watermark; and how many messages it holds
-    /// (the mock broker may have dropped the oldest data of a hot partition).
-    pub fn held(&self, topic: &str, partitions: u32) -> Result<(HashMap<i32, i64>, i64)> {
+    fn settings(&self) -> KafkaSettings {
+        KafkaSettings { brokers: self.bootstrap.clone(), extra: Vec::new() }
+    }
+
+    /// Creates a topic of `partitions` partitions named `PREFIX-PID-UNIXMS`, unique to this
+    /// run, and its dead-letter topic (`TOPIC.dlq`, 4 partitions); returns the topic's name.
+    pub fn fresh_topic(&mut self, prefix: &str, partitions: u32) -> Result<String> {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        let topic = format!("{prefix}-{}-{ms}", std::process::id());
+        for (name, n) in [(topic.clone(), partitions as i32), (format!("{topic}.dlq"), 4)] {
+            self.own.push(name.clone());
+            cdrflow_kafka::admin::ensure_topic(&self.settings(), &name, n)?;
+        }
+        Ok(topic)
+    }
+
+    /// Per partition that holds data, its high watermark; and how many messages the topic
+    /// holds in all.
+    pub fn watermarks(&self, topic: &str, partitions: u32) -> Result<(HashMap<i32, i64>, i64)> {
         let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create()?;
-        let (mut held, mut total) = (HashMap::new(), 0);
+        let (mut high_of, mut total) = (HashMap::new(), 0);
         for p in 0..partitions as i32 {
             let (low, high) = probe.fetch_watermarks(topic, p, Duration::from_secs(10))?;
             total += high - low;
             if high > low {
-                held.insert(p, high);
+                high_of.insert(p, high);
             }
         }
-        Ok((held, total))
+        Ok((high_of, total))
+    }
+
+    /// Deletes this run's topics now (unless kept).
+    pub fn delete_own_topics(&mut self) -> Result<()> {
+        if self.keep || self.own.is_empty() {
+            return Ok(());
+        }
+        let topics = std::mem::take(&mut self.own);
+        cdrflow_kafka::admin::delete_topics(&self.settings(), &topics)?;
+        eprintln!("deleted the run's topics: {}", topics.join(", "));
+        Ok(())
     }
 }
 
-impl Drop for Broker {
+impl Drop for Kafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.keep && !self.own.is_empty() {
+            eprintln!("kept the run's topics on {}: {}", self.bootstrap, self.own.join(", "));
+        } else if let Err(e) = self.delete_own_topics() {
+            eprintln!("could not delete the run's topics {}: {e:#}", self.own.join(", "));
+        }
     }
 }
 
-/// True when every partition in `held` is read up to its high watermark.
-pub fn caught_up(held: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> bool {
-    held.iter().all(|(p, high)| positions.get(p).is_some_and(|n| n >= high))
+/// Bytes on disk (allocated blocks, as `du` counts them) of a topic's partition directories
+/// (`TOPIC-N`) under a broker's `log.dirs`; `None` if none is there (a remote broker).
+pub fn topic_disk_bytes(data_dir: &Path, topic: &str, partitions: u32) -> Option<u64> {
+    let dirs: Vec<_> = (0..partitions).map(|p| data_dir.join(format!("{topic}-{p}"))).filter(|d| d.is_dir()).collect();
+    (!dirs.is_empty()).then(|| dirs.iter().map(|d| disk_usage(d)).sum())
+}
+
+/// Allocated bytes of the files under `dir`, as `du` counts them (sparse and pre-allocated
+/// files count what they really take).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            _ => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// The apparent size (bytes) of the files under `dir`.
+pub fn apparent_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => apparent_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// True when every partition in `high` is read up to its high watermark.
+pub fn caught_up(high: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> bool {
+    high.iter().all(|(p, end)| positions.get(p).is_some_and(|n| n >= end))
 }
 
 /// Spawns `cdrflow ARGS` with its output discarded (or its stderr to `log`).
@@ -86,7 +149,17 @@ pub fn run(cdrflow: &str, args: &[&str]) -> Result<std::process::Output> {
 }
 
 /// Polls `done` every 50 ms until it holds; fails if the worker exits or `limit` passes.
-pub fn wait(w: &mut Child, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait(w: &mut Child, limit: Duration, done: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_every(w, limit, Duration::from_millis(50), done)
+}
+
+/// [`wait`], polling every `every`.
+pub fn wait_every(
+    w: &mut Child,
+    limit: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let t = Instant::now();
     while !done()? {
         if let Some(s) = w.try_wait()? {
@@ -95,7 +168,7 @@ pub fn wait(w: &mut Child, limit: Duration, mut done: impl FnMut() -> Result<boo
         if t.elapsed() > limit {
             bail!("the worker did not catch up in {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
     Ok(())
 }
@@ -214,10 +287,11 @@ impl std::ops::AddAssign for Totals {
 
 impl Totals {
     /// From the generator's ground truth (`generate --truth`: JSON lines per region, line, hour).
-    pub fn of_truth(path: &std::path::Path) -> Result<Totals> {
+    pub fn of_truth(path: &Path) -> Result<Totals> {
+        use std::io::BufRead;
         let mut t = Totals::default();
-        for line in std::fs::read_to_string(path)?.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)?;
+        for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+            let v: serde_json::Value = serde_json::from_str(&line?)?;
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
             t += Totals {
                 offered: n("offered"),

@@ -1,4 +1,4 @@
-//! The end-to-end bench: on one mock broker, one topic, in one run, measures
+//! The end-to-end bench: on one Kafka broker, one topic, in one run, measures
 //! (a) the raw consume rate of the topic with librdkafka doing no work,
 //! (b) one `cdrflow ingest` worker archiving the same topic from the start,
 //! (c) one `cdrflow aggregate` worker counting the same topic from the start,
@@ -13,21 +13,22 @@
 //! (f) rebuilding the counters from that archive: `cdrflow backfill` and DuckDB.
 //!
 //! ```sh
-//! deploy/local/clickhouse.sh start
-//! cargo run --release -p cdrflow-benches --bin pipeline -- --cdrs 800000 --partitions 48
-//! benches/scripts/peers.sh            # the same with --peers
+//! deploy/local/kafka.sh start && deploy/local/clickhouse.sh start
+//! cargo run --release -p cdrflow-benches --bin pipeline -- --cdrs 1000000 --partitions 64
+//! benches/scripts/peers.sh            # the same with --peers (starts Kafka and ClickHouse if needed)
 //! ```
-//! Worker times run from process start (group join included) until the sink holds every
-//! partition up to its end. The mock broker keeps ~5 MiB per partition, so the topic is
-//! sized to fit (48 partitions for 800 k CDRs, lz4-compressed batches); if a hot partition still
-//! overflows, the rates count only what the broker holds.
+//! The broker is a real Kafka (`--brokers`, the local one of `deploy/local/kafka.sh` by
+//! default). Each run produces the feed (lz4-compressed batches, as the generator's default)
+//! into a fresh topic of its own, `bench-pipeline-PID-UNIXMS`, deleted at the end unless
+//! `--keep-topics`. Worker times run from process start (group join included) until the
+//! sink holds every partition up to its end.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Broker, Totals, caught_up, cpu_seconds, peak_rss_mib, run, spawn, stop, wait_catch_up};
+use cdrflow_benches::{Kafka, Totals, caught_up, cpu_seconds, peak_rss_mib, run, spawn, stop, wait_catch_up};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -35,11 +36,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 #[derive(Parser)]
 struct Args {
     /// Messages in the topic.
-    #[arg(long, default_value_t = 800_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     cdrs: u64,
-    /// Partitions (the mock broker keeps ~5 MiB each: 48 hold ~800 k CDRs).
-    #[arg(long, default_value_t = 48)]
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 64)]
     partitions: u32,
+    /// Kafka bootstrap servers (`deploy/local/kafka.sh bootstrap`).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Leave the run's topics on the broker at the end (they are deleted by default).
+    #[arg(long)]
+    keep_topics: bool,
     /// The cdrflow binary.
     #[arg(long, default_value = "target/release/cdrflow")]
     cdrflow: String,
@@ -71,14 +78,18 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let work = std::env::temp_dir().join(format!("cdrflow-pipeline-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let broker = Broker::start(&a.cdrflow, a.partitions, &["cdrs", "cdrs.dlq"])?;
-    let result = bench(&a, &broker, &work);
-    drop(broker);
+    let mut kafka = Kafka::connect(&a.brokers)?;
+    kafka.keep = a.keep_topics;
+    let result = bench(&a, &mut kafka, &work);
+    drop(kafka);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
+fn bench(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
+    let topic = kafka.fresh_topic("bench-pipeline", a.partitions)?;
+    let topic = topic.as_str();
+    println!("topic: {topic} ({} partitions) on {}", a.partitions, kafka.bootstrap);
     let truth = work.join("truth.jsonl");
     // The peers cannot dead-letter: with --peers every record is valid, for all alike.
     let bad_share = if a.peers { "0" } else { "0.005" };
@@ -95,28 +106,27 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
             "--bad-share",
             bad_share,
             "--brokers",
-            &broker.bootstrap,
+            &kafka.bootstrap,
             "--topic",
-            "cdrs",
+            topic,
+            "--partitions",
+            &a.partitions.to_string(),
             "--truth",
             &truth.to_string_lossy(),
         ],
     )?;
-    let (held, total) = broker.held("cdrs", a.partitions)?;
-    println!("topic: {total} messages held in {} partitions ({} produced)", a.partitions, a.cdrs);
-    if total < a.cdrs as i64 && a.peers {
-        bail!(
-            "the mock broker dropped {} messages: use more --partitions so totals can be compared",
-            a.cdrs as i64 - total
-        );
+    let (ends, total) = kafka.watermarks(topic, a.partitions)?;
+    println!("topic: {total} messages in {} partitions", ends.len());
+    if total != a.cdrs as i64 {
+        bail!("the topic holds {total} messages, not the {} produced", a.cdrs);
     }
 
     // (a) raw consume: every message fetched, nothing done with it.
     // With the workers' consumer tuning and --kafka-option, so that only the work differs.
     let mut raw_config = ClientConfig::new();
     raw_config
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", "raw-consume")
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", format!("{topic}-raw-consume"))
         .set("enable.auto.commit", "false");
     for (key, value) in cdrflow_kafka::CONSUMER_TUNING {
         raw_config.set(*key, *value);
@@ -128,7 +138,7 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     let c: BaseConsumer = raw_config.create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..a.partitions as i32 {
-        tpl.add_partition_offset("cdrs", p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     c.assign(&tpl)?;
     let t = Instant::now();
@@ -148,6 +158,7 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     let options: Vec<String> = a.kafka_options.iter().flat_map(|o| ["--kafka-option".to_owned(), o.clone()]).collect();
 
     // (b) one ingest worker.
+    let (ingest_group, aggregate_group) = (format!("{topic}-ingest"), format!("{topic}-aggregate"));
     let out = work.join("archive");
     let out_s = out.to_string_lossy().into_owned();
     let t = Instant::now();
@@ -156,11 +167,11 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         &[
             "ingest",
             "--brokers",
-            &broker.bootstrap,
+            &kafka.bootstrap,
             "--topic",
-            "cdrs",
+            topic,
             "--group",
-            "bench-ingest",
+            &ingest_group,
             "--out",
             &out_s,
             "--max-age-ms",
@@ -174,10 +185,10 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
         None,
     )?;
-    let archive = cdrflow_ingest::archive::Archive::open_dir(&out)?;
+    let archive = cdrflow_archive::Archive::open_dir(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
     let ingest = wait_catch_up(&mut w, t, INGEST_METRICS, Duration::from_secs(600), || {
-        Ok(caught_up(&held, &archive.committed_positions("cdrs", &parts)?))
+        Ok(caught_up(&ends, &archive.committed_positions(topic, &parts)?))
     })?;
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
     let busy = cpu_seconds(w.id()).unwrap_or(f64::NAN) / ingest.whole.as_secs_f64();
@@ -203,11 +214,11 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         &[
             "aggregate",
             "--brokers",
-            &broker.bootstrap,
+            &kafka.bootstrap,
             "--topic",
-            "cdrs",
+            topic,
             "--group",
-            "bench-aggregate",
+            &aggregate_group,
             "--clickhouse",
             &a.clickhouse,
             "--database",
@@ -224,7 +235,7 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         None,
     )?;
     let caught = wait_catch_up(&mut w, t, AGGREGATE_METRICS, Duration::from_secs(600), || {
-        Ok(caught_up(&held, &rt.block_on(ch.positions("bench-aggregate", "cdrs"))?))
+        Ok(caught_up(&ends, &rt.block_on(ch.positions(&aggregate_group, topic))?))
     })?;
     let aggregate = caught.rate(total);
     let steady = caught.steady_rate(total);
@@ -244,10 +255,12 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     let ours = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
     println!("    totals: {ours} (ground truth: {truth}) {}", ours.verdict(&truth));
 
-    // (d) ClickHouse's Kafka engine on the same topic.
+    // (d) ClickHouse's Kafka engine on the same topic of the same broker. (Debian's
+    // ClickHouse 18.16 links the system's librdkafka, 2.0.2 on bookworm, which reads from
+    // Kafka 4: see benches/RESULTS.md.)
     let peer = Peer::new(&a.clickhouse)?;
     let t = Instant::now();
-    rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine"))?;
+    rt.block_on(peer.create(&kafka.bootstrap, topic, &format!("{topic}-ch-engine")))?;
     let limit = Duration::from_secs(600);
     loop {
         if rt.block_on(peer.totals())?.offered >= total as u64 {
@@ -265,9 +278,10 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
         rt.block_on(peer.version())?,
         aggregate / engine
     );
+    println!("    d/a = {:.2} (same broker and topic as (a)-(c))", engine / raw);
     println!("    totals: {theirs} {}", theirs.verdict(&truth));
     // The same, with the server SIGKILLed a moment into the topic and started again.
-    rt.block_on(peer.create(&broker.bootstrap, "ch-kafka-engine-restart"))?;
+    rt.block_on(peer.create(&kafka.bootstrap, topic, &format!("{topic}-ch-engine-restart")))?;
     // Kill it 4 s in: it has read much of the topic, and its first flush (stream_flush_interval_ms,
     // 7.5 s) has not landed yet.
     std::thread::sleep(Duration::from_secs(4));
@@ -282,12 +296,12 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     let lines = cdrflow_schemas::LineRegistry::builtin();
     let (mut rows, mut encode, mut arrow_only, mut size) = (0usize, Duration::ZERO, Duration::ZERO, 0usize);
     for f in archive.data_files()? {
-        let cdrs = cdrflow_ingest::read::read_file(archive.get(&f)?.into(), &lines)?;
+        let cdrs = cdrflow_archive::read::read_file(archive.get(&f)?.into(), &lines)?;
         let refs: Vec<_> = cdrs.iter().collect();
         let t = Instant::now();
-        let batch = cdrflow_ingest::encode::record_batch(&refs, &lines)?;
+        let batch = cdrflow_archive::encode::record_batch(&refs, &lines)?;
         arrow_only += t.elapsed();
-        size += cdrflow_ingest::encode::parquet_bytes(&batch, &[])?.len();
+        size += cdrflow_archive::encode::parquet_bytes(&batch, &[])?.len();
         encode += t.elapsed();
         rows += cdrs.len();
     }
@@ -302,7 +316,10 @@ fn bench(a: &Args, broker: &Broker, work: &Path) -> Result<()> {
     println!("    {py}");
 
     // (f) rebuilding the counters from the archive: cdrflow backfill, then DuckDB.
-    let bf = run(&a.cdrflow, &["backfill", "--from", &out_s, "--clickhouse", &a.clickhouse, "--database", DB])?;
+    let bf = run(
+        &a.cdrflow,
+        &["backfill", "--from", &out_s, "--topic", topic, "--clickhouse", &a.clickhouse, "--database", DB],
+    )?;
     println!("(f) rebuild from the archive: cdrflow backfill {}", String::from_utf8_lossy(&bf.stdout).trim());
     let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
     println!("    totals after the rebuild: {rebuilt} {}", rebuilt.verdict(&truth));
@@ -322,7 +339,7 @@ impl Peer {
         Ok(Peer { client: clickhouse::Client::default().with_url(url).with_validation(false) })
     }
 
-    async fn create(&self, brokers: &str, group: &str) -> Result<()> {
+    async fn create(&self, brokers: &str, topic: &str, group: &str) -> Result<()> {
         self.drop().await?;
         for stmt in include_str!("../../sql/kafka_engine_peer.sql").split(';') {
             let sql: String = stmt.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
@@ -332,7 +349,7 @@ impl Peer {
             let sql = sql
                 .replace("{db}", PEER_DB)
                 .replace("{brokers}", brokers)
-                .replace("{topic}", "cdrs")
+                .replace("{topic}", topic)
                 .replace("{group}", group);
             self.client.query(&sql).execute().await.with_context(|| format!("peer DDL: {sql}"))?;
         }
