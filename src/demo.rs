@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_dashboards::summary::NationalSummary;
 use cdrflow_schemas::sql::Param;
 
 /// What the demo runs.
@@ -335,71 +336,19 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     let params = [("from", Param::DateTime(0)), ("to", Param::DateTime(4_102_444_800)), ("limit", Param::UInt(15))];
     let regions = rt.block_on(ch.dashboard("region_quality", &params))?;
     let topics = rt.block_on(ch.dashboard("topic_shares", &params))?;
-    let num = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
     let stored = rt.block_on(ch.stored_counters(Some("cdrflow-aggregate")))?;
     let mut national = cdrflow_schemas::Counters::default();
     for (_, _, _, c) in &stored {
         national.merge(c);
     }
-    let truth_rows = std::fs::read_to_string(&truth)?;
-    let mut truth_total = cdrflow_schemas::Counters::default();
-    let mut truth_offered = 0u64;
-    for line in truth_rows.lines() {
-        let r: cdrflow_feed::TruthRow = serde_json::from_str(line)?;
-        truth_offered += r.offered;
-        truth_total.answered += r.answered;
-        truth_total.abandoned += r.abandoned;
-    }
+    let truth_total = cdrflow_feed::truth_totals(&truth)?;
     let summary: cdrflow_feed::FeedSummary =
         serde_json::from_slice(&std::fs::read(work.join("truth.jsonl.summary.json"))?)?;
 
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "\nNational summary ({} CDRs from {} regions, {:.1} s end to end)",
-        national.offered,
-        regions.len(),
-        t0.elapsed().as_secs_f64()
-    )?;
-    writeln!(
-        out,
-        "  offered {:>9}   answered {:>9}   abandoned {:>7}   short abandons {:>6}   out of hours {:>6}",
-        national.offered, national.answered, national.abandoned, national.short_abandoned, national.out_of_hours
-    )?;
-    writeln!(
-        out,
-        "  service level (ICMI) {:.1} %   ASA {:.1} s   abandon rate {:.1} %   transfers {}",
-        100.0 * national.service_level().unwrap_or(0.0),
-        national.asa_s().unwrap_or(0.0),
-        100.0 * national.abandoned as f64 / national.offered.max(1) as f64,
-        national.transferred_out
-    )?;
-    let top_topics: Vec<String> = topics
-        .iter()
-        .take(5)
-        .map(|t| format!("{} {:.0} %", t["topic"].as_str().unwrap_or("?"), 100.0 * num(&t["share"])))
-        .collect();
-    writeln!(out, "  topics: {}", top_topics.join(", "))?;
-    writeln!(out, "\nTop regions by offered calls")?;
-    writeln!(
-        out,
-        "  {:<4} {:<34} {:>9} {:>9} {:>9} {:>8} {:>7}",
-        "code", "region", "offered", "answered", "abandon%", "SL %", "ASA s"
-    )?;
-    for r in regions.iter().take(15) {
-        writeln!(
-            out,
-            "  {:<4} {:<34} {:>9} {:>9} {:>9.1} {:>8.1} {:>7.1}",
-            r["region"].as_u64().unwrap_or(0),
-            r["name_en"].as_str().unwrap_or("?"),
-            num(&r["offered_calls"]),
-            num(&r["answered_calls"]),
-            100.0 * num(&r["abandon_rate"]),
-            100.0 * num(&r["service_level"]),
-            num(&r["asa_s"])
-        )?;
-    }
-    let matches = national.offered == truth_offered
+    let seconds = t0.elapsed().as_secs_f64();
+    NationalSummary { national: &national, regions: &regions, topics: &topics, seconds }.write(&mut out)?;
+    let matches = national.offered == truth_total.offered
         && national.answered == truth_total.answered
         && national.abandoned == truth_total.abandoned;
     writeln!(
@@ -408,7 +357,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         opts.database,
         if matches { "every national total matches" } else { "MISMATCH" }
     )?;
-    let parquet = count_parquet(&archive);
+    let parquet = ingest_archive.data_files()?.len();
     let mut archived = 0;
     for p in watermarks.keys() {
         archived += ingest_archive.committed(topic, *p)?.iter().map(|u| u.rows).sum::<u64>();
@@ -430,15 +379,4 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         bail!("the results do not match the feed's ground truth");
     }
     Ok(())
-}
-
-fn count_parquet(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { count_parquet(&p) } else { p.extension().is_some_and(|x| x == "parquet") as usize }
-        })
-        .sum()
 }

@@ -2,11 +2,11 @@
 //! ground truth.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cdrflow_feed::{FeedOptions, Generator, Message};
+use cdrflow_feed::{FeedOptions, Generator, Message, Pacer};
 
 use super::{WireFormat, region_arg};
 
@@ -129,21 +129,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             .expect("template"),
     );
     let started = Instant::now();
-    // With --rate, the feed is paced in small steps (~200 a second) so that it streams
-    // steadily, as a telecom feed does, instead of arriving in bursts.
-    let step = a.rate.map_or(1024, |rate| ((rate / 200.0) as u64).clamp(1, 1024));
+    let pacer = Pacer::new(a.rate);
     let pace = |n: u64| {
         if n.is_multiple_of(1024) {
             bar.set_position(n);
         }
-        if let Some(rate) = a.rate
-            && n.is_multiple_of(step)
-        {
-            let due = Duration::from_secs_f64(n as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        pacer.after(n);
     };
     let mut n = 0u64;
     let topic = &a.topic;
@@ -188,19 +179,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let summary = feed.summary();
-    if let Some(path) = &a.truth {
-        let mut w =
-            BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-        feed.write_truth(&mut w)?;
-        w.flush()?;
-    }
-    match summary_path(a.truth.as_deref(), a.summary.as_deref()) {
-        Some(sp) => std::fs::write(&sp, serde_json::to_vec_pretty(summary)?)
-            .with_context(|| format!("writing {}", sp.display()))?,
-        None if a.truth.is_some() => {
-            tracing::info!("no summary written: --truth is not a regular file; name one with --summary FILE")
-        }
-        None => {}
+    if feed.write_outputs(a.truth.as_deref(), a.summary.as_deref())?.is_none() && a.truth.is_some() {
+        tracing::info!("no summary written: --truth is not a regular file; name one with --summary FILE");
     }
     tracing::info!(
         messages = summary.messages,
@@ -213,19 +193,4 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         "feed generated"
     );
     Ok(())
-}
-
-/// Where the summary goes: `--summary`, else beside a `--truth` that is (or will be) a
-/// regular file; never beside a device such as `/dev/null`.
-fn summary_path(truth: Option<&Path>, summary: Option<&Path>) -> Option<PathBuf> {
-    if let Some(s) = summary {
-        return Some(s.to_owned());
-    }
-    let truth = truth?;
-    if std::fs::metadata(truth).is_ok_and(|m| !m.is_file()) {
-        return None;
-    }
-    let mut s = truth.as_os_str().to_owned();
-    s.push(".summary.json");
-    Some(PathBuf::from(s))
 }
