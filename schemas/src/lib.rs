@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod avro;
 pub mod asterisk_csv;
 pub mod cdr;
 pub mod counters;
@@ -50,6 +51,8 @@ pub enum Format {
     Json,
     /// One Asterisk `cdr_csv` line per message ([`asterisk_csv`]).
     AsteriskCsv,
+    /// Confluent-framed Avro with a schema registry ([`avro`]).
+    AvroConfluent,
 }
 
 impl Format {
@@ -58,6 +61,7 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::AsteriskCsv => "asterisk-csv",
+            Format::AvroConfluent => "avro-confluent",
         }
     }
 }

@@ -45,11 +45,16 @@ pub enum Reason {
     InconsistentDisposition,
     /// A text field is longer than its limit.
     FieldTooLong,
+    /// Avro: the writer schema cannot be resolved to the contract's reader schema.
+    SchemaMismatch,
+    /// Avro: the schema registry does not know the message's writer schema id (given up
+    /// after waiting for it).
+    UnknownSchema,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::Malformed,
@@ -68,7 +73,25 @@ impl Reason {
         Reason::InconsistentDurations,
         Reason::InconsistentDisposition,
         Reason::FieldTooLong,
+        Reason::SchemaMismatch,
+        Reason::UnknownSchema,
     ];
+
+    /// The reasons a message of `format` can be rejected for: the text formats never meet
+    /// a writer schema; Avro's bytes are typed by the schema, so a wrong type, a timestamp
+    /// string or bad UTF-8 surface as `schema_mismatch` or `malformed` instead.
+    pub fn possible_in(format: crate::Format) -> Vec<Reason> {
+        use Reason::*;
+        let avro_only = [SchemaMismatch, UnknownSchema];
+        let text_only = [NotUtf8, WrongType, BadTimestamp];
+        Reason::ALL
+            .into_iter()
+            .filter(|r| match format {
+                crate::Format::Json | crate::Format::AsteriskCsv => !avro_only.contains(r),
+                crate::Format::AvroConfluent => !text_only.contains(r),
+            })
+            .collect()
+    }
 
     /// The stable snake_case code.
     pub fn code(self) -> &'static str {
@@ -91,6 +114,8 @@ impl Reason {
             Reason::InconsistentDurations => "inconsistent_durations",
             Reason::InconsistentDisposition => "inconsistent_disposition",
             Reason::FieldTooLong => "field_too_long",
+            Reason::SchemaMismatch => "schema_mismatch",
+            Reason::UnknownSchema => "unknown_schema",
         }
     }
 

@@ -99,12 +99,15 @@ pub struct Decoder {
     /// (records are almost always in the past, so the clock is almost never read). The
     /// cache is never ahead of the clock, so the verdict is the clock's.
     now_cache: Arc<std::sync::atomic::AtomicI64>,
+    /// Avro writer schemas by registry id, shared by clones (filled by the worker from the
+    /// schema registry before it decodes a message of a new id).
+    pub avro: crate::avro::WriterSchemas,
 }
 
 impl Decoder {
     /// A decoder with the default limits and the system clock.
     pub fn new(lines: Arc<LineRegistry>, pseudonymiser: Pseudonymiser) -> Self {
-        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System, now_cache: Arc::default() }
+        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System, now_cache: Arc::default(), avro: Default::default() }
     }
 
     /// Decodes and validates one message of `format` (an empty message is `malformed`).
@@ -115,6 +118,7 @@ impl Decoder {
         match format {
             crate::Format::Json => self.decode_json(msg),
             crate::Format::AsteriskCsv => self.decode_asterisk_csv(msg, csv),
+            crate::Format::AvroConfluent => self.decode_avro_confluent(msg),
         }
     }
 

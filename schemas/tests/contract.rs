@@ -407,7 +407,7 @@ fn json_every_reason_with_its_field() {
         assert!(!r.to_string().contains("9123456789"), "a rejection never echoes the caller: {r}");
         seen.insert(reason);
     }
-    assert_eq!(seen.len(), Reason::ALL.len(), "every reason is tested");
+    assert_eq!(seen.len(), Reason::possible_in(cdrflow_schemas::Format::Json).len(), "every reason is tested");
 }
 
 fn base_csv() -> Vec<String> {
@@ -618,7 +618,7 @@ fn csv_every_reason_with_its_field() {
         assert!(!r.to_string().contains("9123456789"), "a rejection never echoes the caller: {r}");
         seen.insert(reason);
     }
-    assert_eq!(seen.len(), Reason::ALL.len(), "every reason is tested");
+    assert_eq!(seen.len(), Reason::possible_in(cdrflow_schemas::Format::AsteriskCsv).len(), "every reason is tested");
 }
 
 mod never_panics {
