@@ -97,21 +97,32 @@ fn collect(format: Format, opts: FeedOptions) -> (Vec<Vec<u8>>, Generator) {
 /// them (re-sends counted once): the truth describes the bytes, not the generator's intent.
 #[test]
 fn truth_matches_the_decoded_feed() {
-    for format in [Format::Json, Format::AsteriskCsv] {
-        let (msgs, feed) = collect(format, FeedOptions { cdrs: 60_000, seed: 5, ..FeedOptions::default() });
+    use cdrflow_schemas::avro;
+    for format in [Format::Json, Format::AsteriskCsv, Format::AvroConfluent] {
+        // (Avro: the writer schema under id 5, as a registry would have handed it out.)
+        let writer = cdrflow_feed::AvroWriter { id: 5, schema: avro::Schema::parse_str(avro::CDR_V1_AVSC).unwrap() };
+        let opts = FeedOptions { cdrs: 60_000, seed: 5, avro: Some(writer), ..FeedOptions::default() };
+        let (msgs, feed) = collect(format, opts);
         let lines = LineRegistry::builtin();
         let decoder = Decoder::new(lines.clone(), Pseudonymiser::ephemeral());
+        decoder.avro.insert(avro::WriterSchema::parse(5, avro::CDR_V1_AVSC));
         let mut seen = HashSet::new();
         let mut counters: rustc_hash::FxHashMap<HourKey, Counters> = Default::default();
         let (mut resent, mut bad) = (0, 0);
+        let mut reasons = std::collections::BTreeMap::<String, u64>::new();
         for m in &msgs {
             let cdr = match format {
                 Format::Json => decoder.decode_json(m),
                 Format::AsteriskCsv => decoder.decode_asterisk_csv(m, &CsvFeed::FromAccountcode),
+                Format::AvroConfluent => decoder.decode_avro_confluent(m),
             };
-            let Ok(cdr) = cdr else {
-                bad += 1;
-                continue;
+            let cdr = match cdr {
+                Ok(cdr) => cdr,
+                Err(why) => {
+                    bad += 1;
+                    *reasons.entry(why.reason.code().to_owned()).or_default() += 1;
+                    continue;
+                }
             };
             if !seen.insert(cdr.call_id.clone()) {
                 resent += 1;
@@ -121,6 +132,7 @@ fn truth_matches_the_decoded_feed() {
             counters.entry(k).or_default().record(&cdr, lines.line(cdr.line), ooh);
         }
         assert_eq!(bad, feed.summary().bad);
+        assert_eq!(reasons, feed.summary().bad_by_reason, "{format:?}: each bad record for the reason it was made for");
         assert_eq!(resent, feed.summary().resent);
         assert_eq!(&counters, feed.truth(), "{format:?}");
     }

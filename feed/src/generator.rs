@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Write;
 
+use cdrflow_schemas::avro;
 use cdrflow_schemas::{
     AgeBand, Cdr, Channel, CompactString, Counters, Disposition, Format, HourKey, LineIdx, LineRegistry, Reason,
     RegionCode, Regions, classify, encode_asterisk_csv, encode_json,
@@ -67,6 +68,17 @@ pub struct FeedOptions {
     /// Sequence numbers (in call ids) start after this: feeds generated in slices with
     /// disjoint ranges never share a call id.
     pub first_seq: u64,
+    /// For [`Format::AvroConfluent`]: the writer schema and its registry id.
+    pub avro: Option<AvroWriter>,
+}
+
+/// The writer schema an Avro feed is written with, and its id in the schema registry.
+#[derive(Clone, Debug)]
+pub struct AvroWriter {
+    /// Registry id (goes into each message's frame).
+    pub id: u32,
+    /// The writer schema: the contract's (`cdr_v1.avsc`) or an evolution of it.
+    pub schema: avro::Schema,
 }
 
 impl Default for FeedOptions {
@@ -83,6 +95,7 @@ impl Default for FeedOptions {
             late_share: 0.01,
             resent_share: 0.002,
             first_seq: 0,
+            avro: None,
         }
     }
 }
@@ -556,7 +569,7 @@ impl Generator {
         self.key.clear();
         self.key.extend_from_slice(p.cdr.region.to_string().as_bytes());
         self.payload.clear();
-        self.encode(&p.cdr, p.caller.as_deref());
+        self.encode(&p.cdr, p.caller.as_deref())?;
         let (hour_key, ooh) = classify(&p.cdr, &self.lines);
         self.truth.entry(hour_key).or_default().record(&p.cdr, self.lines.line(p.cdr.line), ooh);
         self.summary.valid_messages += 1;
@@ -572,14 +585,51 @@ impl Generator {
         Ok(true)
     }
 
-    fn encode(&mut self, cdr: &Cdr, caller: Option<&str>) {
+    fn encode(&mut self, cdr: &Cdr, caller: Option<&str>) -> std::io::Result<()> {
         match self.opts.format {
             Format::Json => encode_json(cdr, caller, &mut self.payload),
             Format::AsteriskCsv => {
                 let quote = cdr.start_ms / 1000 % 5 != 0;
                 encode_asterisk_csv(cdr, caller, quote, &mut self.payload)
             }
+            Format::AvroConfluent => self.encode_avro(avro::cdr_fields(cdr, caller))?,
         }
+        Ok(())
+    }
+
+    fn encode_avro(&mut self, fields: Vec<(&'static str, Option<avro::Value>)>) -> std::io::Result<()> {
+        let w = self.opts.avro.as_ref().ok_or_else(|| {
+            std::io::Error::other("an Avro feed needs its writer schema and registry id (FeedOptions::avro)")
+        })?;
+        avro::write_confluent(w.id, &w.schema, fields, &mut self.payload).map_err(std::io::Error::other)
+    }
+
+    /// A bad Avro record of `reason` from a call already broken at the CDR level.
+    fn bad_avro(&mut self, reason: Reason, c: &Cdr, caller: Option<&str>) -> std::io::Result<Reason> {
+        use avro::Value;
+        let mut fields = avro::cdr_fields(c, caller);
+        let mut set = |name: &str, v: Value| {
+            if let Some(f) = fields.iter_mut().find(|(n, _)| *n == name) {
+                f.1 = Some(v);
+            }
+        };
+        match reason {
+            // The whole message over the limit, whichever fields the writer schema has.
+            Reason::Oversized => set("call_id", Value::String("x".repeat(70_000))),
+            Reason::MissingField => set("dialled", Value::String(String::new())),
+            Reason::InvalidValue => set("disposition", Value::String("maybe".into())),
+            Reason::UnknownRegion => set("region", Value::Int(99)),
+            Reason::NegativeDuration => set("queue_wait_s", Value::Double(-5.0)),
+            _ => {}
+        }
+        self.encode_avro(fields)?;
+        if reason == Reason::Malformed {
+            let keep = (self.payload.len() / 2).max(6);
+            self.payload.truncate(keep);
+        }
+        self.key.clear();
+        self.key.extend_from_slice(c.region.to_string().as_bytes());
+        Ok(reason)
     }
 
     /// Builds one bad record into `key`/`payload`; returns the reason the validator must give.
@@ -591,7 +641,10 @@ impl Generator {
         c.call_id = padded("bad-", self.seq, 9);
         let caller = Some(CompactString::const_new("+79990000000"));
         let csv = self.opts.format == Format::AsteriskCsv;
-        let mut kinds: Vec<Reason> = Reason::ALL.to_vec();
+        // Every reason this format can meet, but the two of the schema registry (a writer
+        // schema unknown or unreadable is the feed's set-up, not a record's fault).
+        let mut kinds: Vec<Reason> = Reason::possible_in(self.opts.format);
+        kinds.retain(|r| !matches!(r, SchemaMismatch | UnknownSchema));
         if csv && self.opts.region.is_some() {
             kinds.retain(|r| *r != UnknownRegion);
         }
@@ -638,7 +691,10 @@ impl Generator {
             _ => {}
         }
         self.payload.clear();
-        self.encode(&c, caller.as_deref());
+        if self.opts.format == Format::AvroConfluent {
+            return self.bad_avro(reason, &c, caller.as_deref());
+        }
+        self.encode(&c, caller.as_deref())?;
         if csv && reason == InconsistentDurations {
             // duration is field 13 (index 12); add 100 s to it.
             let text = String::from_utf8(std::mem::take(&mut self.payload)).expect("ASCII");

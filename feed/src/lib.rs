@@ -17,6 +17,6 @@ pub mod generator;
 pub mod output;
 pub mod validate;
 
-pub use generator::{FeedOptions, FeedSummary, Generator, Message, TruthRow};
+pub use generator::{AvroWriter, FeedOptions, FeedSummary, Generator, Message, TruthRow};
 pub use output::{Pacer, truth_totals};
 pub use validate::{ValidationReport, validate};

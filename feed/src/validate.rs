@@ -19,6 +19,19 @@ pub struct ValidationReport {
     pub reasons: BTreeMap<String, u64>,
 }
 
+impl ValidationReport {
+    /// Counts one decoded message.
+    pub fn count<T>(&mut self, decoded: &Result<T, cdrflow_schemas::Rejection>) {
+        match decoded {
+            Ok(_) => self.accepted += 1,
+            Err(rej) => {
+                self.rejected += 1;
+                *self.reasons.entry(rej.reason.code().to_owned()).or_default() += 1;
+            }
+        }
+    }
+}
+
 /// Validates every line of `input`; writes each rejected line with its reason to `rejects`
 /// as `reason<TAB>detail<TAB>line`. Lines are split on `\n` only and may hold any bytes.
 pub fn validate(
@@ -39,11 +52,11 @@ pub fn validate(
         if line.is_empty() {
             continue;
         }
-        match decoder.decode(format, &csv, &line) {
-            Ok(_) => report.accepted += 1,
+        let decoded = decoder.decode(format, &csv, &line);
+        report.count(&decoded);
+        match decoded {
+            Ok(_) => {}
             Err(rej) => {
-                report.rejected += 1;
-                *report.reasons.entry(rej.reason.code().to_owned()).or_default() += 1;
                 if let Some(w) = rejects.as_deref_mut() {
                     write!(w, "{}\t{}\t", rej.reason, rej.detail.replace(['\t', '\n'], " "))?;
                     w.write_all(&line)?;

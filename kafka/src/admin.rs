@@ -77,3 +77,69 @@ pub fn watermarks(bootstrap: &str, topic: &str, partitions: u32) -> Result<std::
         })
         .collect()
 }
+
+/// Reads every message a topic holds now, partition by partition from its start to its
+/// high watermark as of the call, without joining a group or committing anything (feed
+/// onboarding: `cdrflow validate --brokers`). `each` gets the partition, the offset and
+/// the payload; returns how many messages were read.
+pub fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    mut each: impl FnMut(i32, i64, &[u8]) -> Result<()>,
+) -> Result<u64> {
+    use rdkafka::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = settings
+        .client_config()
+        .set("group.id", "cdrflow-validate")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .context("creating a Kafka client")?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the metadata of {topic} at {}: is Kafka running?", settings.brokers))?;
+    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        bail!("topic {topic} does not exist at {}", settings.brokers);
+    }
+    let mut ends = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("reading the ends of {topic}/{p} at {}", settings.brokers))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    c.assign(&tpl).context("assigning the topic's partitions")?;
+    let mut read = 0u64;
+    let mut quiet = std::time::Instant::now();
+    while !ends.is_empty() {
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                quiet = std::time::Instant::now();
+                let (p, o) = (m.partition(), m.offset());
+                if ends.get(&p).is_some_and(|end| o < *end) {
+                    each(p, o, m.payload().unwrap_or(&[]))?;
+                    read += 1;
+                }
+                if ends.get(&p).is_some_and(|end| o + 1 >= *end) {
+                    ends.remove(&p);
+                }
+            }
+            Some(Err(e)) => bail!("reading {topic} at {}: {e}", settings.brokers),
+            None if quiet.elapsed() > Duration::from_secs(60) => {
+                bail!(
+                    "reading {topic} at {}: nothing arrived for 60 s with {} partitions unfinished",
+                    settings.brokers,
+                    ends.len()
+                )
+            }
+            None => {}
+        }
+    }
+    Ok(read)
+}

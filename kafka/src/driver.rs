@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use cdrflow_schemas::{Cdr, Decoder};
+use cdrflow_schemas::{Cdr, Decoder, Format};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 
-use crate::{Chores, ClockGate, DeadLetters, GroupChange, SourceOptions, WorkerConsumer, WorkerStats};
+use crate::registry::RegistryError;
+use crate::{Chores, ClockGate, DeadLetters, GroupChange, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 
 /// Which partitions' work to write now.
 #[derive(Debug, PartialEq, Eq)]
@@ -116,6 +117,11 @@ pub fn run<S: Sink>(
                     just_read = Some(p);
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let payload = m.payload().unwrap_or(&[]);
+                    if src.format == Format::AvroConfluent
+                        && !writer_schema_known(sink, consumer, decoder, src, stats, p, payload, stop)?
+                    {
+                        continue;
+                    }
                     match decoder.decode(src.format, &src.csv, payload) {
                         Ok(cdr) => {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -147,4 +153,55 @@ pub fn run<S: Sink>(
     sink.write(Due::All, &mut Io { consumer, dead_letters: &mut dead_letters, stats, stop })?;
     consumer.consumer.unsubscribe();
     Ok(())
+}
+
+/// Avro: makes sure the writer schema of a message is known before it is decoded, fetching
+/// it from the schema registry. The registry being down, or not knowing the id yet, is not
+/// the record's fault: consumption pauses and the fetch is retried (counted in
+/// `cdrflow_schema_registry_failures_total`, logged with the registry's URL) until it
+/// works; only an id still unknown after `--schema-wait-s` goes on to be dead-lettered as
+/// `unknown_schema`. `false` if the partition was revoked meanwhile (the message is left
+/// to its new owner).
+#[allow(clippy::too_many_arguments)]
+fn writer_schema_known<S: Sink>(
+    sink: &mut S,
+    consumer: &WorkerConsumer,
+    decoder: &Decoder,
+    src: &SourceOptions,
+    stats: &WorkerStats,
+    partition: i32,
+    payload: &[u8],
+    stop: &'static AtomicBool,
+) -> Result<bool> {
+    let Ok((id, _)) = cdrflow_schemas::avro::frame(payload) else { return Ok(true) };
+    if decoder.avro.get(id).is_some() {
+        return Ok(true);
+    }
+    let Some(registry) = src.registry.as_deref() else {
+        anyhow::bail!("an Avro feed needs --schema-registry URL (the Confluent-compatible API)");
+    };
+    let since = Instant::now();
+    let outcome = consumer.retry_paused(
+        partition,
+        &format!("fetching Avro writer schema {id} from the schema registry at {}", registry.url()),
+        stop,
+        || match registry.load(id, &decoder.avro) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                stats.registry_failures.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    RegistryError::UnknownId { .. } if since.elapsed() >= src.schema_wait => {
+                        tracing::warn!(id, partition, waited = ?since.elapsed(), "writer schema still unknown to the registry: its records are dead-lettered as unknown_schema");
+                        Ok(())
+                    }
+                    e => Err(anyhow::Error::new(e)),
+                }
+            }
+        },
+        |change| {
+            sink.group_change(change);
+            true
+        },
+    )?;
+    Ok(outcome == Retried::Done(()))
 }

@@ -14,6 +14,8 @@
 //! - [`health`]: librdkafka's errors and logs turned into one clear line, metrics and readiness;
 //! - [`stats`]: a worker's totals and its periodic chores; [`metrics`] serves them as
 //!   `/metrics`, `/healthz` and `/readyz`;
+//! - [`registry`]: the schema registry of an Avro feed (Confluent-compatible REST API):
+//!   writer schemas by id for the decoder, and registering the synthetic feed's schema;
 //! - [`admin`]: topic set-up and watermarks for the commands;
 //! - [`mock`]: librdkafka's mock cluster in a process (`cdrflow broker`), for the demo on a
 //!   machine without Java only.
@@ -26,6 +28,7 @@ pub mod health;
 pub mod metrics;
 pub mod mock;
 pub mod producer;
+pub mod registry;
 pub mod settings;
 pub mod stats;
 

@@ -32,6 +32,11 @@ pub struct SourceOptions {
     pub dead_letter_topic: Option<String>,
     /// The line registry.
     pub lines: std::sync::Arc<cdrflow_schemas::LineRegistry>,
+    /// The schema registry of an Avro feed (`--schema-registry`).
+    pub registry: Option<std::sync::Arc<crate::registry::SchemaRegistry>>,
+    /// How long an Avro writer schema id the registry does not know is waited for before
+    /// its records are dead-lettered as `unknown_schema` (`--schema-wait-s`).
+    pub schema_wait: std::time::Duration,
 }
 
 /// How to reach Kafka.

@@ -36,6 +36,8 @@ pub struct WorkerStats {
     pub sink_failing: AtomicBool,
     /// What librdkafka says about the brokers and the batches (shared by the worker's clients).
     pub kafka: std::sync::Arc<crate::KafkaHealth>,
+    /// Failed requests to the schema registry (each retried; Avro feeds).
+    pub registry_failures: AtomicU64,
     /// Partitions that cannot be read: partition → the offset they are stuck at.
     pub stalled: Mutex<BTreeMap<i32, i64>>,
 }
@@ -124,6 +126,11 @@ impl WorkerStats {
             "records_duplicate_total",
             "Valid CDRs of calls already counted (re-sent or corrected), not counted again.",
             l(&self.duplicates),
+        );
+        counter(
+            "schema_registry_failures_total",
+            "Failed requests to the schema registry (Avro feeds; retried with consumption paused).",
+            l(&self.registry_failures),
         );
         counter("sink_units_total", "Units written to the sink.", l(&self.units));
         counter(&format!("{written_what}_written_total"), "Files or rows written to the sink.", l(&self.written));

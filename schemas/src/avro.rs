@@ -23,10 +23,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use apache_avro::Schema;
+pub use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{RecordSchema, UnionSchema};
-use apache_avro::types::Value;
+pub use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
@@ -183,7 +183,9 @@ fn instant(fields: &[(String, Value)], name: &'static str) -> Result<Option<i64>
         None => Ok(None),
         Some(Value::TimestampMillis(ms) | Value::Long(ms) | Value::LocalTimestampMillis(ms)) => Ok(Some(*ms)),
         Some(Value::TimestampMicros(us)) => Ok(Some(us.div_euclid(1000))),
-        Some(other) => Err(Rejection::field(Reason::WrongType, name, format!("expected timestamp-millis, found {other:?}"))),
+        Some(other) => {
+            Err(Rejection::field(Reason::WrongType, name, format!("expected timestamp-millis, found {other:?}")))
+        }
     }
 }
 
@@ -203,7 +205,9 @@ fn vocabulary<T>(
 ) -> Result<Option<T>, Rejection> {
     match text(fields, name)? {
         None | Some("") => Ok(None),
-        Some(s) => parse(s).map(Some).ok_or_else(|| Rejection::field(Reason::InvalidValue, name, "not in the vocabulary")),
+        Some(s) => {
+            parse(s).map(Some).ok_or_else(|| Rejection::field(Reason::InvalidValue, name, "not in the vocabulary"))
+        }
     }
 }
 
@@ -220,7 +224,11 @@ impl Decoder {
         }
         let (id, body) = frame(msg)?;
         let writer = self.avro.get(id).ok_or_else(|| {
-            Rejection::new(Reason::UnknownSchema, None, format!("writer schema {id} is not known to the schema registry"))
+            Rejection::new(
+                Reason::UnknownSchema,
+                None,
+                format!("writer schema {id} is not known to the schema registry"),
+            )
         })?;
         let schema = match (&writer.schema, &writer.mismatch) {
             (Some(s), None) => s,
@@ -333,9 +341,9 @@ fn conform(schema: &Schema, v: Option<Value>, default: Option<&serde_json::Value
         (_, Some(v)) => Ok(match (schema, v) {
             (Schema::Long, Value::Int(i)) => Value::Long(i as i64),
             (Schema::Long, Value::TimestampMillis(ms)) => Value::Long(ms),
-            (Schema::String, Value::TimestampMillis(ms)) => Value::String(
-                jiff::Timestamp::from_millisecond(ms).map_err(|e| e.to_string())?.to_string(),
-            ),
+            (Schema::String, Value::TimestampMillis(ms)) => {
+                Value::String(jiff::Timestamp::from_millisecond(ms).map_err(|e| e.to_string())?.to_string())
+            }
             (Schema::Float, Value::Double(d)) => Value::Float(d as f32),
             (Schema::Long, Value::Double(d)) => Value::Long(d as i64),
             (Schema::Int, Value::Double(d)) => Value::Int(d as i32),

@@ -18,8 +18,8 @@
 #![warn(missing_docs)]
 
 pub mod archive;
-pub mod avro;
 pub mod asterisk_csv;
+pub mod avro;
 pub mod cdr;
 pub mod counters;
 pub mod json;

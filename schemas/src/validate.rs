@@ -107,7 +107,14 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder with the default limits and the system clock.
     pub fn new(lines: Arc<LineRegistry>, pseudonymiser: Pseudonymiser) -> Self {
-        Decoder { lines, pseudonymiser, limits: Limits::default(), clock: Clock::System, now_cache: Arc::default(), avro: Default::default() }
+        Decoder {
+            lines,
+            pseudonymiser,
+            limits: Limits::default(),
+            clock: Clock::System,
+            now_cache: Arc::default(),
+            avro: Default::default(),
+        }
     }
 
     /// Decodes and validates one message of `format` (an empty message is `malformed`).

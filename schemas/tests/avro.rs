@@ -38,7 +38,12 @@ fn reference() -> cdrflow_schemas::Cdr {
     decoder().decode_json(JSON.as_bytes()).expect("the documented record")
 }
 
-fn encode(d: &Decoder, id: u32, schema_text: &str, edit: impl FnOnce(&mut Vec<(&'static str, Option<Value>)>)) -> Vec<u8> {
+fn encode(
+    d: &Decoder,
+    id: u32,
+    schema_text: &str,
+    edit: impl FnOnce(&mut Vec<(&'static str, Option<Value>)>),
+) -> Vec<u8> {
     let w = d.avro.insert(WriterSchema::parse(id, schema_text));
     let mut fields = cdr_fields(&reference(), Some("+7 912 345-67-89"));
     edit(&mut fields);

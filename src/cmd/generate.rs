@@ -95,6 +95,40 @@ pub struct GenerateArgs {
     /// Call-id sequence numbers start after this (feeds made in slices use disjoint ranges).
     #[arg(long, default_value_t = 0)]
     first_seq: u64,
+    #[command(flatten)]
+    registry: super::RegistryArgs,
+    /// For avro-confluent: the writer schema (an Avro schema file; default: the contract's
+    /// schemas/avro/cdr_v1.avsc). Its fields are filled by name; fields the contract does
+    /// not have take their defaults. Registered under --subject before the first message.
+    #[arg(long)]
+    avro_schema: Option<PathBuf>,
+    /// For avro-confluent: the registry subject (default: TOPIC-value, Confluent's
+    /// TopicNameStrategy).
+    #[arg(long)]
+    subject: Option<String>,
+}
+
+/// For an Avro feed: registers the writer schema and returns it with its id.
+fn avro_writer(a: &GenerateArgs) -> Result<Option<cdrflow_feed::AvroWriter>> {
+    let Some(registry) = a.registry.client(a.format.into())? else {
+        if a.avro_schema.is_some() {
+            bail!("--avro-schema is for --format avro-confluent");
+        }
+        return Ok(None);
+    };
+    if a.brokers.is_none() {
+        bail!("an avro-confluent feed is binary and goes to Kafka: give --brokers (and --topic)");
+    }
+    let text = match &a.avro_schema {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading --avro-schema {}", p.display()))?,
+        None => cdrflow_schemas::avro::CDR_V1_AVSC.to_owned(),
+    };
+    let schema = cdrflow_schemas::avro::Schema::parse_str(&text)
+        .map_err(|e| anyhow::anyhow!("--avro-schema: not an Avro schema: {e}"))?;
+    let subject = a.subject.clone().unwrap_or_else(|| format!("{}-value", a.topic));
+    let id = registry.register(&subject, &text)?;
+    tracing::info!(subject, id, registry = registry.url(), "writer schema registered");
+    Ok(Some(cdrflow_feed::AvroWriter { id, schema }))
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -122,6 +156,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         late_share: a.late_share,
         resent_share: a.resent_share,
         first_seq: a.first_seq,
+        avro: avro_writer(&a)?,
     };
     let mut feed = Generator::new(opts);
     let bar = indicatif::ProgressBar::new(a.cdrs).with_style(

@@ -28,6 +28,8 @@ pub enum WireFormat {
     Json,
     /// Asterisk cdr_csv lines.
     AsteriskCsv,
+    /// Confluent-framed Avro (schemas/avro/cdr_v1.avsc as the reader schema); needs --schema-registry.
+    AvroConfluent,
 }
 
 impl From<WireFormat> for Format {
@@ -35,6 +37,7 @@ impl From<WireFormat> for Format {
         match f {
             WireFormat::Json => Format::Json,
             WireFormat::AsteriskCsv => Format::AsteriskCsv,
+            WireFormat::AvroConfluent => Format::AvroConfluent,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct KafkaArgs {
     /// For asterisk-csv: the region of the feed (else each line's accountcode).
     #[arg(long, env = "CDRFLOW_CSV_REGION")]
     pub region: Option<u8>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Kafka session timeout: how long a dead member's partitions wait before moving on.
     #[arg(long, env = "CDRFLOW_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
     pub session_timeout_ms: u32,
@@ -137,7 +142,40 @@ impl KafkaArgs {
             session_timeout_ms: self.session_timeout_ms,
             dead_letter_topic,
             lines: self.lines()?,
+            registry: self.registry.client(self.format.into())?,
+            schema_wait: std::time::Duration::from_secs(self.registry.schema_wait_s),
         })
+    }
+}
+
+/// The schema registry of an Avro feed.
+#[derive(clap::Args, Clone)]
+pub struct RegistryArgs {
+    /// For avro-confluent: the schema registry's Confluent-compatible API, e.g.
+    /// http://127.0.0.1:18081/apis/ccompat/v7 (deploy/local/registry.sh). User:
+    /// CDRFLOW_SCHEMA_REGISTRY_USER; password: CDRFLOW_SCHEMA_REGISTRY_PASSWORD_FILE or
+    /// CDRFLOW_SCHEMA_REGISTRY_PASSWORD; private CA: CDRFLOW_SCHEMA_REGISTRY_CA_FILE.
+    #[arg(long, env = "CDRFLOW_SCHEMA_REGISTRY_URL")]
+    pub schema_registry: Option<String>,
+    /// For avro-confluent: seconds to wait for a writer schema id the registry does not
+    /// know before its records are dead-lettered as unknown_schema (an unreachable registry
+    /// is waited for without limit).
+    #[arg(long, env = "CDRFLOW_SCHEMA_WAIT_S", default_value_t = 300)]
+    pub schema_wait_s: u64,
+}
+
+impl RegistryArgs {
+    /// The registry client an Avro feed needs (and only an Avro feed).
+    pub fn client(&self, format: Format) -> Result<Option<Arc<cdrflow_kafka::registry::SchemaRegistry>>> {
+        match (format, &self.schema_registry) {
+            (Format::AvroConfluent, Some(url)) => {
+                Ok(Some(Arc::new(cdrflow_kafka::registry::SchemaRegistry::from_env(url)?)))
+            }
+            (Format::AvroConfluent, None) => bail!(
+                "--format avro-confluent needs --schema-registry URL (or CDRFLOW_SCHEMA_REGISTRY_URL): the registry's Confluent-compatible API, e.g. http://127.0.0.1:18081/apis/ccompat/v7 (bash deploy/local/registry.sh start)"
+            ),
+            (_, _) => Ok(None),
+        }
     }
 }
 

@@ -1,9 +1,11 @@
-//! `cdrflow validate`: feed onboarding, a file of records checked against the contract.
+//! `cdrflow validate`: feed onboarding, the records of a file or of a Kafka topic checked
+//! against the contract with the workers' own decoder.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use cdrflow_schemas::{Decoder, Format, Pseudonymiser};
 
 use super::WireFormat;
 
@@ -16,12 +18,25 @@ pub struct ValidateArgs {
     /// accountcode must hold the region code.
     #[arg(long)]
     region: Option<u8>,
-    /// Write each rejected line here as `reason<TAB>detail<TAB>line`.
+    /// Write each rejected record here as `reason<TAB>detail<TAB>record` (from a topic:
+    /// `reason<TAB>detail<TAB>partition:offset`).
     #[arg(long)]
     rejects: Option<PathBuf>,
     /// Line registry file (default: the built-in one).
     #[arg(long, env = "CDRFLOW_LINES")]
     lines: Option<PathBuf>,
+    /// Read the records of a Kafka topic instead of a file: every message it holds now,
+    /// without joining a group (needed for avro-confluent, whose records are binary).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// With --brokers: the topic.
+    #[arg(long, env = "CDRFLOW_TOPIC", default_value = "cdrs")]
+    topic: String,
+    /// With --brokers: a librdkafka property KEY=VALUE (repeatable).
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
+    #[command(flatten)]
+    registry: super::RegistryArgs,
     /// The records, one per line ("-" for stdin).
     #[arg(default_value = "-")]
     file: PathBuf,
@@ -30,20 +45,49 @@ pub struct ValidateArgs {
 pub fn run(a: ValidateArgs) -> Result<()> {
     let lines = super::lines(a.lines.as_ref())?;
     let csv = super::csv_feed(a.region)?;
-    let input: Box<dyn BufRead> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?,
-        ))
-    };
+    let format: Format = a.format.into();
     let mut rejects = match &a.rejects {
         Some(p) => Some(BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
         None => None,
     };
-    let report =
-        cdrflow_feed::validate(input, a.format.into(), csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?;
+    let report = match &a.brokers {
+        Some(brokers) => {
+            let registry = a.registry.client(format)?;
+            let settings = super::kafka_settings(brokers, &a.kafka_options)?;
+            // Hashes are never written here: numbers are checked, not hashed.
+            let decoder = Decoder::new(lines, Pseudonymiser::check_only());
+            let mut report = cdrflow_feed::ValidationReport::default();
+            cdrflow_kafka::admin::read_topic(&settings, &a.topic, |p, offset, payload| {
+                if let (Some(registry), Ok((id, _))) = (&registry, cdrflow_schemas::avro::frame(payload)) {
+                    match registry.load(id, &decoder.avro) {
+                        Ok(()) | Err(cdrflow_kafka::registry::RegistryError::UnknownId { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let decoded = decoder.decode(format, &csv, payload);
+                report.count(&decoded);
+                if let (Err(rej), Some(w)) = (&decoded, rejects.as_mut()) {
+                    writeln!(w, "{}\t{}\t{p}:{offset}", rej.reason, rej.detail.replace(['\t', '\n'], " "))?;
+                }
+                Ok(())
+            })?;
+            report
+        }
+        None => {
+            if format == Format::AvroConfluent {
+                bail!("avro-confluent records are binary and read from Kafka: give --brokers and --topic");
+            }
+            let input: Box<dyn BufRead> = if a.file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?,
+                ))
+            };
+            cdrflow_feed::validate(input, format, csv, lines, rejects.as_mut().map(|w| w as &mut dyn Write))?
+        }
+    };
     if let Some(w) = rejects.as_mut() {
         w.flush()?;
     }
