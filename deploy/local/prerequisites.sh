@@ -22,3 +22,4 @@ fi
 bash "$here/clickhouse.sh" install
 bash "$here/clickhouse-cluster.sh" install   # Debian's ZooKeeper, for the cluster tests
 bash "$here/kafka.sh" install
+bash "$here/registry.sh" install     # Apicurio Registry (Maven Central), for the Avro tests

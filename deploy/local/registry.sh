@@ -36,8 +36,11 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 local_dir="${CDRFLOW_LOCAL_DIR:-$repo/target/cdrflow-local}"
 dir="${CDRFLOW_REGISTRY_DIR:-$local_dir/registry}"
+# The unpacked distributions, shared by every instance (a private one in CDRFLOW_REGISTRY_DIR too).
+apps="$local_dir/registry"
 pom="$repo/deploy/local/registry/pom.xml"
 default_version="3.3.3"
+fallback_version="2.6.13.Final"
 dependency_plugin="3.8.1"   # org.apache.maven.plugins:maven-dependency-plugin, as in the pom
 heap="${CDRFLOW_REGISTRY_HEAP:--Xms64m -Xmx512m}"
 compatibility="${CDRFLOW_REGISTRY_COMPATIBILITY:-BACKWARD}"
@@ -132,7 +135,7 @@ find_maven() {
 
 # The unpacked distribution; its marker file names the tarball it came from, so a changed pom
 # (its hash is in the marker) resolves and unpacks again.
-app_dir() { echo "$dir/app-$1"; }
+app_dir() { echo "$apps/app-$1"; }
 marker_of() { echo "$(app_dir "$1")/.cdrflow-unpacked"; }
 pom_hash() { sha1sum "$pom" | cut -c1-8; }
 
@@ -162,8 +165,8 @@ install() {
     fi
     find_java "$version"
     find_maven
-    mkdir -p "$dir"
-    local mvn_log="$dir/mvn-$version.log" path_file="$dir/tarball-$version.txt" started=$SECONDS
+    mkdir -p "$apps"
+    local mvn_log="$apps/mvn-$version.log" path_file="$apps/tarball-$version.txt" started=$SECONDS
     log "resolving Apicurio Registry $version (io.apicurio:apicurio-registry-app:$version:tar.gz:all, ~150 MB) from Maven Central with Maven (cached in ~/.m2)"
     # The plugin by its full name: a prefix (dependency:) cannot be resolved offline.
     if ! mvn -B -q -Dstyle.color=never -f "$pom" "org.apache.maven.plugins:maven-dependency-plugin:$dependency_plugin:build-classpath" \
@@ -325,7 +328,16 @@ version_arg() {
             *) die "unknown argument '$1' (want --version V)" ;;
         esac
     done
-    echo "${want:-${CDRFLOW_REGISTRY_VERSION:-$default_version}}"
+    want="${want:-${CDRFLOW_REGISTRY_VERSION:-}}"
+    if [ -z "$want" ]; then
+        # No version asked for: 3.x where a Java 21+ is at hand, else 2.6 on the Java 17 every
+        # machine of the project has (same Confluent-compatible API).
+        if pick_java 21 >/dev/null; then want="$default_version"; else
+            want="$fallback_version"
+            log "no Java 21+ here (CDRFLOW_REGISTRY_JAVA, JAVA_HOME, PATH, /usr/lib/jvm): using Apicurio Registry $want, which runs on Java 17"
+        fi
+    fi
+    echo "$want"
 }
 
 cmd_install() {
