@@ -11,7 +11,7 @@ seconds="${1:-30}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 cd "$repo/fuzz"
 # Without a sanitizer the instrumented build works on the stable toolchain.
-for target in decode_json decode_asterisk_csv; do
+for target in decode_json decode_asterisk_csv decode_avro_confluent; do
     scratch="$(mktemp -d)"
     echo "fuzz.sh: $target for ${seconds}s (seeds: fuzz/corpus/$target)" >&2
     if ! cargo fuzz run "$target" -s none "$scratch" "corpus/$target" -- \

@@ -149,3 +149,19 @@ fn every_truncation_of_a_record_is_malformed() {
         assert_eq!(r.reason, Reason::Malformed, "cut to {len} bytes: {r}");
     }
 }
+
+#[test]
+fn the_fuzz_seeds_are_valid_records_of_v1_and_v2() {
+    let d = decoder();
+    d.avro.insert(WriterSchema::parse(1, avro::CDR_V1_AVSC));
+    d.avro.insert(WriterSchema::parse(2, V2));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode_avro_confluent");
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        d.decode_avro_confluent(&bytes).expect("a seed is a valid record");
+        n += 1;
+    }
+    assert!(n >= 3);
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/avro_v2.avsc")).unwrap().trim(), V2.trim(), "the fuzzers' v2 is this one");
+}

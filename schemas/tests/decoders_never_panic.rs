@@ -11,7 +11,11 @@ use cdrflow_schemas::{Cdr, CsvFeed, Decoder, LineRegistry, Pseudonymiser, Reject
 use proptest::prelude::*;
 
 static DECODER: LazyLock<Decoder> = LazyLock::new(|| {
-    Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"fuzzing key, 32 bytes long......").unwrap())
+    let d = Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"fuzzing key, 32 bytes long......").unwrap());
+    // The Avro fuzzer's writer schemas (fuzz/fuzz_targets/decode_avro_confluent.rs).
+    d.avro.insert(cdrflow_schemas::avro::WriterSchema::parse(1, cdrflow_schemas::avro::CDR_V1_AVSC));
+    d.avro.insert(cdrflow_schemas::avro::WriterSchema::parse(2, include_str!("../../fuzz/avro_v2.avsc")));
+    d
 });
 
 const JSON: &str = r#"{"call_id":"61-000000017","region":61,"dialled":"112","caller":"89007816053","start":"2022-02-01T00:00:04Z","answer":"2022-02-01T00:00:05Z","end":"2022-02-01T00:00:17Z","queue_wait_s":1,"talk_s":12,"disposition":"answered","topic":"medical_emergency","age_band":"40_60","channel":"voice","operator_id":"op0124","queue_id":"q112"}"#;
@@ -31,6 +35,10 @@ fn json(b: &[u8]) {
     check(DECODER.decode_json(b));
 }
 
+fn avro(b: &[u8]) {
+    check(DECODER.decode_avro_confluent(b));
+}
+
 fn csv(b: &[u8]) {
     check(DECODER.decode_asterisk_csv(b, &CsvFeed::FromAccountcode));
 }
@@ -45,7 +53,11 @@ fn the_seed_records_are_what_the_mutations_start_from() {
 fn the_fuzz_corpora_and_regressions_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut n = 0;
-    for (dir, decode) in [("decode_json", json as fn(&[u8])), ("decode_asterisk_csv", csv as fn(&[u8]))] {
+    for (dir, decode) in [
+        ("decode_json", json as fn(&[u8])),
+        ("decode_asterisk_csv", csv as fn(&[u8])),
+        ("decode_avro_confluent", avro as fn(&[u8])),
+    ] {
         for kind in ["corpus", "regressions"] {
             for f in std::fs::read_dir(root.join(kind).join(dir)).unwrap() {
                 let p = f.unwrap().path();
