@@ -154,7 +154,7 @@ fn an_s3_archive_survives_the_store_going_away() {
     // The store vanishes from the network for 8 s while the feed streams.
     relay.down();
     wait_until(Duration::from_secs(30), "a failed write", || {
-        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"}") > 0
+        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"") > 0
     });
     let consumed = scrape(metrics_port, "cdrflow_records_consumed_total{worker=\"ingest\"}");
     std::thread::sleep(Duration::from_secs(8));
@@ -227,7 +227,7 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     let args = ingest_args(&kafka.bootstrap, &topic, "ingest-stores-disk", out.to_str().unwrap(), metrics_port);
     let mut worker = spawn_with_env(&args, &log, &[("CDRFLOW_CALLER_KEY", KEY)]);
     wait_until(Duration::from_secs(60), "the disk to fill up", || {
-        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"}") > 0
+        scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"") > 0
     });
     // While the disk is full: consumption pauses, and every visible file is whole (read_archive
     // panics on a partial Parquet file); temporary files are hidden and cleaned up.
