@@ -1,6 +1,6 @@
 //! Criterion benches of each step of the hot path, on inputs from the synthetic national
 //! feed (not one repeated record), each reporting elements/s and bytes/s:
-//! JSON decode+validate, Asterisk CSV decode+validate, pseudonymise, rollup update,
+//! JSON decode+validate, Asterisk CSV decode+validate, Avro decode+validate, pseudonymise, rollup update,
 //! Arrow append, Parquet encode (zstd), ClickHouse row encoding.
 //!
 //! ```sh
@@ -12,16 +12,29 @@ use std::hint::black_box;
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_feed::{FeedOptions, Generator, Message};
+use cdrflow_feed::{AvroWriter, FeedOptions, Generator, Message};
+use cdrflow_schemas::avro;
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const N: usize = 20_000;
 
+/// The Avro feed's writer schema: the contract's, as registry id 1.
+fn avro_writer() -> AvroWriter {
+    AvroWriter { id: 1, schema: avro::Schema::parse_str(avro::CDR_V1_AVSC).unwrap() }
+}
+
 fn feed(format: Format) -> Vec<Vec<u8>> {
-    let mut g =
-        Generator::new(FeedOptions { cdrs: N as u64, seed: 3, format, bad_share: 0.0, ..FeedOptions::default() });
+    let opts = FeedOptions {
+        cdrs: N as u64,
+        seed: 3,
+        format,
+        bad_share: 0.0,
+        avro: Some(avro_writer()),
+        ..FeedOptions::default()
+    };
+    let mut g = Generator::new(opts);
     let mut out = Vec::with_capacity(N);
     while g
         .emit_next(&mut |m: Message<'_>| {
@@ -34,7 +47,9 @@ fn feed(format: Format) -> Vec<Vec<u8>> {
 }
 
 fn decoder() -> Decoder {
-    Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap())
+    let d = Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap());
+    d.avro.insert(avro::WriterSchema::parse(1, avro::CDR_V1_AVSC));
+    d
 }
 
 fn bytes(msgs: &[Vec<u8>]) -> u64 {
@@ -65,6 +80,28 @@ fn decode(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes(&csv)));
     g.bench_function("asterisk_csv_bytes", |b| {
         b.iter(|| csv.iter().filter(|m| d.decode_asterisk_csv(black_box(m), &CsvFeed::FromAccountcode).is_ok()).count())
+    });
+    // Avro (Confluent-framed, the writer schema known): the same calls; and the peer,
+    // apache-avro reading the bodies into its `Value` with the same resolution to the
+    // reader schema and nothing more (no validation, no hash).
+    let avro_msgs = feed(Format::AvroConfluent);
+    g.throughput(Throughput::Elements(avro_msgs.len() as u64));
+    g.bench_function("avro_confluent", |b| {
+        b.iter(|| avro_msgs.iter().filter(|m| d.decode_avro_confluent(black_box(m)).is_ok()).count())
+    });
+    let writer = avro_writer().schema;
+    g.bench_function("avro_peer_apache_avro_value", |b| {
+        b.iter(|| {
+            let reader = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+                .reader_schema(avro::reader_schema())
+                .build()
+                .unwrap();
+            avro_msgs.iter().filter(|m| reader.read_value(&mut black_box(&m[5..])).is_ok()).count()
+        })
+    });
+    g.throughput(Throughput::Bytes(bytes(&avro_msgs)));
+    g.bench_function("avro_confluent_bytes", |b| {
+        b.iter(|| avro_msgs.iter().filter(|m| d.decode_avro_confluent(black_box(m)).is_ok()).count())
     });
     g.finish();
 }

@@ -182,6 +182,7 @@ fn instant(fields: &[(String, Value)], name: &'static str) -> Result<Option<i64>
     match field_value(fields, name) {
         None => Ok(None),
         Some(Value::TimestampMillis(ms) | Value::Long(ms) | Value::LocalTimestampMillis(ms)) => Ok(Some(*ms)),
+        Some(Value::Int(ms)) => Ok(Some(*ms as i64)),
         Some(Value::TimestampMicros(us)) => Ok(Some(us.div_euclid(1000))),
         Some(other) => {
             Err(Rejection::field(Reason::WrongType, name, format!("expected timestamp-millis, found {other:?}")))
@@ -193,7 +194,12 @@ fn seconds(fields: &[(String, Value)], name: &'static str) -> Result<Option<i64>
     match field_value(fields, name) {
         None => Ok(None),
         Some(Value::Double(s)) if s.is_finite() => Ok(Some((s * 1000.0).round().clamp(-1e15, 1e15) as i64)),
-        Some(Value::Double(_)) => Err(Rejection::field(Reason::InvalidValue, name, "not a finite number")),
+        Some(Value::Float(s)) if s.is_finite() => Ok(Some((*s as f64 * 1000.0).round().clamp(-1e15, 1e15) as i64)),
+        Some(Value::Double(_) | Value::Float(_)) => {
+            Err(Rejection::field(Reason::InvalidValue, name, "not a finite number"))
+        }
+        Some(Value::Int(s)) => Ok(Some(*s as i64 * 1000)),
+        Some(Value::Long(s)) => Ok(Some(s.saturating_mul(1000))),
         Some(other) => Err(Rejection::field(Reason::WrongType, name, format!("expected seconds, found {other:?}"))),
     }
 }
@@ -240,8 +246,10 @@ impl Decoder {
                 ));
             }
         };
+        // Read with the writer schema alone: the fields are then taken by name, which is
+        // what resolution to the reader schema does (the compatibility check when the
+        // schema was fetched guarantees it resolves), without building a second record.
         let reader = GenericDatumReader::builder(schema)
-            .reader_schema(reader_schema())
             .build()
             .map_err(|e| Rejection::new(Reason::SchemaMismatch, None, format!("writer schema {id}: {e}")))?;
         let mut input = Strict { rest: body, ran_out: false };

@@ -163,5 +163,11 @@ fn the_fuzz_seeds_are_valid_records_of_v1_and_v2() {
         n += 1;
     }
     assert!(n >= 3);
-    assert_eq!(std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/avro_v2.avsc")).unwrap().trim(), V2.trim(), "the fuzzers' v2 is this one");
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/avro_v2.avsc"))
+            .unwrap()
+            .trim(),
+        V2.trim(),
+        "the fuzzers' v2 is this one"
+    );
 }
