@@ -188,3 +188,42 @@ fn an_unreachable_broker_gets_one_clear_error_not_a_flood() {
     assert!(e.matches("cannot be reached").count() == 1, "{e}");
     assert!(e.lines().count() <= 8, "{e}");
 }
+
+#[test]
+fn an_avro_feed_without_a_registry_or_a_topic_is_refused_with_the_fix() {
+    let o = cdrflow(&["aggregate", "--brokers", "127.0.0.1:9", "--format", "avro-confluent", "--dry-run"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs --schema-registry URL"), "{}", stderr(&o));
+    let o = cdrflow(
+        &[
+            "validate",
+            "--format",
+            "avro-confluent",
+            "--schema-registry",
+            "http://127.0.0.1:9/apis/ccompat/v7",
+            "/dev/null",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("give --brokers and --topic"), "{}", stderr(&o));
+    let o = cdrflow(&["generate", "--format", "avro-confluent", "--schema-registry", "ftp://x"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("expected an http:// or https:// URL"), "{}", stderr(&o));
+    // A registry that does not answer is named, with the fix.
+    let o = cdrflow(
+        &[
+            "generate",
+            "--format",
+            "avro-confluent",
+            "--schema-registry",
+            "http://127.0.0.1:9/apis/ccompat/v7",
+            "--brokers",
+            "127.0.0.1:9",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("schema registry at http://127.0.0.1:9/apis/ccompat/v7 unreachable"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("registry.sh start"), "{}", stderr(&o));
+}
