@@ -76,7 +76,9 @@ impl WorkerStats {
             return Err("holds no partition of the topic (yet): waiting for the group to assign some");
         }
         if self.sink_failing.load(Ordering::Relaxed) {
-            return Err("the sink is failing; writes are retried and consumption is paused (see the log)");
+            return Err(
+                "the sink (or an Avro feed's schema registry) is failing; it is retried and consumption is paused (see the log)",
+            );
         }
         if !self.stalled.lock().expect("not poisoned").is_empty() {
             return Err(
