@@ -97,27 +97,7 @@ fn sum_truths(a: &Path, b: &Path) -> BTreeMap<(u8, String, String), TruthRow> {
             None => {
                 out.insert(k, r);
             }
-            Some(t) => {
-                t.offered += r.offered;
-                t.answered += r.answered;
-                t.abandoned += r.abandoned;
-                t.short_abandoned += r.short_abandoned;
-                t.unanswered += r.unanswered;
-                t.answered_within_sl += r.answered_within_sl;
-                t.abandoned_after_sl += r.abandoned_after_sl;
-                t.wait_sum_ms += r.wait_sum_ms;
-                t.wait_max_ms = t.wait_max_ms.max(r.wait_max_ms);
-                t.talk_sum_ms += r.talk_sum_ms;
-                t.transferred_out += r.transferred_out;
-                t.out_of_hours += r.out_of_hours;
-                for (m, n) in
-                    [(&mut t.age_bands, r.age_bands), (&mut t.channels, r.channels), (&mut t.topics, r.topics)]
-                {
-                    for (key, v) in n {
-                        *m.entry(key).or_default() += v;
-                    }
-                }
-            }
+            Some(t) => t.add(&r),
         }
     }
     out

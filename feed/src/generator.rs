@@ -767,7 +767,7 @@ impl Generator {
 }
 
 /// One line of the ground-truth file.
-#[derive(Serialize, serde::Deserialize, Debug, PartialEq, Eq)]
+#[derive(Serialize, serde::Deserialize, Debug, Default, PartialEq, Eq)]
 pub struct TruthRow {
     /// Region code.
     pub region: u8,
@@ -830,6 +830,29 @@ impl TruthRow {
             age_bands: c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).collect(),
             channels: c.named_channels().map(|(k, n)| (k.to_owned(), n)).collect(),
             topics: c.by_topic.clone(),
+        }
+    }
+
+    /// Adds another row's counters to this one (its key is left as it is).
+    pub fn add(&mut self, o: &TruthRow) {
+        self.offered += o.offered;
+        self.answered += o.answered;
+        self.abandoned += o.abandoned;
+        self.short_abandoned += o.short_abandoned;
+        self.unanswered += o.unanswered;
+        self.answered_within_sl += o.answered_within_sl;
+        self.abandoned_after_sl += o.abandoned_after_sl;
+        self.wait_sum_ms += o.wait_sum_ms;
+        self.wait_max_ms = self.wait_max_ms.max(o.wait_max_ms);
+        self.talk_sum_ms += o.talk_sum_ms;
+        self.transferred_out += o.transferred_out;
+        self.out_of_hours += o.out_of_hours;
+        for (mine, theirs) in
+            [(&mut self.age_bands, &o.age_bands), (&mut self.channels, &o.channels), (&mut self.topics, &o.topics)]
+        {
+            for (k, n) in theirs {
+                *mine.entry(k.clone()).or_default() += n;
+            }
         }
     }
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cdrflow_schemas::Counters;
 
 use crate::{Generator, TruthRow};
 
@@ -41,26 +40,15 @@ impl Generator {
     }
 }
 
-/// The national totals of a ground-truth file (its rows summed; the by-band, by-channel
-/// and by-topic splits are left empty).
-pub fn truth_totals(path: &Path) -> Result<Counters> {
+/// The national totals of a ground-truth file: its rows added up into one (region 0, no
+/// line or hour).
+pub fn truth_totals(path: &Path) -> Result<TruthRow> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut t = Counters::default();
+    let mut t = TruthRow::default();
     for (i, line) in text.lines().enumerate() {
         let r: TruthRow = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not a truth row", path.display(), i + 1))?;
-        t.offered += r.offered;
-        t.answered += r.answered;
-        t.abandoned += r.abandoned;
-        t.short_abandoned += r.short_abandoned;
-        t.unanswered += r.unanswered;
-        t.answered_within_sl += r.answered_within_sl;
-        t.abandoned_after_sl += r.abandoned_after_sl;
-        t.wait_sum_ms += r.wait_sum_ms;
-        t.wait_max_ms = t.wait_max_ms.max(r.wait_max_ms);
-        t.talk_sum_ms += r.talk_sum_ms;
-        t.transferred_out += r.transferred_out;
-        t.out_of_hours += r.out_of_hours;
+        t.add(&r);
     }
     Ok(t)
 }
@@ -98,6 +86,7 @@ impl Pacer {
 mod tests {
     use super::*;
     use crate::FeedOptions;
+    use cdrflow_schemas::Counters;
 
     fn small_feed() -> Generator {
         let mut g = Generator::new(FeedOptions { cdrs: 2_000, seed: 7, ..FeedOptions::default() });
