@@ -16,22 +16,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 cargo build --release -q -p cdrflow -p cdrflow-benches
 
-started_kafka="" started_clickhouse=""
-cleanup() {
-    if [ -n "$started_clickhouse" ]; then deploy/local/clickhouse.sh stop || true; fi
-    if [ -n "$started_kafka" ]; then bash deploy/local/kafka.sh stop || true; fi
-}
-trap cleanup EXIT
-if ! bash deploy/local/kafka.sh status >/dev/null 2>&1; then
-    started_kafka=1
-    bash deploy/local/kafka.sh start >/dev/null
-fi
-brokers="$(bash deploy/local/kafka.sh bootstrap)"
+. benches/scripts/services.sh
 kafka_dir="${CDRFLOW_KAFKA_DIR:-target/cdrflow-local/kafka/${CDRFLOW_KAFKA_INSTANCE:-default}}"
-if ! deploy/local/clickhouse.sh status >/dev/null 2>&1; then
-    started_clickhouse=1
-    deploy/local/clickhouse.sh start
-fi
 
 echo "# $(date -u +%FT%TZ) on $(nproc) cores, $(uname -m); cdrflow $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ' (with uncommitted changes)')"
 echo "# Kafka $(cat "$kafka_dir/version" 2>/dev/null || echo '?') at $brokers; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(df -h --output=avail "$repo/target" | tail -1 | tr -d ' ') free"

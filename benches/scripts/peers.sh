@@ -16,21 +16,7 @@ cd "$repo"
 python3 -c "import pyarrow, duckdb" 2>/dev/null || python3 -m pip install -q "pyarrow>=15" "duckdb>=1"
 cargo build --release -q -p cdrflow -p cdrflow-benches
 
-started_kafka="" started_clickhouse=""
-cleanup() {
-    if [ -n "$started_clickhouse" ]; then deploy/local/clickhouse.sh stop || true; fi
-    if [ -n "$started_kafka" ]; then bash deploy/local/kafka.sh stop || true; fi
-}
-trap cleanup EXIT
-if ! bash deploy/local/kafka.sh status >/dev/null 2>&1; then
-    started_kafka=1
-    bash deploy/local/kafka.sh start >/dev/null
-fi
-brokers="$(bash deploy/local/kafka.sh bootstrap)"
-if ! deploy/local/clickhouse.sh status >/dev/null 2>&1; then
-    started_clickhouse=1
-    deploy/local/clickhouse.sh start
-fi
+. benches/scripts/services.sh
 
 echo "# $(date -u +%FT%TZ) on $(nproc) cores, $(uname -m); cdrflow $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ' (with uncommitted changes)')"
 echo "# Kafka $(cat "${CDRFLOW_KAFKA_DIR:-target/cdrflow-local/kafka/${CDRFLOW_KAFKA_INSTANCE:-default}}/version" 2>/dev/null || echo '?') at $brokers; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
