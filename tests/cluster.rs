@@ -69,27 +69,14 @@ fn the_cluster_migrates_resumes_and_counts_each_call_once_across_failover() {
         &dir.path().join("ingest.log"),
     );
     let aggregate = |url: &str, log: &str, port: Option<u16>| {
-        let mut args: Vec<String> = [
-            "aggregate",
-            "--brokers",
+        let mut args = aggregate_args(
             &kafka.bootstrap,
-            "--topic",
             &topic,
-            "--group",
-            "cluster-aggregate",
-            "--clickhouse",
             url,
-            "--database",
             DB,
-            "--insert-quorum",
-            "2",
-            "--flush-interval-ms",
-            "400",
-            "--session-timeout-ms",
-            "6000",
-        ]
-        .map(String::from)
-        .to_vec();
+            "cluster-aggregate",
+            &["--insert-quorum", "2", "--flush-interval-ms", "400"],
+        );
         if let Some(p) = port {
             args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{p}")]);
         }
