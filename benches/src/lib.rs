@@ -97,26 +97,23 @@ pub fn topic_disk_bytes(data_dir: &Path, topic: &str, partitions: u32) -> Option
 /// files count what they really take).
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => disk_usage(&e.path()),
-            _ => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
-        })
-        .sum()
+    sum_files(dir, |m| m.blocks() * 512)
 }
 
 /// The apparent size (bytes) of the files under `dir`.
 pub fn apparent_size(dir: &Path) -> u64 {
+    sum_files(dir, |m| m.len())
+}
+
+/// `size` summed over the files under `dir`, recursively.
+fn sum_files(dir: &Path, size: fn(&std::fs::Metadata) -> u64) -> u64 {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => apparent_size(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Ok(t) if t.is_dir() => sum_files(&e.path(), size),
+            _ => e.metadata().map(|m| size(&m)).unwrap_or(0),
         })
         .sum()
 }
