@@ -25,12 +25,21 @@ pub(crate) fn scan(text: &str) -> Option<WireJson<'_>> {
     if b.get(i) == Some(&b'}') {
         return end(b, i + 1).then_some(w);
     }
+    // Producers write the fields in the contract's order (the generator does), so the
+    // next key is first compared with the names that may follow the last one.
+    let mut expect = 0;
     loop {
         // Key.
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let (key, next) = plain_string(b, i + 1)?;
+        let (index, next) = match expected_key(b, i + 1, expect) {
+            Some(found) => found,
+            None => {
+                let (key, next) = plain_string(b, i + 1)?;
+                (FIELDS.iter().position(|f| *f == key), next)
+            }
+        };
         i = skip_ws(b, next);
         if b.get(i) != Some(&b':') {
             return None;
@@ -39,12 +48,14 @@ pub(crate) fn scan(text: &str) -> Option<WireJson<'_>> {
         // Value.
         let (value, next) = scalar(text, i)?;
         i = skip_ws(b, next);
-        if let Some((slot, bit)) = field(&mut w, key) {
+        if let Some(index) = index {
+            let bit = 1u32 << index;
             if seen & bit != 0 {
                 return None; // a duplicate field: serde names it
             }
             seen |= bit;
-            *slot = value;
+            *slot(&mut w, index) = value;
+            expect = index + 1;
         }
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
@@ -52,6 +63,40 @@ pub(crate) fn scan(text: &str) -> Option<WireJson<'_>> {
             _ => return None,
         }
     }
+}
+
+/// The contract's field names, in its order.
+const FIELDS: [&[u8]; 17] = [
+    b"call_id",
+    b"linked_id",
+    b"region",
+    b"dialled",
+    b"caller",
+    b"start",
+    b"answer",
+    b"end",
+    b"queue_wait_s",
+    b"talk_s",
+    b"disposition",
+    b"transfer_to",
+    b"topic",
+    b"age_band",
+    b"channel",
+    b"operator_id",
+    b"queue_id",
+];
+
+/// The key at `i` (after its opening quote) if it is one of the fields from `from` on,
+/// spelled plainly: its index and the index after its closing quote.
+#[inline]
+fn expected_key(b: &[u8], i: usize, from: usize) -> Option<(Option<usize>, usize)> {
+    let rest = &b[i..];
+    for (index, name) in FIELDS.iter().enumerate().skip(from) {
+        if rest.len() > name.len() && rest[name.len()] == b'"' && rest.starts_with(name) {
+            return Some((Some(index), i + name.len() + 1));
+        }
+    }
+    None
 }
 
 /// Only whitespace after the object.
@@ -76,13 +121,37 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 #[inline]
 fn plain_string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
     let rest = &b[i..];
-    let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    let len = special_byte(rest)?;
     (rest[len] == b'"').then(|| (&rest[..len], i + len + 1))
+}
+
+/// The first `"`, `\\` or control byte (< 0x20), eight bytes at a time.
+#[inline]
+fn special_byte(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte's high bit is set where it is zero (after the XOR) or below 0x20; the
+        // lowest set bit of each term is exact, so the lowest of all is the first match.
+        let quote = w ^ (ONES * b'"' as u64);
+        let backslash = w ^ (ONES * b'\\' as u64);
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    s[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| i + p)
 }
 
 /// One value: a plain string, an integer that fits i64, `true`, `false` or `null`
 /// (`None` as serde gives for an `Option`); `None` for anything else.
-#[inline]
+#[inline(always)]
 fn scalar(text: &str, i: usize) -> Option<(Option<Scalar<'_>>, usize)> {
     let b = text.as_bytes();
     match *b.get(i)? {
@@ -128,28 +197,63 @@ fn integer(b: &[u8], mut i: usize) -> Option<(i64, usize)> {
     Some((n, i))
 }
 
-/// The slot of a known field and its bit in the `seen` mask; `None` for a field the
-/// contract does not know (skipped, as serde skips it).
-#[inline]
-fn field<'w, 'a>(w: &'w mut WireJson<'a>, key: &[u8]) -> Option<(&'w mut Option<Scalar<'a>>, u32)> {
-    Some(match key {
-        b"call_id" => (&mut w.call_id, 1 << 0),
-        b"linked_id" => (&mut w.linked_id, 1 << 1),
-        b"region" => (&mut w.region, 1 << 2),
-        b"dialled" => (&mut w.dialled, 1 << 3),
-        b"caller" => (&mut w.caller, 1 << 4),
-        b"start" => (&mut w.start, 1 << 5),
-        b"answer" => (&mut w.answer, 1 << 6),
-        b"end" => (&mut w.end, 1 << 7),
-        b"queue_wait_s" => (&mut w.queue_wait_s, 1 << 8),
-        b"talk_s" => (&mut w.talk_s, 1 << 9),
-        b"disposition" => (&mut w.disposition, 1 << 10),
-        b"transfer_to" => (&mut w.transfer_to, 1 << 11),
-        b"topic" => (&mut w.topic, 1 << 12),
-        b"age_band" => (&mut w.age_band, 1 << 13),
-        b"channel" => (&mut w.channel, 1 << 14),
-        b"operator_id" => (&mut w.operator_id, 1 << 15),
-        b"queue_id" => (&mut w.queue_id, 1 << 16),
-        _ => return None,
-    })
+/// The slot of the field at `index` of [`FIELDS`].
+#[inline(always)]
+fn slot<'w, 'a>(w: &'w mut WireJson<'a>, index: usize) -> &'w mut Option<Scalar<'a>> {
+    match index {
+        0 => &mut w.call_id,
+        1 => &mut w.linked_id,
+        2 => &mut w.region,
+        3 => &mut w.dialled,
+        4 => &mut w.caller,
+        5 => &mut w.start,
+        6 => &mut w.answer,
+        7 => &mut w.end,
+        8 => &mut w.queue_wait_s,
+        9 => &mut w.talk_s,
+        10 => &mut w.disposition,
+        11 => &mut w.transfer_to,
+        12 => &mut w.topic,
+        13 => &mut w.age_band,
+        14 => &mut w.channel,
+        15 => &mut w.operator_id,
+        _ => &mut w.queue_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_byte_finds_the_first_quote_backslash_or_control_byte() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = special;
+                    // Bytes that must not match: just above the control range, and UTF-8.
+                    if at + 1 < len {
+                        s[at + 1] = b'"';
+                    }
+                    if at > 0 {
+                        s[at - 1] = 0xd0;
+                    }
+                    assert_eq!(special_byte(&s), Some(at), "{s:?}");
+                }
+            }
+            let plain: Vec<u8> = (0..len).map(|i| [b' ', b'~', 0x80, 0xff, b'!', b'#', b'['][i % 7]).collect();
+            assert_eq!(special_byte(&plain), None, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn every_field_name_has_its_slot() {
+        let mut w = WireJson::default();
+        for (index, name) in FIELDS.iter().enumerate() {
+            *slot(&mut w, index) = Some(Scalar::Int(index as i64));
+            let json = serde_json::to_value(&w).unwrap();
+            assert_eq!(json[std::str::from_utf8(name).unwrap()], index as i64, "{}", String::from_utf8_lossy(name));
+        }
+    }
 }

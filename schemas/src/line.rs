@@ -3,7 +3,7 @@
 //! The built-in registry is `schemas/data/lines.toml`; an operator's own file has the same
 //! format (`LineRegistry::from_toml_file`). Each field is documented in that file.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
@@ -17,11 +17,13 @@ pub struct LineIdx(pub u16);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
     days: [Option<(u16, u16)>; 7],
+    /// Open all day every day (computed once: the rollup asks for every call).
+    always_open: bool,
 }
 
 impl Schedule {
     /// Always open.
-    pub const ALWAYS: Schedule = Schedule { days: [Some((0, 24 * 60)); 7] };
+    pub const ALWAYS: Schedule = Schedule { days: [Some((0, 24 * 60)); 7], always_open: true };
 
     /// Parses `"24/7"` or `"mon-fri 08:00-20:00; sat 08:00-13:00"`.
     pub fn parse(text: &str) -> Result<Schedule, String> {
@@ -51,7 +53,7 @@ impl Schedule {
                 days[d] = Some((open, close));
             }
         }
-        Ok(Schedule { days })
+        Ok(Schedule { days, always_open: days == Schedule::ALWAYS.days })
     }
 
     /// Whether the line is open at this local weekday (Monday = 0) and minute of the day.
@@ -61,8 +63,9 @@ impl Schedule {
     }
 
     /// Whether the line never closes.
+    #[inline]
     pub fn is_always_open(&self) -> bool {
-        *self == Schedule::ALWAYS
+        self.always_open
     }
 }
 
@@ -125,7 +128,7 @@ struct LineEntry {
 #[derive(Debug)]
 pub struct LineRegistry {
     lines: Vec<Line>,
-    by_number: HashMap<String, LineIdx>,
+    by_number: FxHashMap<String, LineIdx>,
 }
 
 static DEFAULT_LINES: LazyLock<Arc<LineRegistry>> = LazyLock::new(|| {
@@ -149,7 +152,7 @@ impl LineRegistry {
     pub fn from_toml(text: &str) -> Result<LineRegistry, String> {
         let file: LinesFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut lines = Vec::new();
-        let mut by_number = HashMap::new();
+        let mut by_number = FxHashMap::default();
         for e in file.line {
             if e.id.is_empty() || e.id.len() > 32 {
                 return Err(format!("line id `{}` must be 1–32 characters", e.id));
@@ -197,6 +200,12 @@ impl LineRegistry {
         let mut buf = [0u8; 20];
         let n = normalise_into(dialled, &mut buf)?;
         self.by_number.get(std::str::from_utf8(&buf[..n]).ok()?).copied()
+    }
+
+    /// The line a number already in [`normalise_number`]'s form reaches.
+    #[inline]
+    pub fn by_normalised_number(&self, normalised: &str) -> Option<LineIdx> {
+        self.by_number.get(normalised).copied()
     }
 
     /// The line with this index.
