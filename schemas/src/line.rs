@@ -49,9 +49,7 @@ impl Schedule {
             if open >= close {
                 return Err(format!("`{hours}`: opening must be before closing"));
             }
-            for d in a..=b {
-                days[d] = Some((open, close));
-            }
+            days[a..=b].fill(Some((open, close)));
         }
         Ok(Schedule { days, always_open: days == Schedule::ALWAYS.days })
     }
