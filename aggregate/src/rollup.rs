@@ -1,7 +1,5 @@
 //! The rollup of one Kafka partition since its last flush, and the calls it already counted.
 
-use std::collections::BTreeMap;
-
 use cdrflow_schemas::{Cdr, Counters, HourKey, LineRegistry, classify};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -61,7 +59,7 @@ pub struct CountedCalls {
     /// Every key in the window.
     keys: FxHashSet<u64>,
     /// The same keys by start hour (seconds), for eviction.
-    by_hour: BTreeMap<i64, Vec<u64>>,
+    by_hour: FxHashMap<i64, Vec<u64>>,
     /// The newest start hour seen.
     newest_hour: i64,
     /// The window, in seconds.
@@ -73,7 +71,7 @@ impl CountedCalls {
     pub fn new(window_hours: u32) -> Self {
         CountedCalls {
             keys: FxHashSet::default(),
-            by_hour: BTreeMap::new(),
+            by_hour: FxHashMap::default(),
             newest_hour: i64::MIN,
             window_s: window_hours as i64 * 3600,
         }
@@ -87,16 +85,18 @@ impl CountedCalls {
         }
         self.by_hour.entry(hour).or_default().push(call);
         if hour > self.newest_hour {
+            // Once per new hour: forget the hours that left the window.
             self.newest_hour = hour;
             let oldest = hour.saturating_sub(self.window_s);
-            while let Some(entry) = self.by_hour.first_entry() {
-                if *entry.key() >= oldest {
-                    break;
+            let keys = &mut self.keys;
+            self.by_hour.retain(|&h, calls| {
+                if h < oldest {
+                    for k in calls.iter() {
+                        keys.remove(k);
+                    }
                 }
-                for k in entry.remove() {
-                    self.keys.remove(&k);
-                }
-            }
+                h >= oldest
+            });
         }
         true
     }

@@ -829,7 +829,7 @@ impl TruthRow {
             out_of_hours: c.out_of_hours,
             age_bands: c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).collect(),
             channels: c.named_channels().map(|(k, n)| (k.to_owned(), n)).collect(),
-            topics: c.by_topic.clone(),
+            topics: c.by_topic.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
         }
     }
 

@@ -26,6 +26,8 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
+
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
 use crate::line::{Line, LineIdx, LineRegistry};
 use crate::region::{RegionCode, Regions};
@@ -75,8 +77,9 @@ pub struct Counters {
     pub by_age_band: [u64; 6],
     /// Offered by channel, in `Channel::ALL` order.
     pub by_channel: [u64; 4],
-    /// Offered by topic (`unknown` when none).
-    pub by_topic: BTreeMap<String, u64>,
+    /// Offered by topic (`unknown` when none). Topics are short slugs, kept inline (no
+    /// allocation per new topic of a cell).
+    pub by_topic: BTreeMap<CompactString, u64>,
 }
 
 impl Counters {
@@ -113,7 +116,7 @@ impl Counters {
         match self.by_topic.get_mut(c.topic.as_deref().unwrap_or(UNKNOWN)) {
             Some(n) => *n += 1,
             None => {
-                self.by_topic.insert(c.topic.as_deref().unwrap_or(UNKNOWN).to_owned(), 1);
+                self.by_topic.insert(c.topic.clone().unwrap_or(CompactString::const_new(UNKNOWN)), 1);
             }
         }
     }

@@ -89,7 +89,7 @@ fn row(
         talk_sum_ms: c.talk_sum_ms,
         transferred_out: c.transferred_out,
         out_of_hours: c.out_of_hours,
-        topic_names: c.by_topic.keys().cloned().collect(),
+        topic_names: c.by_topic.keys().map(|k| k.to_string()).collect(),
         topic_calls: c.by_topic.values().copied().collect(),
         age_band_names,
         age_band_calls,
