@@ -1,6 +1,8 @@
 //! What the pipeline benches share: the Kafka broker and the bench's own topics, worker
 //! processes and their peak memory, waiting for a sink to catch up.
 
+pub mod freshness;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -217,15 +219,27 @@ pub fn wait_catch_up(
     Ok(CatchUp { whole: started.elapsed(), first_seen })
 }
 
+/// The response (status line, headers and body) to `GET path` from a worker's HTTP
+/// endpoint at `addr`; `None` until it answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Whether a worker's `/readyz` at `addr` answers 200 (it holds partitions, its sink answers).
+pub fn ready(addr: &str) -> bool {
+    http_get(addr, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+}
+
 /// `cdrflow_records_consumed_total` from a worker's `/metrics`; `None` until it answers.
 pub fn consumed(metrics: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(metrics).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.lines()
+    http_get(metrics, "/metrics")?
+        .lines()
         .filter(|l| l.starts_with("cdrflow_records_consumed_total"))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }

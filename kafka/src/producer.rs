@@ -43,7 +43,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(_) => {
-                if self.delivered.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+                if self.delivered.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
                     self.health.answered(&self.brokers);
                 }
             }

@@ -287,7 +287,7 @@ impl Chores {
             }
             if now.duration_since(entry.1) >= STALL && errors > entry.2 {
                 let first = stalled.insert(p, offset).is_none();
-                if first || now.duration_since(entry.1).as_secs() % 30 == 0 {
+                if first || now.duration_since(entry.1).as_secs().is_multiple_of(30) {
                     tracing::error!(
                         topic = consumer.topic,
                         partition = p,

@@ -10,7 +10,13 @@
 //!     (`benches/sql/kafka_engine_peer.sql`) on the same topic: its rate, its totals against
 //!     the ground truth, and its totals again after the server is SIGKILLed mid-topic;
 //! (e) Parquet writing: cdrflow's encoder and pyarrow on the same rows (the archive of (b));
-//! (f) rebuilding the counters from that archive: `cdrflow backfill` and DuckDB.
+//! (f) rebuilding the counters from that archive: `cdrflow backfill` and DuckDB;
+//! (g) freshness: a steady feed at each `--freshness-rates` (1 000 and 50 000 CDRs/s) into
+//!     a fresh topic read at once by one aggregator (its default flush interval, unless
+//!     `--freshness-flush-ms`) and by the Kafka engine; p50 and p99 seconds from a CDR's
+//!     produce time to its call being visible to the dashboards (`counters_current`) and
+//!     in the engine's table (`cdrflow_benches::freshness` says how), and the aggregator's
+//!     inserts per second. `--freshness` runs (g) alone.
 //!
 //! ```sh
 //! deploy/local/kafka.sh start && deploy/local/clickhouse.sh start
@@ -67,6 +73,19 @@ struct Args {
     /// tuning against the same raw baseline.
     #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
     kafka_options: Vec<String>,
+    /// Run only the freshness measurement (g), which --peers also runs.
+    #[arg(long)]
+    freshness: bool,
+    /// Steady feed rates of the freshness measurement, CDRs a second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,50000")]
+    freshness_rates: Vec<u64>,
+    /// Seconds of steady feed at each rate (after 3 s of warm-up, not counted).
+    #[arg(long, default_value_t = 20)]
+    freshness_seconds: u64,
+    /// The aggregator's flush interval in the freshness measurement (ms); its own default
+    /// if not given.
+    #[arg(long)]
+    freshness_flush_ms: Option<u64>,
 }
 
 const DB: &str = "cdrflow_bench";
@@ -87,6 +106,19 @@ fn main() -> Result<()> {
 }
 
 fn bench(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
+    if !a.freshness {
+        throughput(a, kafka, work)?;
+    }
+    if a.freshness || a.peers {
+        for &rate in &a.freshness_rates {
+            freshness(a, kafka, rate)?;
+        }
+    }
+    Ok(())
+}
+
+/// (a) to (f).
+fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     let topic = kafka.fresh_topic("bench-pipeline", a.partitions)?;
     let topic = topic.as_str();
     println!("topic: {topic} ({} partitions) on {}", a.partitions, kafka.bootstrap);
@@ -324,6 +356,188 @@ fn bench(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
     println!("    totals after the rebuild: {rebuilt} {}", rebuilt.verdict(&truth));
     println!("    {}", python(a, "duckdb_counters.py", &out)?);
+    Ok(())
+}
+
+/// (g) Freshness at one steady rate (see the module doc and `cdrflow_benches::freshness`).
+fn freshness(a: &Args, kafka: &mut Kafka, rate: u64) -> Result<()> {
+    use cdrflow_benches::freshness::{Sample, Summary, latencies};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    if rate == 0 || a.freshness_seconds == 0 {
+        bail!("--freshness-rates and --freshness-seconds must be above 0");
+    }
+    const WARM_UP_S: u64 = 3;
+    let topic = kafka.fresh_topic("bench-freshness", a.partitions)?;
+    let topic = topic.as_str();
+    let (warm, n) = ((rate * WARM_UP_S) as usize, (rate * (WARM_UP_S + a.freshness_seconds)) as usize);
+    // The feed, made before the clock starts so that only producing is paced: every CDR
+    // valid and counted once.
+    let opts = cdrflow_feed::FeedOptions {
+        cdrs: n as u64,
+        seed: 11,
+        bad_share: 0.0,
+        resent_share: 0.0,
+        ..cdrflow_feed::FeedOptions::default()
+    };
+    let mut feed = Vec::with_capacity(n);
+    let mut g = cdrflow_feed::Generator::new(opts);
+    while g.emit_next(&mut |m| {
+        feed.push((m.key.to_vec(), m.payload.to_vec()));
+        Ok(())
+    })? {}
+
+    // One aggregator with its defaults, except the flush interval if asked.
+    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        ch.drop_database().await?;
+        ch.migrate().await
+    })?;
+    let mut args = vec![
+        "aggregate".to_owned(),
+        "--brokers".into(),
+        kafka.bootstrap.clone(),
+        "--topic".into(),
+        topic.into(),
+        "--group".into(),
+        format!("{topic}-aggregate"),
+        "--clickhouse".into(),
+        a.clickhouse.clone(),
+        "--database".into(),
+        DB.into(),
+        "--metrics-addr".into(),
+        AGGREGATE_METRICS.into(),
+    ];
+    if let Some(ms) = a.freshness_flush_ms {
+        args.extend(["--flush-interval-ms".into(), ms.to_string()]);
+    }
+    // The effective flush interval, as the worker reports it.
+    let mut dry = args.clone();
+    dry.push("--dry-run".into());
+    let dry = run(&a.cdrflow, &dry.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let flush_ms: u64 = String::from_utf8_lossy(&dry.stdout)
+        .split("\"flush_interval_ms\":")
+        .nth(1)
+        .and_then(|t| t.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .context("`aggregate --dry-run` did not print flush_interval_ms")?;
+    let mut w = spawn(&a.cdrflow, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[], None)?;
+    let t = Instant::now();
+    while !cdrflow_benches::ready(AGGREGATE_METRICS) {
+        if t.elapsed() > Duration::from_secs(60) || w.try_wait()?.is_some() {
+            stop(&mut w);
+            bail!("the aggregator was not ready in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The Kafka engine on the same topic, given a moment to join its group.
+    let peer = Peer::new(&a.clickhouse)?;
+    rt.block_on(peer.create(&kafka.bootstrap, topic, &format!("{topic}-ch-engine")))?;
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Both stores sampled every 100 ms until each shows every call (or a minute after the
+    // feed ends).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (url, done) = (a.clickhouse.clone(), done.clone());
+        std::thread::spawn(move || -> Result<(Vec<Sample>, Vec<Sample>)> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let peer = Peer::new(&url)?;
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let mut finished_at = None;
+            loop {
+                let o = rt.block_on(Totals::of_dashboards(&url, DB))?.offered;
+                ours.push(Sample { at: Instant::now(), calls: o });
+                let e = rt.block_on(peer.totals())?.offered;
+                theirs.push(Sample { at: Instant::now(), calls: e });
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let end = *finished_at.get_or_insert_with(Instant::now);
+                    if (o >= n as u64 && e >= n as u64) || end.elapsed() > Duration::from_secs(60) {
+                        return Ok((ours, theirs));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // The feed at a steady rate; each CDR's produce time is when it is handed to the producer.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let pacer = cdrflow_feed::Pacer::new(Some(rate as f64));
+    let mut produced = Vec::with_capacity(n);
+    for (i, (key, payload)) in feed.iter().enumerate() {
+        produced.push(Instant::now());
+        let mut record = BaseRecord::to(topic).key(key.as_slice()).payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = r;
+                }
+                Err((e, _)) => bail!("producing the freshness feed: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        pacer.after(i as u64 + 1);
+    }
+    let produce_s = produced[0].elapsed().as_secs_f64();
+    producer.flush(Duration::from_secs(30))?;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ours, theirs) = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))??;
+    let flushes: u64 = rt.block_on(async {
+        clickhouse::Client::default()
+            .with_url(&a.clickhouse)
+            .with_validation(false)
+            .query(&format!("SELECT toUInt64(uniqExact(flushed_at)) FROM {DB}.counters_log"))
+            .fetch_one::<u64>()
+            .await
+    })?;
+    stop(&mut w);
+    rt.block_on(peer.drop())?;
+
+    println!(
+        "(g) freshness at {rate} CDRs/s ({n} CDRs in {produce_s:.1} s, the first {WARM_UP_S} s not counted; {} partitions; stores sampled every 100 ms)",
+        a.partitions
+    );
+    let report = |name: &str, samples: &[Sample]| -> Option<Summary> {
+        match latencies(&produced, samples, warm) {
+            Some(l) => {
+                let s = Summary::of(l);
+                println!("    {name}: {s}");
+                Some(s)
+            }
+            None => {
+                println!(
+                    "    {name}: showed {} of {n} calls a minute after the feed ended",
+                    samples.last().map_or(0, |s| s.calls)
+                );
+                None
+            }
+        }
+    };
+    let ours = report("cdrflow aggregator, counters_current", &ours);
+    let theirs = report("ClickHouse Kafka engine + MV       ", &theirs);
+    println!(
+        "    aggregator flush interval {flush_ms} ms: {flushes} inserts in {:.0} s = {:.2} inserts/s",
+        produce_s,
+        flushes as f64 / produce_s
+    );
+    if let Some(o) = ours {
+        let goal = flush_ms as f64 / 1000.0 + 1.0;
+        let vs = theirs.map_or("the engine never showed every call".to_owned(), |t| {
+            format!("p99 {} the engine's ({:.2} s)", if o.p99 <= t.p99 { "≤" } else { "> (NOT MET)" }, t.p99)
+        });
+        println!(
+            "    goal p99 ≤ flush interval + 1 s = {goal:.1} s: {}; {vs}",
+            if o.p99 <= goal { "met" } else { "NOT MET" }
+        );
+    }
     Ok(())
 }
 
