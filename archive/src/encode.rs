@@ -15,6 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 /// A valid CDR with its lineage.
 #[derive(Debug, Clone)]
@@ -106,13 +107,22 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
 pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
     let mut kv = vec![KeyValue::new(META_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string())];
     kv.extend(metadata.iter().map(|(k, v)| KeyValue::new(format!("cdrflow.{k}"), v.clone())));
-    WriterProperties::builder()
+    let mut props = WriterProperties::builder();
+    // Nearly every value of these differs, so a dictionary only costs a hash per value
+    // before the writer gives it up; low-cardinality columns keep theirs.
+    for column in HIGH_CARDINALITY {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    props
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_key_value_metadata(Some(kv))
         .build()
 }
+
+/// Columns written without a dictionary.
+const HIGH_CARDINALITY: &[&str] = &["call_id", "linked_id", "caller_hash", "start", "answer", "end", "kafka_offset"];
 
 /// Encodes one batch as a complete Parquet file.
 pub fn parquet_bytes(batch: &RecordBatch, metadata: &[(&str, String)]) -> Result<Vec<u8>> {
