@@ -141,6 +141,20 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     let rebuilt: u64 = rt.block_on(ch.rebuilt_cells()).unwrap();
     assert_eq!(rebuilt as usize, truth.len(), "every cell was rebuilt");
     assert!(reconcile(&kafka.bootstrap, &topic, &archive, &server).0, "still reconciles after the rebuild");
+    // The same rebuild reading two dates at a time: the same rows, versions and counters.
+    let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
+        .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic, "--threads", "2"])
+        .args(["--clickhouse", &server.url(), "--database", DB])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "backfill --threads 2: {}", String::from_utf8_lossy(&out.stdout));
+    let twice: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["files", "rows", "superseded_versions", "cells"] {
+        assert_eq!(twice[k], done[k], "{k} with two threads");
+    }
+    assert_same_counters(&stored_as_truth(&rt, &ch, None), &truth);
+    assert!(reconcile(&kafka.bootstrap, &topic, &archive, &server).0, "reconciles after the two-thread rebuild");
 
     // Fault 1: a Parquet file deleted.
     let victim = store.committed(&topic, 1).unwrap()[1].files[0].path.clone();

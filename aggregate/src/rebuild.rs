@@ -90,16 +90,20 @@ impl Recomputed {
 
 /// Recomputes the counters of the selected part of the archive from its committed files.
 /// Versions of a call are resolved within a UTC date (its files are read together), so a
-/// correction that moves a call's start across midnight counts on both dates. `progress`
-/// sees (files done, files in all, rows read). A file a commit lists but the archive lacks
-/// is an error, unless `skip_missing` (for `reconcile`, which names it anyway).
+/// correction that moves a call's start across midnight counts on both dates. Dates are
+/// independent, so `threads` of them are read at once (each thread holds one date's rows).
+/// `progress` sees (files done, files in all, rows read). A file a commit lists but the
+/// archive lacks is an error, unless `skip_missing` (for `reconcile`, which names it anyway).
 pub fn recompute(
     archive: &Archive,
     sel: &Selection,
     lines: &LineRegistry,
     skip_missing: bool,
+    threads: usize,
     mut progress: impl FnMut(u64, u64, u64),
 ) -> Result<Recomputed> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
     let present: rustc_hash::FxHashSet<String> = archive.data_files()?.into_iter().collect();
     let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut covered: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
@@ -118,7 +122,67 @@ pub fn recompute(
         dates: by_date.keys().map(|d| d.trim_start_matches("dt=").to_owned()).collect(),
         ..Default::default()
     };
-    for files in by_date.values() {
+    let dates: Vec<&Vec<String>> = by_date.values().collect();
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    let parts: Vec<Result<DateRollup>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, dates.len().max(1)))
+            .map(|_| {
+                let (tx, dates, next, failed, present) = (tx.clone(), &dates, &next, &failed, &present);
+                scope.spawn(move || {
+                    let mut part = DateRollup::default();
+                    while !failed.load(Relaxed)
+                        && let Some(files) = dates.get(next.fetch_add(1, Relaxed))
+                    {
+                        let date = part.add_date(archive, files, present, skip_missing, lines, &tx);
+                        if date.is_err() {
+                            failed.store(true, Relaxed);
+                            return date.map(|()| part);
+                        }
+                    }
+                    Ok(part)
+                })
+            })
+            .collect();
+        drop(tx);
+        let (mut files, mut rows) = (0, 0);
+        for (f, r) in rx {
+            (files, rows) = (files + f, rows + r);
+            progress(files, total, rows);
+        }
+        workers.into_iter().map(|w| w.join().expect("a rebuild thread panicked")).collect()
+    });
+    for part in parts {
+        let part = part?;
+        out.files += part.files;
+        out.rows += part.rows;
+        out.superseded += part.superseded;
+        out.rollup.absorb(part.rollup);
+    }
+    Ok(out)
+}
+
+/// What one rebuild thread recomputed from the dates it read.
+#[derive(Default)]
+struct DateRollup {
+    rollup: PartitionRollup,
+    files: u64,
+    rows: u64,
+    superseded: u64,
+}
+
+impl DateRollup {
+    /// Reads one date's files, keeps the latest version of each call and counts it;
+    /// sends (files, rows) to `progress` as it reads.
+    fn add_date(
+        &mut self,
+        archive: &Archive,
+        files: &[String],
+        present: &rustc_hash::FxHashSet<String>,
+        skip_missing: bool,
+        lines: &LineRegistry,
+        progress: &std::sync::mpsc::Sender<(u64, u64)>,
+    ) -> Result<()> {
         let mut rows = Vec::new();
         for f in files {
             if !present.contains(f) {
@@ -131,11 +195,12 @@ pub fn recompute(
                 );
             }
             let bytes = archive.get(f)?;
+            let before = rows.len();
             rows.extend(read_file(bytes.into(), lines).with_context(|| format!("reading {f}"))?);
-            out.files += 1;
-            progress(out.files, total, out.rows + rows.len() as u64);
+            self.files += 1;
+            let _ = progress.send((1, (rows.len() - before) as u64));
         }
-        out.rows += rows.len() as u64;
+        self.rows += rows.len() as u64;
         // The latest version of each call (schemas::versions).
         let mut best: FxHashMap<&str, usize> = FxHashMap::default();
         best.reserve(rows.len());
@@ -146,7 +211,7 @@ pub fn recompute(
                     v.insert(i);
                 }
                 std::collections::hash_map::Entry::Occupied(mut o) => {
-                    out.superseded += 1;
+                    self.superseded += 1;
                     if supersedes(order(i), order(*o.get())) {
                         o.insert(i);
                     }
@@ -157,10 +222,10 @@ pub fn recompute(
         kept.sort_unstable();
         for i in kept {
             let cdr = &rows[i].cdr;
-            out.rollup.add(cdr, call_key(&cdr.call_id), lines);
+            self.rollup.add(cdr, call_key(&cdr.call_id), lines);
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// What a rebuild would replace, worked out before anything is written: `backfill` prints

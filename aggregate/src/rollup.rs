@@ -44,6 +44,23 @@ impl PartitionRollup {
         cell.calls.push(call);
     }
 
+    /// Adds another rollup's cells to this one (its offsets are not taken: the rebuild,
+    /// which merges the rollups of dates read apart, has none).
+    pub fn absorb(&mut self, other: PartitionRollup) {
+        for (key, cell) in other.rows {
+            match self.rows.entry(key) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(cell);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let mine = o.get_mut();
+                    mine.counters.merge(&cell.counters);
+                    mine.calls.extend(cell.calls);
+                }
+            }
+        }
+    }
+
     /// Whether there is anything to flush.
     pub fn is_empty(&self) -> bool {
         self.messages == 0

@@ -251,7 +251,7 @@ pub fn run(opts: &ReconcileOptions, ch: &ClickHouse, rt: &tokio::runtime::Runtim
     }
 
     // Counters: the archive recomputed vs what dashboards read.
-    let recomputed = recompute(&archive, sel, &opts.lines, true, |_, _, _| {})?;
+    let recomputed = recompute(&archive, sel, &opts.lines, true, 1, |_, _, _| {})?;
     let (from, to) = sel.hours()?;
     let stored: HashMap<(u8, String, i64), Counters> = rt
         .block_on(ch.current_counters(from, to, sel.region))?

@@ -31,6 +31,10 @@ pub struct BackfillArgs {
     /// those calls are gone (by default such a rebuild is refused).
     #[arg(long)]
     allow_empty: bool,
+    /// Read this many UTC dates of the archive at once (each thread holds one date's rows
+    /// in memory); 0: one per core.
+    #[arg(long, env = "CDRFLOW_BACKFILL_THREADS", default_value_t = 1)]
+    threads: usize,
 }
 
 pub fn run(a: BackfillArgs) -> Result<()> {
@@ -52,12 +56,16 @@ pub fn run(a: BackfillArgs) -> Result<()> {
     let rt = super::runtime()?;
     let ch = a.clickhouse.connect(&rt)?;
     let lines = LineRegistry::builtin();
+    let threads = match a.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{spinner} reading the archive {wide_bar} {pos}/{len} files {msg}")
             .expect("template"),
     );
-    let recomputed = rebuild::recompute(&archive, &sel, &lines, false, |done, total, rows| {
+    let recomputed = rebuild::recompute(&archive, &sel, &lines, false, threads, |done, total, rows| {
         bar.set_length(total);
         bar.set_position(done);
         bar.set_message(format!("{rows} rows"));
@@ -107,6 +115,7 @@ pub fn run(a: BackfillArgs) -> Result<()> {
     let mut summary = serde_json::to_value(plan)?;
     let rebuilt = rt.block_on(rebuild::write(&ch, &sel, planned, &lines))?;
     summary["rebuild_id"] = rebuilt.rebuild_id.into();
+    summary["threads"] = threads.into();
     summary["seconds"] = started.elapsed().as_secs_f64().into();
     summary["rows_per_second_reading"] = (rows as f64 / read_s.max(1e-9)).round().into();
     tracing::info!(

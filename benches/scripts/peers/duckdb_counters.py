@@ -2,15 +2,16 @@
 same versions rule as `cdrflow backfill` (per UTC date and call id, the latest end, then the
 latest partition and offset). Prints one JSON object.
 
-    python3 benches/scripts/peers/duckdb_counters.py ARCHIVE_DIR
+    python3 benches/scripts/peers/duckdb_counters.py ARCHIVE_DIR [THREADS]   # default 1
 """
 import json, sys, time
 
 import duckdb
 
 archive = sys.argv[1]
+threads = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 con = duckdb.connect()
-con.execute("SET threads = 1")
+con.execute(f"SET threads = {threads}")
 files = f"read_parquet('{archive}/dt=*/region=*/*.parquet', hive_partitioning = true, hive_types = {{'dt': VARCHAR, 'region': INTEGER}})"
 t = time.perf_counter()
 cells = con.execute(f"""
@@ -29,5 +30,5 @@ cells = con.execute(f"""
 """).fetchall()
 s = time.perf_counter() - t
 read = con.execute(f"SELECT count(*) FROM {files}").fetchone()[0]
-print(json.dumps({"peer": f"duckdb {duckdb.__version__} (1 thread)", "rows": read, "cells": len(cells),
+print(json.dumps({"peer": f"duckdb {duckdb.__version__} ({threads} thread{'s' if threads > 1 else ''})", "rows": read, "cells": len(cells),
                   "calls": sum(c[3] for c in cells), "seconds": round(s, 3), "rows_per_second": round(read / s)}))

@@ -344,18 +344,33 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         rows as f64 / (encode - arrow_only).as_secs_f64(),
         size >> 20
     );
-    let py = python(a, "pyarrow_write.py", &out)?;
+    let py = python(a, "pyarrow_write.py", &out, &[])?;
     println!("    {py}");
 
-    // (f) rebuilding the counters from the archive: cdrflow backfill, then DuckDB.
-    let bf = run(
-        &a.cdrflow,
-        &["backfill", "--from", &out_s, "--topic", topic, "--clickhouse", &a.clickhouse, "--database", DB],
-    )?;
-    println!("(f) rebuild from the archive: cdrflow backfill {}", String::from_utf8_lossy(&bf.stdout).trim());
-    let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
-    println!("    totals after the rebuild: {rebuilt} {}", rebuilt.verdict(&truth));
-    println!("    {}", python(a, "duckdb_counters.py", &out)?);
+    // (f) rebuilding the counters from the archive: cdrflow backfill, then DuckDB, on one
+    // thread and on two.
+    for threads in ["1", "2"] {
+        let bf = run(
+            &a.cdrflow,
+            &[
+                "backfill",
+                "--from",
+                &out_s,
+                "--topic",
+                topic,
+                "--clickhouse",
+                &a.clickhouse,
+                "--database",
+                DB,
+                "--threads",
+                threads,
+            ],
+        )?;
+        println!("(f) rebuild from the archive: cdrflow backfill {}", String::from_utf8_lossy(&bf.stdout).trim());
+        let rebuilt = rt.block_on(Totals::of_dashboards(&a.clickhouse, DB))?;
+        println!("    totals after the rebuild: {rebuilt} {}", rebuilt.verdict(&truth));
+        println!("    {}", python(a, "duckdb_counters.py", &out, &[threads])?);
+    }
     Ok(())
 }
 
@@ -615,10 +630,11 @@ fn clickhouse_sh(action: &str) -> Result<()> {
     Ok(())
 }
 
-fn python(a: &Args, script: &str, archive: &Path) -> Result<String> {
+fn python(a: &Args, script: &str, archive: &Path, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new(&a.python)
         .arg(format!("benches/scripts/peers/{script}"))
         .arg(archive)
+        .args(args)
         .output()
         .with_context(|| format!("running {} (install pyarrow and duckdb: benches/scripts/peers.sh does)", a.python))?;
     if !out.status.success() {
