@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use cdrflow_archive::Archive;
+use cdrflow_archive::encode::ArchivedCdr;
 use cdrflow_archive::read::read_file;
 use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
@@ -90,10 +91,12 @@ impl Recomputed {
 
 /// Recomputes the counters of the selected part of the archive from its committed files.
 /// Versions of a call are resolved within a UTC date (its files are read together), so a
-/// correction that moves a call's start across midnight counts on both dates. Dates are
-/// independent, so `threads` of them are read at once (each thread holds one date's rows).
-/// `progress` sees (files done, files in all, rows read). A file a commit lists but the
-/// archive lacks is an error, unless `skip_missing` (for `reconcile`, which names it anyway).
+/// correction that moves a call's start across midnight counts on both dates. With
+/// `threads` > 1, a date's files are read that many at a time, and its calls are then
+/// resolved and counted in as many shards by call key (a call's versions all land in one
+/// shard); the result is the same for any number of threads. `progress` sees (files done,
+/// files in all, rows read). A file a commit lists but the archive lacks is an error,
+/// unless `skip_missing` (for `reconcile`, which names it anyway).
 pub fn recompute(
     archive: &Archive,
     sel: &Selection,
@@ -102,8 +105,6 @@ pub fn recompute(
     threads: usize,
     mut progress: impl FnMut(u64, u64, u64),
 ) -> Result<Recomputed> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-
     let present: rustc_hash::FxHashSet<String> = archive.data_files()?.into_iter().collect();
     let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut covered: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
@@ -122,110 +123,124 @@ pub fn recompute(
         dates: by_date.keys().map(|d| d.trim_start_matches("dt=").to_owned()).collect(),
         ..Default::default()
     };
-    let dates: Vec<&Vec<String>> = by_date.values().collect();
-    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
-    let parts: Vec<Result<DateRollup>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, dates.len().max(1)))
-            .map(|_| {
-                let (tx, dates, next, failed, present) = (tx.clone(), &dates, &next, &failed, &present);
-                scope.spawn(move || {
-                    let mut part = DateRollup::default();
-                    while !failed.load(Relaxed)
-                        && let Some(files) = dates.get(next.fetch_add(1, Relaxed))
-                    {
-                        let date = part.add_date(archive, files, present, skip_missing, lines, &tx);
-                        if date.is_err() {
-                            failed.store(true, Relaxed);
-                            return date.map(|()| part);
-                        }
-                    }
-                    Ok(part)
-                })
-            })
-            .collect();
-        drop(tx);
-        let (mut files, mut rows) = (0, 0);
-        for (f, r) in rx {
-            (files, rows) = (files + f, rows + r);
-            progress(files, total, rows);
-        }
-        workers.into_iter().map(|w| w.join().expect("a rebuild thread panicked")).collect()
-    });
-    for part in parts {
-        let part = part?;
-        out.files += part.files;
-        out.rows += part.rows;
-        out.superseded += part.superseded;
-        out.rollup.absorb(part.rollup);
-    }
-    Ok(out)
-}
-
-/// What one rebuild thread recomputed from the dates it read.
-#[derive(Default)]
-struct DateRollup {
-    rollup: PartitionRollup,
-    files: u64,
-    rows: u64,
-    superseded: u64,
-}
-
-impl DateRollup {
-    /// Reads one date's files, keeps the latest version of each call and counts it;
-    /// sends (files, rows) to `progress` as it reads.
-    fn add_date(
-        &mut self,
-        archive: &Archive,
-        files: &[String],
-        present: &rustc_hash::FxHashSet<String>,
-        skip_missing: bool,
-        lines: &LineRegistry,
-        progress: &std::sync::mpsc::Sender<(u64, u64)>,
-    ) -> Result<()> {
-        let mut rows = Vec::new();
-        for f in files {
-            if !present.contains(f) {
-                if skip_missing {
-                    continue;
-                }
+    let threads = threads.max(1);
+    for files in by_date.values() {
+        for f in files.iter().filter(|f| !present.contains(*f)) {
+            if !skip_missing {
                 anyhow::bail!(
                     "{f} is listed by its unit's commit but is not in {}: the archive is damaged; `cdrflow reconcile` names every such file",
                     archive.describe()
                 );
             }
-            let bytes = archive.get(f)?;
-            let before = rows.len();
-            rows.extend(read_file(bytes.into(), lines).with_context(|| format!("reading {f}"))?);
-            self.files += 1;
-            let _ = progress.send((1, (rows.len() - before) as u64));
         }
-        self.rows += rows.len() as u64;
-        // The latest version of each call (schemas::versions).
-        let mut best: FxHashMap<&str, usize> = FxHashMap::default();
-        best.reserve(rows.len());
-        for (i, r) in rows.iter().enumerate() {
-            let order = |i: usize| (rows[i].cdr.end_ms, rows[i].partition, rows[i].offset);
-            match best.entry(r.cdr.call_id.as_str()) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(i);
-                }
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    self.superseded += 1;
-                    if supersedes(order(i), order(*o.get())) {
-                        o.insert(i);
+        let files: Vec<&String> = files.iter().filter(|f| present.contains(*f)).collect();
+        let (rows, keys) = read_date(archive, &files, lines, threads, |n_files, n_rows| {
+            out.files += n_files;
+            out.rows += n_rows;
+            progress(out.files, total, out.rows);
+        })?;
+        let shards: Vec<(PartitionRollup, u64)> = std::thread::scope(|scope| {
+            let (rows, keys) = (&rows, &keys);
+            let workers: Vec<_> =
+                (1..threads).map(|shard| scope.spawn(move || count_shard(rows, keys, shard, threads, lines))).collect();
+            let mut shards = vec![count_shard(rows, keys, 0, threads, lines)];
+            shards.extend(workers.into_iter().map(|w| w.join().expect("a rebuild thread panicked")));
+            shards
+        });
+        for (rollup, superseded) in shards {
+            out.rollup.absorb(rollup);
+            out.superseded += superseded;
+        }
+    }
+    // Call keys in one order whatever the number of shards.
+    for cell in out.rollup.rows.values_mut() {
+        cell.calls.sort_unstable();
+    }
+    Ok(out)
+}
+
+/// The rows of one date's files (in the files' order) and their call keys, read `threads`
+/// files at a time; `progress` sees (files, rows) as each file is read.
+fn read_date(
+    archive: &Archive,
+    files: &[&String],
+    lines: &LineRegistry,
+    threads: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Vec<ArchivedCdr>, Vec<u64>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    type Part = (Vec<ArchivedCdr>, Vec<u64>);
+    let read = |f: &String| -> Result<Part> {
+        let rows = read_file(archive.get(f)?.into(), lines).with_context(|| format!("reading {f}"))?;
+        let keys = rows.iter().map(|r| call_key(&r.cdr.call_id)).collect();
+        Ok((rows, keys))
+    };
+    let next = AtomicUsize::new(0);
+    let mut parts: Vec<Option<Part>> = (0..files.len()).map(|_| None).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Part>)>();
+        for _ in 0..threads.min(files.len()) {
+            let (tx, next, read) = (tx.clone(), &next, &read);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(f) = files.get(i) else { return };
+                    if tx.send((i, read(f))).is_err() {
+                        return; // the reader gave up on an error
                     }
+                }
+            });
+        }
+        drop(tx);
+        for (i, part) in rx {
+            let part = part.inspect_err(|_| next.store(usize::MAX / 2, Relaxed))?;
+            progress(1, part.0.len() as u64);
+            parts[i] = Some(part);
+        }
+        Ok(())
+    })?;
+    let (mut rows, mut keys) = (Vec::new(), Vec::new());
+    for (r, k) in parts.into_iter().flatten() {
+        rows.extend(r);
+        keys.extend(k);
+    }
+    Ok((rows, keys))
+}
+
+/// Resolves the versions of the calls of one shard (`key % shards == shard`) of a date's
+/// rows and counts the latest of each: the shard's cells and how many versions lost.
+fn count_shard(
+    rows: &[ArchivedCdr],
+    keys: &[u64],
+    shard: usize,
+    shards: usize,
+    lines: &LineRegistry,
+) -> (PartitionRollup, u64) {
+    let mine = |i: &usize| keys[*i] % shards as u64 == shard as u64;
+    let mut best: FxHashMap<&str, usize> = FxHashMap::default();
+    best.reserve(rows.len() / shards);
+    let mut superseded = 0;
+    for i in (0..rows.len()).filter(mine) {
+        let order = |i: usize| (rows[i].cdr.end_ms, rows[i].partition, rows[i].offset);
+        match best.entry(rows[i].cdr.call_id.as_str()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                superseded += 1;
+                if supersedes(order(i), order(*o.get())) {
+                    o.insert(i);
                 }
             }
         }
-        let mut kept: Vec<usize> = best.into_values().collect();
-        kept.sort_unstable();
-        for i in kept {
-            let cdr = &rows[i].cdr;
-            self.rollup.add(cdr, call_key(&cdr.call_id), lines);
-        }
-        Ok(())
     }
+    let mut kept: Vec<usize> = best.into_values().collect();
+    kept.sort_unstable();
+    let mut rollup = PartitionRollup::default();
+    for i in kept {
+        rollup.add(&rows[i].cdr, keys[i], lines);
+    }
+    (rollup, superseded)
 }
 
 /// What a rebuild would replace, worked out before anything is written: `backfill` prints
