@@ -71,6 +71,20 @@ fn decode(c: &mut Criterion) {
     g.bench_function("json_peer_serde_json_value", |b| {
         b.iter(|| json.iter().filter(|m| serde_json::from_slice::<serde_json::Value>(black_box(m)).is_ok()).count())
     });
+    // The SIMD peer: simd-json parsing the same bytes into its borrowed value (it parses in
+    // place, so each message is first copied into a reused buffer, as a consumer would).
+    g.bench_function("json_peer_simd_json_value", |b| {
+        let mut buf = Vec::new();
+        b.iter(|| {
+            json.iter()
+                .filter(|m| {
+                    buf.clear();
+                    buf.extend_from_slice(black_box(m));
+                    simd_json::to_borrowed_value(&mut buf).is_ok()
+                })
+                .count()
+        })
+    });
     g.throughput(Throughput::Bytes(bytes(&json)));
     g.bench_function("json_bytes", |b| b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count()));
     g.throughput(Throughput::Elements(csv.len() as u64));
