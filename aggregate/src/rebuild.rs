@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use cdrflow_archive::Archive;
 use cdrflow_archive::encode::ArchivedCdr;
-use cdrflow_archive::read::read_file;
+use cdrflow_archive::read::read_for_counters;
 use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;
@@ -134,16 +134,16 @@ pub fn recompute(
             }
         }
         let files: Vec<&String> = files.iter().filter(|f| present.contains(*f)).collect();
-        let (rows, keys) = read_date(archive, &files, lines, threads, |n_files, n_rows| {
+        let parts = read_date(archive, &files, lines, threads, |n_files, n_rows| {
             out.files += n_files;
             out.rows += n_rows;
             progress(out.files, total, out.rows);
         })?;
         let shards: Vec<(PartitionRollup, u64)> = std::thread::scope(|scope| {
-            let (rows, keys) = (&rows, &keys);
+            let parts = &parts;
             let workers: Vec<_> =
-                (1..threads).map(|shard| scope.spawn(move || count_shard(rows, keys, shard, threads, lines))).collect();
-            let mut shards = vec![count_shard(rows, keys, 0, threads, lines)];
+                (1..threads).map(|shard| scope.spawn(move || count_shard(parts, shard, threads, lines))).collect();
+            let mut shards = vec![count_shard(parts, 0, threads, lines)];
             shards.extend(workers.into_iter().map(|w| w.join().expect("a rebuild thread panicked")));
             shards
         });
@@ -159,19 +159,19 @@ pub fn recompute(
     Ok(out)
 }
 
-/// The rows of one date's files (in the files' order) and their call keys, read `threads`
-/// files at a time; `progress` sees (files, rows) as each file is read.
+/// The rows of one date's files and their call keys, file by file in the files' order
+/// (not copied into one vector: rows are large), read `threads` files at a time;
+/// `progress` sees (files, rows) as each file is read.
 fn read_date(
     archive: &Archive,
     files: &[&String],
     lines: &LineRegistry,
     threads: usize,
     mut progress: impl FnMut(u64, u64),
-) -> Result<(Vec<ArchivedCdr>, Vec<u64>)> {
+) -> Result<Vec<Part>> {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    type Part = (Vec<ArchivedCdr>, Vec<u64>);
     let read = |f: &String| -> Result<Part> {
-        let rows = read_file(archive.get(f)?.into(), lines).with_context(|| format!("reading {f}"))?;
+        let rows = read_for_counters(archive.get(f)?.into(), lines).with_context(|| format!("reading {f}"))?;
         let keys = rows.iter().map(|r| call_key(&r.cdr.call_id)).collect();
         Ok((rows, keys))
     };
@@ -199,46 +199,44 @@ fn read_date(
         }
         Ok(())
     })?;
-    let (mut rows, mut keys) = (Vec::new(), Vec::new());
-    for (r, k) in parts.into_iter().flatten() {
-        rows.extend(r);
-        keys.extend(k);
-    }
-    Ok((rows, keys))
+    Ok(parts.into_iter().flatten().collect())
 }
+
+/// One file's rows and their call keys.
+type Part = (Vec<ArchivedCdr>, Vec<u64>);
 
 /// Resolves the versions of the calls of one shard (`key % shards == shard`) of a date's
 /// rows and counts the latest of each: the shard's cells and how many versions lost.
-fn count_shard(
-    rows: &[ArchivedCdr],
-    keys: &[u64],
-    shard: usize,
-    shards: usize,
-    lines: &LineRegistry,
-) -> (PartitionRollup, u64) {
-    let mine = |i: &usize| keys[*i] % shards as u64 == shard as u64;
-    let mut best: FxHashMap<&str, usize> = FxHashMap::default();
-    best.reserve(rows.len() / shards);
+fn count_shard(parts: &[Part], shard: usize, shards: usize, lines: &LineRegistry) -> (PartitionRollup, u64) {
+    let row = |(p, i): (u32, u32)| &parts[p as usize].0[i as usize];
+    let order = |at: (u32, u32)| {
+        let r = row(at);
+        (r.cdr.end_ms, r.partition, r.offset)
+    };
+    let mut best: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+    best.reserve(parts.iter().map(|p| p.0.len()).sum::<usize>() / shards);
     let mut superseded = 0;
-    for i in (0..rows.len()).filter(mine) {
-        let order = |i: usize| (rows[i].cdr.end_ms, rows[i].partition, rows[i].offset);
-        match best.entry(rows[i].cdr.call_id.as_str()) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
-            }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                superseded += 1;
-                if supersedes(order(i), order(*o.get())) {
-                    o.insert(i);
+    for (p, (rows, keys)) in parts.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate().filter(|(i, _)| keys[*i] % shards as u64 == shard as u64) {
+            let at = (p as u32, i as u32);
+            match best.entry(r.cdr.call_id.as_str()) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(at);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    superseded += 1;
+                    if supersedes(order(at), order(*o.get())) {
+                        o.insert(at);
+                    }
                 }
             }
         }
     }
-    let mut kept: Vec<usize> = best.into_values().collect();
+    let mut kept: Vec<(u32, u32)> = best.into_values().collect();
     kept.sort_unstable();
     let mut rollup = PartitionRollup::default();
-    for i in kept {
-        rollup.add(&rows[i].cdr, keys[i], lines);
+    for at in kept {
+        rollup.add(&row(at).cdr, parts[at.0 as usize].1[at.1 as usize], lines);
     }
     (rollup, superseded)
 }

@@ -5,6 +5,7 @@ use anyhow::{Context, Result, anyhow};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type};
 use cdrflow_schemas::{AgeBand, CallerHash, Cdr, Channel, CompactString, Disposition, LineRegistry, RegionCode};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::encode::ArchivedCdr;
@@ -17,45 +18,79 @@ pub fn row_count(bytes: bytes::Bytes) -> Result<u64> {
 
 /// Every CDR of one archive file.
 pub fn read_file(bytes: bytes::Bytes, lines: &LineRegistry) -> Result<Vec<ArchivedCdr>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .context("not a whole Parquet file")?
-        .with_batch_size(64 * 1024)
-        .build()?;
+    read(bytes, lines, false)
+}
+
+/// Columns the counters and the versions rule do not use.
+const NOT_FOR_COUNTERS: [&str; 6] = ["linked_id", "dialled", "caller_hash", "answer", "operator_id", "queue_id"];
+
+/// The rows of one archive file with only what the counters ([`cdrflow_schemas::Counters`],
+/// the hour key) and the versions rule read: the other columns are not decoded, and their
+/// fields are left empty (`dialled` "", `linked_id`, `caller`, `answer_ms`, `operator_id`,
+/// `queue_id` `None`). For `backfill` and `reconcile`; never write such rows back.
+pub fn read_for_counters(bytes: bytes::Bytes, lines: &LineRegistry) -> Result<Vec<ArchivedCdr>> {
+    read(bytes, lines, true)
+}
+
+fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result<Vec<ArchivedCdr>> {
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).context("not a whole Parquet file")?.with_batch_size(64 * 1024);
+    if for_counters {
+        let wanted: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| !NOT_FOR_COUNTERS.contains(&n.as_str()))
+            .collect();
+        let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().map(String::as_str));
+        builder = builder.with_projection(mask);
+    }
     let mut out = Vec::new();
-    for batch in reader {
-        read_batch(&batch?, lines, &mut out)?;
+    for batch in builder.build()? {
+        read_batch(&batch?, lines, for_counters, &mut out)?;
     }
     Ok(out)
 }
 
-fn read_batch(b: &RecordBatch, lines: &LineRegistry, out: &mut Vec<ArchivedCdr>) -> Result<()> {
+fn read_batch(b: &RecordBatch, lines: &LineRegistry, for_counters: bool, out: &mut Vec<ArchivedCdr>) -> Result<()> {
     let col = |name: &str| b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"));
+    // A column the counters do not need: absent when read for them.
+    let skipped = |name: &str| for_counters && NOT_FOR_COUNTERS.contains(&name);
     let text = |name: &str| -> Result<_> { Ok(col(name)?.as_string::<i32>().clone()) };
-    let (call_id, linked_id, line, dialled) = (text("call_id")?, text("linked_id")?, text("line")?, text("dialled")?);
-    let (disposition, transfer_to, topic) = (text("disposition")?, text("transfer_to")?, text("topic")?);
-    let (age_band, channel, operator_id, queue_id) =
-        (text("age_band")?, text("channel")?, text("operator_id")?, text("queue_id")?);
+    let maybe_text =
+        |name: &str| -> Result<Option<arrow::array::StringArray>> { (!skipped(name)).then(|| text(name)).transpose() };
+    let (call_id, line, disposition) = (text("call_id")?, text("line")?, text("disposition")?);
+    let (linked_id, dialled) = (maybe_text("linked_id")?, maybe_text("dialled")?);
+    let (transfer_to, topic, age_band, channel) =
+        (text("transfer_to")?, text("topic")?, text("age_band")?, text("channel")?);
+    let (operator_id, queue_id) = (maybe_text("operator_id")?, maybe_text("queue_id")?);
     let region = col("region")?.as_primitive::<Int32Type>().clone();
-    let caller = col("caller_hash")?.as_fixed_size_binary().clone();
+    let caller =
+        (!skipped("caller_hash")).then(|| col("caller_hash").map(|c| c.as_fixed_size_binary().clone())).transpose()?;
     let ts = |name: &str| -> Result<_> { Ok(col(name)?.as_primitive::<TimestampMillisecondType>().clone()) };
-    let (start, answer, end) = (ts("start")?, ts("answer")?, ts("end")?);
+    let (start, end) = (ts("start")?, ts("end")?);
+    let answer = (!skipped("answer")).then(|| ts("answer")).transpose()?;
     let wait = col("queue_wait_ms")?.as_primitive::<UInt32Type>().clone();
     let talk = col("talk_ms")?.as_primitive::<UInt32Type>().clone();
     let partition = col("kafka_partition")?.as_primitive::<Int32Type>().clone();
     let offset = col("kafka_offset")?.as_primitive::<Int64Type>().clone();
     let opt = |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| CompactString::new(a.value(i)));
+    let maybe = |a: &Option<arrow::array::StringArray>, i: usize| a.as_ref().and_then(|a| opt(a, i));
     out.reserve(b.num_rows());
     for i in 0..b.num_rows() {
         let bad = |what: &str, v: &str| anyhow!("row {i}: {what} {v:?} is not one cdrflow writes");
         let cdr = Cdr {
             call_id: CompactString::new(call_id.value(i)),
-            linked_id: opt(&linked_id, i),
+            linked_id: maybe(&linked_id, i),
             region: RegionCode(u8::try_from(region.value(i)).map_err(|_| bad("region", &region.value(i).to_string()))?),
             line: lines.by_id(line.value(i)).ok_or_else(|| bad("line", line.value(i)))?,
-            dialled: CompactString::new(dialled.value(i)),
-            caller: caller.is_valid(i).then(|| CallerHash(caller.value(i).try_into().expect("16 bytes"))),
+            dialled: dialled.as_ref().map_or_else(CompactString::default, |d| CompactString::new(d.value(i))),
+            caller: caller
+                .as_ref()
+                .and_then(|c| c.is_valid(i).then(|| CallerHash(c.value(i).try_into().expect("16 bytes")))),
             start_ms: start.value(i),
-            answer_ms: answer.is_valid(i).then(|| answer.value(i)),
+            answer_ms: answer.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i))),
             end_ms: end.value(i),
             queue_wait_ms: wait.value(i),
             talk_ms: talk.value(i),
@@ -68,8 +103,8 @@ fn read_batch(b: &RecordBatch, lines: &LineRegistry, out: &mut Vec<ArchivedCdr>)
                 false => None,
             },
             channel: Channel::from_code(channel.value(i)).ok_or_else(|| bad("channel", channel.value(i)))?,
-            operator_id: opt(&operator_id, i),
-            queue_id: opt(&queue_id, i),
+            operator_id: maybe(&operator_id, i),
+            queue_id: maybe(&queue_id, i),
         };
         out.push(ArchivedCdr { partition: partition.value(i), offset: offset.value(i), cdr });
     }
@@ -96,5 +131,29 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].partition, back[0].offset), (3, 41));
         assert_eq!(format!("{:?}", back[0].cdr), format!("{cdr:?}"));
+
+        // Read for the counters: what they and the versions rule use is the same, the
+        // rest is left empty.
+        let lean = read_for_counters(bytes::Bytes::from(parquet_bytes(&batch, &[]).unwrap()), &lines).unwrap();
+        let (l, c) = (&lean[0].cdr, &cdr);
+        assert_eq!((lean[0].partition, lean[0].offset), (3, 41));
+        assert_eq!(
+            (&l.call_id, l.region, l.line, l.start_ms, l.end_ms),
+            (&c.call_id, c.region, c.line, c.start_ms, c.end_ms)
+        );
+        assert_eq!((l.queue_wait_ms, l.talk_ms, l.disposition), (c.queue_wait_ms, c.talk_ms, c.disposition));
+        assert_eq!(
+            (&l.transfer_to, &l.topic, l.age_band, l.channel),
+            (&c.transfer_to, &c.topic, c.age_band, c.channel)
+        );
+        assert!(l.dialled.is_empty() && l.linked_id.is_none() && l.caller.is_none() && l.answer_ms.is_none());
+        assert!(l.operator_id.is_none() && l.queue_id.is_none());
+        let counted = |cdr: &Cdr| {
+            let mut k = cdrflow_schemas::Counters::default();
+            let (_, ooh) = cdrflow_schemas::classify(cdr, &lines);
+            k.record(cdr, lines.line(cdr.line), ooh);
+            (cdrflow_schemas::classify(cdr, &lines), k)
+        };
+        assert_eq!(counted(l), counted(c), "the same cell and counters");
     }
 }
