@@ -106,6 +106,9 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
     // A range the archive and the dashboards hold nothing of.
     refused(&backfill(&["--from", ar, "--from-date", "2030-01-01", "--to-date", "2030-01-02"]), "nothing to rebuild");
     untouched("an empty range");
+    // An absurd thread count (a typo for 10): refused before anything is read.
+    refused(&backfill(&["--from", ar, "--threads", "100000"]), "more than 4 per core");
+    untouched("an absurd thread count");
 
     // An archive that lost a partition's units (a copy without partition 0's commits): the
     // dashboards count calls the archive cannot vouch for, so emptying them is refused.

@@ -38,6 +38,17 @@ pub struct BackfillArgs {
 }
 
 pub fn run(a: BackfillArgs) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = match a.threads {
+        0 => cores,
+        n if n > 4 * cores => {
+            bail!(
+                "--threads {n} is more than 4 per core on this machine ({cores} cores): each thread holds a share of a date's rows; use at most {}, or 0 for one per core",
+                4 * cores
+            )
+        }
+        n => n,
+    };
     let sel = a.selection.selection()?;
     let archive = Archive::open_existing(&a.archive)?;
     if archive.partitions(&sel.topic)?.is_empty() {
@@ -56,10 +67,6 @@ pub fn run(a: BackfillArgs) -> Result<()> {
     let rt = super::runtime()?;
     let ch = a.clickhouse.connect(&rt)?;
     let lines = LineRegistry::builtin();
-    let threads = match a.threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{spinner} reading the archive {wide_bar} {pos}/{len} files {msg}")
