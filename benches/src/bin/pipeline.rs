@@ -234,35 +234,16 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
 
     // (c) one aggregator.
-    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        ch.drop_database().await?;
-        ch.migrate().await
-    })?;
+    let (ch, rt) = fresh_counters(a)?;
     let t = Instant::now();
     let mut w = spawn(
         &a.cdrflow,
-        &[
-            "aggregate",
-            "--brokers",
-            &kafka.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            &aggregate_group,
-            "--clickhouse",
-            &a.clickhouse,
-            "--database",
-            DB,
-            "--flush-interval-ms",
-            &a.flush_ms.to_string(),
-            "--metrics-addr",
-            AGGREGATE_METRICS,
-        ]
-        .into_iter()
-        .chain(options.iter().map(String::as_str))
-        .collect::<Vec<_>>(),
+        &aggregate_args(a, &kafka.bootstrap, topic, &aggregate_group)
+            .iter()
+            .map(String::as_str)
+            .chain(["--flush-interval-ms", &a.flush_ms.to_string()])
+            .chain(options.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
         &[],
         None,
     )?;
@@ -404,27 +385,8 @@ fn freshness(a: &Args, kafka: &mut Kafka, rate: u64) -> Result<()> {
     })? {}
 
     // One aggregator with its defaults, except the flush interval if asked.
-    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        ch.drop_database().await?;
-        ch.migrate().await
-    })?;
-    let mut args = vec![
-        "aggregate".to_owned(),
-        "--brokers".into(),
-        kafka.bootstrap.clone(),
-        "--topic".into(),
-        topic.into(),
-        "--group".into(),
-        format!("{topic}-aggregate"),
-        "--clickhouse".into(),
-        a.clickhouse.clone(),
-        "--database".into(),
-        DB.into(),
-        "--metrics-addr".into(),
-        AGGREGATE_METRICS.into(),
-    ];
+    let (_, rt) = fresh_counters(a)?;
+    let mut args = aggregate_args(a, &kafka.bootstrap, topic, &format!("{topic}-aggregate"));
     if let Some(ms) = a.freshness_flush_ms {
         args.extend(["--flush-interval-ms".into(), ms.to_string()]);
     }
@@ -554,6 +516,39 @@ fn freshness(a: &Args, kafka: &mut Kafka, rate: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The bench's counters database, dropped and migrated afresh, and a runtime to query it.
+fn fresh_counters(a: &Args) -> Result<(ClickHouse, tokio::runtime::Runtime)> {
+    let ch = ClickHouse::new(ClickHouseConfig::from_env(&a.clickhouse, DB)?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        ch.drop_database().await?;
+        ch.migrate().await
+    })?;
+    Ok((ch, rt))
+}
+
+/// `cdrflow aggregate` on `topic` as `group` into the bench's database, serving `/metrics`
+/// and `/readyz` at [`AGGREGATE_METRICS`]; its flush interval is the caller's to add.
+fn aggregate_args(a: &Args, brokers: &str, topic: &str, group: &str) -> Vec<String> {
+    [
+        "aggregate",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--clickhouse",
+        &a.clickhouse,
+        "--database",
+        DB,
+        "--metrics-addr",
+        AGGREGATE_METRICS,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// ClickHouse's Kafka engine, set up from `benches/sql/kafka_engine_peer.sql`.
