@@ -124,14 +124,17 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert!(report["cells_compared"].as_u64().unwrap() > 1000);
 
     // Backfill from the archive reproduces the same counters, read once per call.
-    let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
-        .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic])
-        .args(["--clickhouse", &server.url(), "--database", DB])
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "backfill: {}", String::from_utf8_lossy(&out.stdout));
-    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backfill = |threads: &str| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
+            .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic, "--threads", threads])
+            .args(["--clickhouse", &server.url(), "--database", DB])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "backfill --threads {threads}: {}", String::from_utf8_lossy(&out.stdout));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let done = backfill("1");
     assert_eq!(done["rows"].as_u64().unwrap(), summary.valid_messages);
     assert_eq!(done["superseded_versions"].as_u64().unwrap(), summary.resent);
     assert_eq!(done["emptied_cells"].as_u64().unwrap(), 0);
@@ -142,14 +145,7 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert_eq!(rebuilt as usize, truth.len(), "every cell was rebuilt");
     assert!(reconcile(&kafka.bootstrap, &topic, &archive, &server).0, "still reconciles after the rebuild");
     // The same rebuild reading two dates at a time: the same rows, versions and counters.
-    let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
-        .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic, "--threads", "2"])
-        .args(["--clickhouse", &server.url(), "--database", DB])
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "backfill --threads 2: {}", String::from_utf8_lossy(&out.stdout));
-    let twice: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let twice = backfill("2");
     for k in ["files", "rows", "superseded_versions", "cells"] {
         assert_eq!(twice[k], done[k], "{k} with two threads");
     }
@@ -165,6 +161,18 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
     assert!(!ok);
     assert!(found.iter().any(|(k, w)| k == "missing_file" && w.contains(&victim)), "{found:?}");
     assert!(found.iter().any(|(k, _)| k == "counters_differ"), "the counters lose its rows: {found:?}");
+    // A rebuild from the damaged archive is refused, naming the file, on any number of threads.
+    for threads in ["1", "2"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cdrflow"))
+            .args(["backfill", "--from", archive.to_str().unwrap(), "--topic", &topic, "--threads", threads])
+            .args(["--clickhouse", &server.url(), "--database", DB])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "backfill from a damaged archive must fail");
+        assert!(err.contains(&victim) && err.contains("listed by its unit's commit"), "{err}");
+    }
+    assert_same_counters(&stored_as_truth(&rt, &ch, None), &truth);
     std::fs::rename(&aside, archive.join(&victim)).unwrap();
 
     // Fault 2: a gap in the archive's offsets (a unit's commit gone).
