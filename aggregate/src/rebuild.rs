@@ -125,15 +125,13 @@ pub fn recompute(
     };
     let threads = threads.max(1);
     for files in by_date.values() {
-        for f in files.iter().filter(|f| !present.contains(*f)) {
-            if !skip_missing {
-                anyhow::bail!(
-                    "{f} is listed by its unit's commit but is not in {}: the archive is damaged; `cdrflow reconcile` names every such file",
-                    archive.describe()
-                );
-            }
+        let (files, missing): (Vec<&String>, Vec<&String>) = files.iter().partition(|f| present.contains(*f));
+        if let Some(f) = missing.first().filter(|_| !skip_missing) {
+            anyhow::bail!(
+                "{f} is listed by its unit's commit but is not in {}: the archive is damaged; `cdrflow reconcile` names every such file",
+                archive.describe()
+            );
         }
-        let files: Vec<&String> = files.iter().filter(|f| present.contains(*f)).collect();
         let parts = read_date(archive, &files, lines, threads, |n_files, n_rows| {
             out.files += n_files;
             out.rows += n_rows;
