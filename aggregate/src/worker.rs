@@ -18,7 +18,6 @@ use cdrflow_kafka::driver::{Due, Io, Sink};
 use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
-use rdkafka::consumer::Consumer;
 use rustc_hash::FxHashMap;
 
 use crate::clickhouse::encoder::{Unit, encode};
@@ -391,8 +390,7 @@ fn rewind(consumer: &WorkerConsumer, store: &ClickHousePositions, state: &mut St
     apply(GroupChange::Assigned(vec![p]), state);
     let at = next.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
     consumer
-        .consumer
-        .seek(&consumer.topic, p, at, Duration::from_secs(10))
+        .reposition(p, at)
         .with_context(|| format!("seeking partition {p} to {at:?}"))?;
     tracing::info!(partition = p, at = ?at, "partition read again from ClickHouse's position");
     Ok(())

@@ -27,7 +27,7 @@
 //! and their new owner starts from what the sink holds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,50 @@ pub struct SinkPositioned {
     stats: Arc<WorkerStats>,
     /// The bootstrap servers, for messages about them.
     brokers: String,
+    /// When each partition was last positioned, for messages read ahead of it.
+    positioned: Positioned,
+}
+
+/// When each partition was last *positioned* — assigned or revoked by the group, or sought
+/// by the sink ([`WorkerConsumer::reposition`]) — on a counter the worker reads after every
+/// poll.
+///
+/// The driver reads messages ahead of handling them (a batch is decoded on another thread
+/// while the one before it is handled). A message read before its partition was positioned
+/// again belongs to the old position: the sink abandoned that partition's unflushed work
+/// (revoke, rewind), or it is no longer ours, and fetching resumes from the new position.
+/// Such a message is dropped unhandled ([`Positioned::stale`]); its partition's next owner,
+/// or this worker from the new position, reads it again. Anything else read ahead stays
+/// valid: the paused retry's seek back ([`WorkerConsumer::retry_paused`]) goes to a message
+/// read *after* every one held, so those held come first.
+#[derive(Default)]
+pub struct Positioned {
+    /// Bumped each time partitions are positioned.
+    epoch: AtomicU64,
+    /// The epoch at which each partition was last positioned.
+    at: Mutex<HashMap<i32, u64>>,
+}
+
+impl Positioned {
+    /// The current epoch: stamp a message with it right after the poll that read it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Records that these partitions were positioned just now.
+    pub fn mark(&self, parts: &[i32]) {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut at = self.at.lock().expect("not poisoned");
+        for &p in parts {
+            at.insert(p, epoch);
+        }
+    }
+
+    /// Whether a message of `partition` read at epoch `read_at` was read before the
+    /// partition was positioned again (drop it unhandled).
+    pub fn stale(&self, partition: i32, read_at: u64) -> bool {
+        self.epoch() > read_at && self.at.lock().expect("not poisoned").get(&partition).is_some_and(|&e| e > read_at)
+    }
 }
 
 impl ClientContext for SinkPositioned {
@@ -146,12 +190,14 @@ impl ConsumerContext for SinkPositioned {
                     tracing::error!(error = %e, "assign failed");
                 }
                 self.stats.hold(&parts);
+                self.positioned.mark(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Assigned(parts));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let parts = self.partitions(tpl);
                 tracing::info!(topic = self.topic, partitions = ?parts, "partitions revoked");
                 self.stats.release(&parts);
+                self.positioned.mark(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
                 let unassigned = if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
                     consumer.incremental_unassign(tpl)
@@ -167,6 +213,7 @@ impl ConsumerContext for SinkPositioned {
                 let _ = consumer.unassign();
                 let parts = self.partitions(tpl);
                 self.stats.release(&parts);
+                self.positioned.mark(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));
             }
         }
@@ -259,6 +306,7 @@ impl WorkerConsumer {
             stopping,
             stats,
             brokers: settings.brokers.clone(),
+            positioned: Positioned::default(),
         };
         let consumer: BaseConsumer<SinkPositioned> = crate::settings::client_config(&props)
             .create_with_context(ctx)
@@ -270,6 +318,18 @@ impl WorkerConsumer {
     /// Assignment changes since the last call, in order.
     pub fn take_changes(&self) -> Vec<GroupChange> {
         std::mem::take(&mut *self.consumer.context().changes.lock().expect("not poisoned"))
+    }
+
+    /// When partitions were last positioned (for messages read ahead: [`Positioned`]).
+    pub fn positioned(&self) -> &Positioned {
+        &self.consumer.context().positioned
+    }
+
+    /// Seeks `partition` to `at` on the sink's word (it abandoned the partition's unflushed
+    /// work): messages of it read ahead before now are dropped unhandled ([`Positioned`]).
+    pub fn reposition(&self, partition: i32, at: Offset) -> KafkaResult<()> {
+        self.positioned().mark(&[partition]);
+        self.consumer.seek(&self.topic, partition, at, Duration::from_secs(10))
     }
 
     /// Commits `next offset` per partition to Kafka, asynchronously, for lag monitoring.
@@ -447,5 +507,33 @@ impl WorkerConsumer {
             tracing::info!("{what} works again; consuming");
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Positioned;
+
+    #[test]
+    fn a_message_read_before_its_partition_was_positioned_again_is_stale_and_no_other() {
+        let positioned = Positioned::default();
+        positioned.mark(&[0, 1, 2]);
+        let read = positioned.epoch();
+        // Nothing since: nothing is stale, not even of partitions never positioned.
+        assert!(!positioned.stale(1, read));
+        assert!(!positioned.stale(7, read));
+        // The sink seeks partition 1 (or the group revokes it): its earlier messages are
+        // stale; those of the others are not.
+        positioned.mark(&[1]);
+        assert!(positioned.stale(1, read));
+        assert!(!positioned.stale(0, read) && !positioned.stale(2, read) && !positioned.stale(7, read));
+        // A message read after the positioning, in the same poll as it, is not.
+        let after = positioned.epoch();
+        assert!(!positioned.stale(1, after));
+        // A revoke and a new assignment of partitions 0 and 9 in one poll.
+        positioned.mark(&[0, 9]);
+        positioned.mark(&[0, 9]);
+        assert!(positioned.stale(0, after) && positioned.stale(9, after));
+        assert!(!positioned.stale(1, after), "partition 1 was not positioned again");
     }
 }
