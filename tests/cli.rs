@@ -96,6 +96,27 @@ fn a_missing_key_file_is_named_once_with_its_reason() {
 }
 
 #[test]
+fn an_absurd_decode_thread_count_is_refused_and_a_sane_one_shown() {
+    let key = [("CDRFLOW_CALLER_KEY", "test-key-0123456789abcdef")];
+    for worker in [&["ingest", "--out", "/tmp/unused"][..], &["aggregate"][..]] {
+        let run = |threads: &str| {
+            let mut args = worker.to_vec();
+            args.extend(["--brokers", "127.0.0.1:1", "--decode-threads", threads, "--dry-run"]);
+            cdrflow(&args, &key)
+        };
+        // A typo for 10: refused, naming the flag and the bound.
+        let o = run("100000");
+        assert!(!o.status.success(), "{worker:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--decode-threads 100000 is more than 4 per core"), "{worker:?}: {}", stderr(&o));
+        // 0 (decode as each message is handled) is a choice, and --dry-run shows it.
+        let o = run("0");
+        assert!(o.status.success(), "{worker:?}: {}", stderr(&o));
+        let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(shown["kafka"]["decode_threads"], 0, "{worker:?}: {shown}");
+    }
+}
+
+#[test]
 fn commands_on_an_unmigrated_database_say_to_migrate() {
     let server = Server::shared();
     server.query("DROP DATABASE IF EXISTS t_never_migrated");

@@ -37,6 +37,9 @@ pub struct SourceOptions {
     /// How long an Avro writer schema id the registry does not know is waited for before
     /// its records are dead-lettered as `unknown_schema` (`--schema-wait-s`).
     pub schema_wait: std::time::Duration,
+    /// Threads that decode batches of messages ahead of the sink (`--decode-threads`); 0:
+    /// each message is decoded as it is handled ([`crate::driver::run`] says how).
+    pub decode_threads: usize,
 }
 
 /// How to reach Kafka.

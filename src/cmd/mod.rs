@@ -108,6 +108,10 @@ pub struct KafkaArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "CDRFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Threads that decode batches of messages ahead of the sink, beside the thread that
+    /// reads and writes (JSON and CSV feeds); 0 decodes each message as it is handled.
+    #[arg(long, env = "CDRFLOW_DECODE_THREADS", default_value_t = 1)]
+    pub decode_threads: usize,
 }
 
 impl KafkaArgs {
@@ -128,6 +132,20 @@ impl KafkaArgs {
         lines(self.lines.as_ref())
     }
 
+    /// `--decode-threads`, refused above 4 per core (a typo such as 1000 would start that
+    /// many threads, each holding batches of messages).
+    fn decode_threads(&self) -> Result<usize> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.decode_threads > 4 * cores {
+            bail!(
+                "--decode-threads {} is more than 4 per core on this machine ({cores} cores): use at most {}; 1 (the default) keeps a 2-core worker busy",
+                self.decode_threads,
+                4 * cores
+            );
+        }
+        Ok(self.decode_threads)
+    }
+
     /// What a worker reads as `group`; `dead_letters` as decided by the worker.
     pub fn source(&self, group: &str, dead_letter_topic: Option<String>) -> Result<cdrflow_kafka::SourceOptions> {
         if group.trim().is_empty() {
@@ -144,6 +162,7 @@ impl KafkaArgs {
             lines: self.lines()?,
             registry: self.registry.client(self.format.into())?,
             schema_wait: std::time::Duration::from_secs(self.registry.schema_wait_s),
+            decode_threads: self.decode_threads()?,
         })
     }
 }
@@ -303,6 +322,7 @@ pub fn dry_run(
             "format": format!("{:?}", source.format),
             "session_timeout_ms": source.session_timeout_ms,
             "dead_letter_topic": source.dead_letter_topic,
+            "decode_threads": source.decode_threads,
             "consumer_properties": shown,
         },
         "lines": k.lines.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in".to_owned()),
