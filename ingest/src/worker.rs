@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use cdrflow_kafka::driver::{Due, Io, Sink};
 use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use rustc_hash::FxHashMap;
 
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
@@ -147,6 +148,8 @@ impl Sink for ArchiveSink {
         if due.is_empty() { Due::Nothing } else { Due::Partitions(due) }
     }
 
+    /// The due units are encoded together, on every core (encoding is most of a write, and
+    /// pure), then written and committed one by one, in partition order.
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
         let mut parts = match due {
             Due::Nothing => return Ok(()),
@@ -154,8 +157,26 @@ impl Sink for ArchiveSink {
             Due::All => self.buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect(),
         };
         parts.sort_unstable();
-        for p in parts {
-            write_unit(&self.opts, &self.archive, io, &mut self.buffers, p)?;
+        let units: Vec<(i32, PartitionBuffer)> = parts
+            .into_iter()
+            .filter_map(|p| self.buffers.get_mut(&p).map(std::mem::take).filter(|b| b.messages > 0).map(|b| (p, b)))
+            .collect();
+        if units.is_empty() {
+            return Ok(());
+        }
+        // A partition positioned again after this (revoked while an earlier unit's write was
+        // retried) has its unit abandoned: its owner reads it again from the archive.
+        let taken_at = io.consumer.positioned().epoch();
+        let encoded = encode_units(&self.opts, &units)?;
+        // Dead letters reach Kafka before their offsets are recorded as done.
+        io.flush_dead_letters()?;
+        for unit in encoded {
+            let p = unit.manifest.partition;
+            if io.consumer.positioned().stale(p, taken_at) || !self.buffers.contains_key(&p) {
+                tracing::info!(partition = p, "the partition moved while units were written; its new owner reads this unit again");
+                continue;
+            }
+            write_unit(&self.archive, io, &mut self.buffers, unit)?;
         }
         Ok(())
     }
@@ -187,55 +208,84 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
     }
 }
 
-/// Writes and commits partition `p`'s unit.
+/// A unit encoded: its files and the manifest that commits them.
+struct EncodedUnit {
+    manifest: UnitManifest,
+    /// Each file's path and bytes.
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// Encodes units as Parquet, one file per date and region each, the files spread over
+/// every core (rayon's pool); the units come back in the order given.
+fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Result<Vec<EncodedUnit>> {
+    // One job per file: (unit, date, region, rows).
+    let mut jobs: Vec<(usize, String, u8, Vec<&ArchivedCdr>)> = Vec::new();
+    for (u, (_, buf)) in units.iter().enumerate() {
+        let mut groups: BTreeMap<(String, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
+        for r in &buf.rows {
+            groups.entry((utc_date(r.cdr.start_ms), r.cdr.region.0)).or_default().push(r);
+        }
+        jobs.extend(groups.into_iter().map(|((dt, region), rows)| (u, dt, region, rows)));
+    }
+    let span = |buf: &PartitionBuffer| (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
+    let files: Vec<(usize, UnitFile, Vec<u8>)> = jobs
+        .into_par_iter()
+        .map(|(u, dt, region, mut rows)| {
+            let (p, buf) = &units[u];
+            let (first, last) = span(buf);
+            rows.sort_by_key(|r| (r.cdr.start_ms, r.offset));
+            let batch = record_batch(&rows, &opts.source.lines)?;
+            let meta = [
+                ("topic", opts.source.topic.clone()),
+                ("partition", p.to_string()),
+                ("first_offset", first.to_string()),
+                ("last_offset", last.to_string()),
+            ];
+            let bytes = parquet_bytes(&batch, &meta)?;
+            let path = Archive::data_path(&opts.source.topic, *p, first, last, &dt, region);
+            Ok((u, UnitFile { path, rows: rows.len() as u64 }, bytes))
+        })
+        .collect::<Result<_>>()?;
+    let mut encoded: Vec<EncodedUnit> = units
+        .iter()
+        .map(|(p, buf)| {
+            let (first, last) = span(buf);
+            EncodedUnit {
+                manifest: UnitManifest {
+                    topic: opts.source.topic.clone(),
+                    partition: *p,
+                    first_offset: first,
+                    last_offset: last,
+                    rows: buf.rows.len() as u64,
+                    rejected: buf.rejected,
+                    files: Vec::new(),
+                },
+                files: Vec::new(),
+            }
+        })
+        .collect();
+    for (u, file, bytes) in files {
+        encoded[u].files.push((file.path.clone(), bytes));
+        encoded[u].manifest.files.push(file);
+    }
+    Ok(encoded)
+}
+
+/// Writes and commits an encoded unit, retrying (consumption paused) while the archive
+/// cannot be written; abandons it if its partition is revoked meanwhile.
 fn write_unit(
-    opts: &IngestOptions,
     archive: &Archive,
     io: &mut Io<'_>,
     buffers: &mut FxHashMap<i32, PartitionBuffer>,
-    p: i32,
+    unit: EncodedUnit,
 ) -> Result<()> {
-    let Some(buf) = buffers.get_mut(&p).map(std::mem::take) else { return Ok(()) };
-    if buf.messages == 0 {
-        return Ok(());
-    }
-    // Dead letters reach Kafka before their offsets are recorded as done.
-    io.flush_dead_letters()?;
     let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
-    let (first, last) = (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
-    let mut groups: BTreeMap<(String, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
-    for r in &buf.rows {
-        groups.entry((utc_date(r.cdr.start_ms), r.cdr.region.0)).or_default().push(r);
-    }
-    let mut files = Vec::with_capacity(groups.len());
-    let mut encoded = Vec::with_capacity(groups.len());
-    for ((dt, region), mut rows) in groups {
-        rows.sort_by_key(|r| (r.cdr.start_ms, r.offset));
-        let batch = record_batch(&rows, &opts.source.lines)?;
-        let meta = [
-            ("topic", opts.source.topic.clone()),
-            ("partition", p.to_string()),
-            ("first_offset", first.to_string()),
-            ("last_offset", last.to_string()),
-        ];
-        let bytes = parquet_bytes(&batch, &meta)?;
-        let path = Archive::data_path(&opts.source.topic, p, first, last, &dt, region);
-        files.push(UnitFile { path: path.clone(), rows: rows.len() as u64 });
-        encoded.push((path, bytes));
-    }
-    let manifest = UnitManifest {
-        topic: opts.source.topic.clone(),
-        partition: p,
-        first_offset: first,
-        last_offset: last,
-        rows: buf.rows.len() as u64,
-        rejected: buf.rejected,
-        files,
-    };
+    let EncodedUnit { manifest, files } = unit;
+    let p = manifest.partition;
     let attempt = || -> Result<()> {
         let started = Instant::now();
         archive.begin(&manifest)?;
-        archive.put_all_atomic(&encoded)?;
+        archive.put_all_atomic(&files)?;
         archive.commit(&manifest)?;
         stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
@@ -253,8 +303,8 @@ fn write_unit(
         .context("writing the archive")?;
     if outcome == Retried::Done(()) {
         stats.units.fetch_add(1, Ordering::Relaxed);
-        stats.written.fetch_add(encoded.len() as u64, Ordering::Relaxed);
-        consumer.commit_for_monitoring(&HashMap::from([(p, last + 1)]));
+        stats.written.fetch_add(files.len() as u64, Ordering::Relaxed);
+        consumer.commit_for_monitoring(&HashMap::from([(p, manifest.last_offset + 1)]));
     }
     Ok(())
 }
