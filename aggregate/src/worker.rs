@@ -389,9 +389,7 @@ fn rewind(consumer: &WorkerConsumer, store: &ClickHousePositions, state: &mut St
     apply(GroupChange::Revoked(vec![p]), state);
     apply(GroupChange::Assigned(vec![p]), state);
     let at = next.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
-    consumer
-        .reposition(p, at)
-        .with_context(|| format!("seeking partition {p} to {at:?}"))?;
+    consumer.reposition(p, at).with_context(|| format!("seeking partition {p} to {at:?}"))?;
     tracing::info!(partition = p, at = ?at, "partition read again from ClickHouse's position");
     Ok(())
 }

@@ -173,7 +173,10 @@ impl Sink for ArchiveSink {
         for unit in encoded {
             let p = unit.manifest.partition;
             if io.consumer.positioned().stale(p, taken_at) || !self.buffers.contains_key(&p) {
-                tracing::info!(partition = p, "the partition moved while units were written; its new owner reads this unit again");
+                tracing::info!(
+                    partition = p,
+                    "the partition moved while units were written; its new owner reads this unit again"
+                );
                 continue;
             }
             write_unit(&self.archive, io, &mut self.buffers, unit)?;

@@ -383,8 +383,12 @@ impl<S: Sink> Worker<'_, S> {
         let timers = self.clock.open(idle);
         let due = self.sink.due(just_read, timers.then(Instant::now));
         if due != Due::Nothing {
-            let mut io =
-                Io { consumer: self.consumer, dead_letters: &mut self.dead_letters, stats: self.stats, stop: self.stop };
+            let mut io = Io {
+                consumer: self.consumer,
+                dead_letters: &mut self.dead_letters,
+                stats: self.stats,
+                stop: self.stop,
+            };
             self.sink.write(due, &mut io)?;
         }
         if timers {
