@@ -19,7 +19,8 @@
 //!    partitions: nothing of it has reached the sink, so the next owner, reading its
 //!    position from the sink, re-reads exactly that work. Because callbacks and message
 //!    handling share one thread, no message of a revoked partition is handled after the
-//!    revoke, and no flush for it can be under way while it happens.
+//!    revoke (one read ahead of it is dropped unhandled: [`Positioned`]), and no flush for
+//!    it can be under way while it happens.
 //! 3. **Flush.** A worker writes a unit (data + the offsets it covers) to the sink in one
 //!    atomic step, then commits the offsets to Kafka, for monitoring.
 //!

@@ -5,11 +5,13 @@
 //! One thread reads, handles and writes: librdkafka's rebalance callbacks run inside `poll`
 //! here ([`crate::consumer`] explains the protocol), so assignment changes never interleave
 //! with handling or writing a message. Only decoding, which is pure, runs beside it, on
-//! batches read ahead ([`run`] says how the order and the group protocol are kept). What is the sink's own — its per-partition state, when a
-//! unit is due, how it is written atomically with its offsets, how a failed write is retried
-//! (through [`WorkerConsumer::retry_paused`], which pauses consumption meanwhile) — lives
-//! behind [`Sink`]: the archive (`cdrflow-ingest`) and the ClickHouse counters
-//! (`cdrflow-aggregate`) are its two implementations.
+//! batches read ahead ([`run`] says how the order and the group protocol are kept).
+//!
+//! What is the sink's own — its per-partition state, when a unit is due, how it is written
+//! atomically with its offsets, how a failed write is retried (through
+//! [`WorkerConsumer::retry_paused`], which pauses consumption meanwhile) — lives behind
+//! [`Sink`]: the archive (`cdrflow-ingest`) and the ClickHouse counters (`cdrflow-aggregate`)
+//! are its two implementations.
 
 use std::collections::VecDeque;
 use std::ops::Range;
