@@ -152,7 +152,7 @@ impl Batch {
 /// # Decoding ahead
 ///
 /// With `src.decode_threads` ≥ 1 (JSON and CSV feeds), messages are read in batches of up
-/// to [`BATCH`], copied out of librdkafka, and decoded on their own threads while this one
+/// to 1 024, copied out of librdkafka, and decoded on their own threads while this one
 /// reads the next batch and hands the one before to the sink: decoding is most of a
 /// worker's time, and it is pure, so only the order of handling matters, and it is kept
 /// (batches go round the decode threads and come back in the order read). Reading ahead
