@@ -163,6 +163,13 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
     let props = &dry["kafka"]["consumer_properties"];
     assert_eq!(props["sasl.password"]["value"], "<redacted>", "the SASL password file is read, not shown");
     assert_eq!(props["sasl.mechanism"]["value"], "SCRAM-SHA-512");
+    // [kafka] decode_threads reaches the worker (commented out in the example: the default, 1).
+    assert_eq!(dry["kafka"]["decode_threads"], 1, "{dry}");
+    assert!(example.contains("# decode_threads = 1"));
+    let p = write(dir.path(), "decode.toml", &example.replacen("# decode_threads = 1", "decode_threads = 0", 1));
+    let o = cdrflow(&["ingest", "--config", p.to_str().unwrap(), "--dry-run"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["kafka"]["decode_threads"], 0);
 
     // Each mistake is named with its key and the fix.
     let bad = |name: &str, from: &str, to: &str, want: &str| {

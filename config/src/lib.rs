@@ -62,6 +62,8 @@ pub struct KafkaSection {
     pub csv_region: Option<u8>,
     /// Kafka session timeout.
     pub session_timeout_ms: Option<u32>,
+    /// Threads that decode ahead of the sink (0: decode as each message is handled).
+    pub decode_threads: Option<u32>,
     /// The line registry file.
     pub lines: Option<PathBuf>,
     /// librdkafka properties passed through (TLS, SASL, timeouts); no secrets.
@@ -244,6 +246,7 @@ impl ConfigFile {
             ("CDRFLOW_FORMAT", self.kafka.format.clone()),
             ("CDRFLOW_CSV_REGION", self.kafka.csv_region.map(|r| r.to_string())),
             ("CDRFLOW_SESSION_TIMEOUT_MS", self.kafka.session_timeout_ms.map(|v| v.to_string())),
+            ("CDRFLOW_DECODE_THREADS", self.kafka.decode_threads.map(|v| v.to_string())),
             ("CDRFLOW_LINES", self.kafka.lines.as_ref().map(file)),
             ("CDRFLOW_CLICKHOUSE_URL", self.clickhouse.url.clone()),
             ("CDRFLOW_CLICKHOUSE_DATABASE", self.clickhouse.database.clone()),
