@@ -221,14 +221,16 @@ struct EncodedUnit {
 /// Encodes units as Parquet, one file per date and region each, the files spread over
 /// every core (rayon's pool); the units come back in the order given.
 fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Result<Vec<EncodedUnit>> {
-    // One job per file: (unit, date, region, rows).
+    // One job per file: (unit, date, region, rows). Rows are grouped by UTC day number; the
+    // date is spelled once per file, not once per row.
+    const DAY_MS: i64 = 86_400_000;
     let mut jobs: Vec<(usize, String, u8, Vec<&ArchivedCdr>)> = Vec::new();
     for (u, (_, buf)) in units.iter().enumerate() {
-        let mut groups: BTreeMap<(String, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
+        let mut groups: BTreeMap<(i64, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
         for r in &buf.rows {
-            groups.entry((utc_date(r.cdr.start_ms), r.cdr.region.0)).or_default().push(r);
+            groups.entry((r.cdr.start_ms.div_euclid(DAY_MS), r.cdr.region.0)).or_default().push(r);
         }
-        jobs.extend(groups.into_iter().map(|((dt, region), rows)| (u, dt, region, rows)));
+        jobs.extend(groups.into_iter().map(|((day, region), rows)| (u, utc_date(day * DAY_MS), region, rows)));
     }
     let span = |buf: &PartitionBuffer| (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
     let files: Vec<(usize, UnitFile, Vec<u8>)> = jobs
