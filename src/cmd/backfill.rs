@@ -38,15 +38,13 @@ pub struct BackfillArgs {
 }
 
 pub fn run(a: BackfillArgs) -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = match a.threads {
-        0 => cores,
-        n if n > 4 * cores => {
-            bail!(
-                "--threads {n} is more than 4 per core on this machine ({cores} cores): each thread holds a share of a date's rows; use at most {}, or 0 for one per core",
-                4 * cores
-            )
-        }
+    let threads = match super::at_most_4_per_core(
+        "--threads",
+        a.threads,
+        "each thread holds a share of a date's rows",
+        ", or 0 for one per core",
+    )? {
+        0 => super::cores(),
         n => n,
     };
     let sel = a.selection.selection()?;

@@ -77,6 +77,25 @@ impl ClickHouseArgs {
     }
 }
 
+/// The cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A thread count given as `flag`, refused above 4 per core before anything starts (a typo
+/// such as 100000 would start that many threads); `holds` says what each thread holds,
+/// `hint` ends the error with the usual choice.
+pub fn at_most_4_per_core(flag: &str, n: usize, holds: &str, hint: &str) -> Result<usize> {
+    let cores = cores();
+    if n > 4 * cores {
+        bail!(
+            "{flag} {n} is more than 4 per core on this machine ({cores} cores): {holds}; use at most {}{hint}",
+            4 * cores
+        );
+    }
+    Ok(n)
+}
+
 /// What every worker reads, and how to reach Kafka.
 #[derive(clap::Args, Clone)]
 pub struct KafkaArgs {
@@ -132,18 +151,14 @@ impl KafkaArgs {
         lines(self.lines.as_ref())
     }
 
-    /// `--decode-threads`, refused above 4 per core (a typo such as 1000 would start that
-    /// many threads, each holding batches of messages).
+    /// `--decode-threads`, bounded ([`at_most_4_per_core`]).
     fn decode_threads(&self) -> Result<usize> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if self.decode_threads > 4 * cores {
-            bail!(
-                "--decode-threads {} is more than 4 per core on this machine ({cores} cores): use at most {}; 1 (the default) keeps a 2-core worker busy",
-                self.decode_threads,
-                4 * cores
-            );
-        }
-        Ok(self.decode_threads)
+        at_most_4_per_core(
+            "--decode-threads",
+            self.decode_threads,
+            "each holds batches of messages",
+            "; 1 (the default) keeps a 2-core worker busy",
+        )
     }
 
     /// What a worker reads as `group`; `dead_letters` as decided by the worker.
