@@ -1,7 +1,9 @@
 //! The shared worker loop on the real broker, with messages read ahead of the sink: a sink
 //! that seeks a partition back (as the aggregator does when another writer's unit landed over
 //! its offsets) sees that partition continue from exactly where it sought, and none of the
-//! messages that had been read ahead of the seek.
+//! messages that had been read ahead of the seek. And the dead letters of a unit closed
+//! earlier are in Kafka before its offsets are recorded, without waiting for those queued
+//! after it.
 
 mod common;
 
@@ -169,4 +171,42 @@ fn without_read_ahead_a_seek_by_the_sink_continues_from_it_too() {
     let sink = seek_back_while_reading_ahead(0);
     assert_continues_from_the_seek(&sink);
     assert_eq!(sink.read_when_sought, Some(SEEK_AFTER + 1), "one message at a time: read up to the one handled");
+}
+
+/// The ingest worker commits a unit after encoding it while reading on: the dead letters of
+/// the unit (queued before its mark) must be in Kafka first, those queued since need not be.
+#[test]
+fn dead_letters_up_to_a_mark_are_delivered_without_waiting_for_later_ones() {
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("driver-dead-letters", 2);
+    // Later dead letters linger for 10 s unless something flushes them.
+    let settings = cdrflow_kafka::KafkaSettings {
+        brokers: kafka.bootstrap.clone(),
+        extra: vec![("linger.ms".into(), "10000".into())],
+    };
+    let health = Arc::new(cdrflow_kafka::KafkaHealth::default());
+    let mut dl = cdrflow_kafka::DeadLetters::new(&settings, &topic, "test-group", health).unwrap();
+    let why = cdrflow_schemas::Rejection {
+        reason: cdrflow_schemas::Reason::Malformed,
+        field: None,
+        detail: "not JSON".into(),
+    };
+    let in_kafka = || kafka.watermarks(&topic, 2).values().sum::<i64>();
+
+    for offset in 0..500 {
+        dl.send("cdrs", 0, offset, Some(b"k"), b"{", &why).unwrap();
+    }
+    let mark = dl.mark();
+    assert_eq!(mark, 500);
+    assert_eq!(in_kafka(), 0, "lingering, not yet sent");
+    dl.flush_to(mark).unwrap();
+    assert_eq!(in_kafka(), 500, "every dead letter up to the mark is in Kafka once flush_to returns");
+
+    for offset in 500..800 {
+        dl.send("cdrs", 0, offset, Some(b"k"), b"{", &why).unwrap();
+    }
+    dl.flush_to(mark).unwrap();
+    assert_eq!(in_kafka(), 500, "the 300 queued after the mark were not waited for (they linger)");
+    dl.flush_to(dl.mark()).unwrap();
+    assert_eq!(in_kafka(), 800, "a later mark covers them");
 }

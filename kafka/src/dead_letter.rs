@@ -13,7 +13,7 @@
 //!
 //! | `cdrflow-truncated-from`   | for a payload over 256 KiB: its size; the payload is its first 256 KiB (the whole message stays in the source topic at that offset) |
 //!
-//! Delivery is at least once: a worker flushes the dead letters of a unit of work before
+//! Delivery is at least once: a worker has the dead letters of a unit of work delivered before
 //! it records that unit's offsets in its sink, so a crash can re-send a dead letter (same
 //! source partition/offset: readers de-duplicate on those) but never lose one.
 
@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Result;
 use cdrflow_schemas::Rejection;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
+use rdkafka::producer::{BaseRecord, Producer};
 
 use crate::KafkaSettings;
 use crate::producer::{CountingProducer, flush, producer, send};
@@ -37,6 +37,10 @@ pub struct DeadLetters {
     group: String,
     /// Dead letters sent and not yet flushed.
     unflushed: u64,
+    /// Dead letters queued since the start: the last one's number ([`Deliveries`]' tracking).
+    ///
+    /// [`Deliveries`]: crate::producer::Deliveries
+    queued: usize,
 }
 
 impl DeadLetters {
@@ -52,6 +56,7 @@ impl DeadLetters {
             topic: topic.to_owned(),
             group: group.to_owned(),
             unflushed: 0,
+            queued: 0,
         })
     }
 
@@ -83,13 +88,39 @@ impl DeadLetters {
         } else {
             (payload, headers)
         };
-        let mut record = BaseRecord::to(&self.topic).payload(payload).headers(headers);
+        let number = self.queued + 1;
+        let mut record = BaseRecord::with_opaque_to(&self.topic, number).payload(payload).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
-        send(&self.producer, record)?;
+        let outstanding = || self.producer.context().outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        outstanding().insert(number);
+        send(&self.producer, record).inspect_err(|_| {
+            outstanding().remove(&number);
+        })?;
+        self.queued = number;
         self.unflushed += 1;
         Ok(())
+    }
+
+    /// The number of the last dead letter queued: a mark for [`DeadLetters::flush_to`].
+    pub fn mark(&self) -> usize {
+        self.queued
+    }
+
+    /// Makes sure every dead letter queued up to `mark` is in Kafka; call before recording
+    /// the offsets of the messages read before the mark. A worker that takes the mark when
+    /// it closes a unit and commits the unit later usually finds that they arrived meanwhile,
+    /// and then waits for nothing; otherwise this is a whole [`DeadLetters::flush`].
+    pub fn flush_to(&mut self, mark: usize) -> Result<()> {
+        // Serves the delivery reports that arrived: each removes its number.
+        self.producer.poll(Duration::ZERO);
+        let ctx = self.producer.context();
+        let oldest = ctx.outstanding.lock().unwrap_or_else(|e| e.into_inner()).first().copied();
+        if ctx.failed.load(std::sync::atomic::Ordering::Relaxed) == 0 && oldest.is_none_or(|n| n > mark) {
+            return Ok(());
+        }
+        self.flush()
     }
 
     /// Waits until every queued dead letter is in Kafka; call before recording offsets.

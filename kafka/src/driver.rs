@@ -61,6 +61,20 @@ impl Io<'_> {
             None => Ok(()),
         }
     }
+
+    /// The number of the last dead letter queued ([`DeadLetters::mark`]; 0 if none).
+    pub fn dead_letters_mark(&self) -> usize {
+        self.dead_letters.as_ref().map_or(0, DeadLetters::mark)
+    }
+
+    /// Delivers the dead letters queued up to `mark` ([`DeadLetters::flush_to`]): those of
+    /// the units read before it, before their offsets are recorded.
+    pub fn flush_dead_letters_to(&mut self, mark: usize) -> Result<()> {
+        match self.dead_letters.as_mut() {
+            Some(dl) => dl.flush_to(mark),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A sink: what a worker does with the CDRs of the partitions it holds.

@@ -1,5 +1,7 @@
 //! Producing to Kafka: the settings every cdrflow producer shares.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,11 +17,18 @@ use crate::settings::{KafkaSettings, Property};
 
 /// Counts delivery reports, so that a producer can tell whether everything arrived, and
 /// reports the brokers' health (see [`crate::health`]).
+///
+/// A message may be *tracked*: sent with a number above 0 as its delivery opaque, noted in
+/// [`Deliveries::outstanding`] first. Its report removes it, so a sender can tell that
+/// every message up to some number has arrived without waiting for the later ones
+/// ([`crate::DeadLetters::flush_to`]). Untracked messages carry 0.
 pub struct Deliveries {
     /// Messages the brokers acknowledged.
     pub delivered: AtomicU64,
     /// Messages that failed for good.
     pub failed: AtomicU64,
+    /// The numbers of the tracked messages not yet reported.
+    pub outstanding: Mutex<BTreeSet<usize>>,
     /// Where errors and librdkafka's log lines go (a worker shares its own).
     pub health: Arc<KafkaHealth>,
     /// The bootstrap servers, for messages about them.
@@ -39,8 +48,12 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    /// The message's number if tracked, else 0.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
+        if number > 0 {
+            self.outstanding.lock().unwrap_or_else(|e| e.into_inner()).remove(&number);
+        }
         match result {
             Ok(_) => {
                 if self.delivered.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
@@ -80,6 +93,7 @@ pub fn producer(settings: &KafkaSettings, health: Arc<KafkaHealth>, role: &'stat
     let ctx = Deliveries {
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        outstanding: Mutex::new(BTreeSet::new()),
         health,
         brokers: settings.brokers.clone(),
         role,
@@ -90,7 +104,8 @@ pub fn producer(settings: &KafkaSettings, health: Arc<KafkaHealth>, role: &'stat
 }
 
 /// Sends one message, waiting (and serving delivery reports) while the local queue is full.
-pub fn send(producer: &CountingProducer, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+/// The record's delivery opaque is its number if tracked ([`Deliveries`]), else 0.
+pub fn send(producer: &CountingProducer, record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
     let mut record = record;
     loop {
         match producer.send(record) {

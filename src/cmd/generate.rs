@@ -184,7 +184,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let health = std::sync::Arc::new(cdrflow_kafka::KafkaHealth::default());
             let producer = cdrflow_kafka::producer::producer(&settings, health, "feed producer")?;
             let mut sink = |m: Message<'_>| -> std::io::Result<()> {
-                let record = rdkafka::producer::BaseRecord::to(topic).key(m.key).payload(m.payload);
+                let record = rdkafka::producer::BaseRecord::with_opaque_to(topic, 0).key(m.key).payload(m.payload);
                 cdrflow_kafka::producer::send(&producer, record).map_err(std::io::Error::other)
             };
             while feed.emit_next(&mut sink)? {
