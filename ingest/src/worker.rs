@@ -3,12 +3,16 @@
 //! rows, bytes or age (also on a quiet partition) and written as Parquet files committed
 //! together ([`cdrflow_archive::store`]); then its offsets are committed for monitoring.
 //!
+//! Encoding runs beside reading (see [`Encoding`]): the units due at once are encoded on
+//! rayon's pool while the worker reads on, and are written and committed by the worker's
+//! thread once encoded, in the order taken.
+//!
 //! When the archive cannot be written (disk full, read-only, unreachable) the partitions are
 //! paused and the write retried with backoff: memory stays bounded and nothing is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -84,22 +88,70 @@ pub fn run(
     };
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     tracing::info!(group = src.group, topic = src.topic, archive = opts.out, "ingest worker started");
-    let mut sink = ArchiveSink { opts, archive, buffers: FxHashMap::default() };
+    let mut sink = ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoding: None };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
 /// The archive as a [`Sink`].
 struct ArchiveSink {
-    opts: IngestOptions,
+    opts: Arc<IngestOptions>,
     archive: Archive,
     /// Unwritten work per held partition.
     buffers: FxHashMap<i32, PartitionBuffer>,
+    /// Units taken from their buffers and being encoded, if any.
+    encoding: Option<Encoding>,
+}
+
+/// Units being encoded on rayon's pool while the worker reads on.
+///
+/// Encoding is most of a write and pure, so it need not stop the reading: the due units
+/// are taken from their buffers (which start afresh) and handed to the pool, and the
+/// worker's thread goes back to reading. It writes and commits them itself once they are
+/// encoded — when its clock is next read, or at once (waiting for them) when more units
+/// fall due — so one batch at most is encoding, and a partition's units are committed in
+/// the order they were taken. Nothing is committed that was not, before, at the same
+/// point of the protocol:
+/// - a unit's offsets are recorded only by its commit in the archive, after its files;
+/// - a partition revoked, or positioned again, after its unit was taken has that unit
+///   dropped unwritten ([`cdrflow_kafka::Positioned::stale`]): its owner reads it again
+///   from the archive's position, which the unit never reached;
+/// - stopping waits for the batch, then writes the rest at once.
+struct Encoding {
+    /// The positioning epoch when the units were taken.
+    taken_at: u64,
+    /// The last dead letter queued when they were taken (their rejects are up to it).
+    dead_letters: usize,
+    /// The units, encoded, in partition order (or why not), once ready.
+    done: mpsc::Receiver<Result<Vec<EncodedUnit>>>,
 }
 
 impl ArchiveSink {
     /// Whether a unit is full (by rows or bytes).
     fn full(&self, b: &PartitionBuffer) -> bool {
         b.messages > 0 && (b.rows.len() >= self.opts.max_rows || b.bytes >= self.opts.max_bytes)
+    }
+
+    /// Writes and commits encoded units one by one, in partition order, skipping those whose
+    /// partition moved since they were taken (at positioning epoch `taken_at`, when the last
+    /// dead letter queued was `dead_letters`).
+    fn commit(&mut self, encoded: Vec<EncodedUnit>, taken_at: u64, dead_letters: usize, io: &mut Io<'_>) -> Result<()> {
+        // The units' dead letters reach Kafka before their offsets are recorded as done.
+        io.flush_dead_letters_to(dead_letters)?;
+        for unit in encoded {
+            let p = unit.manifest.partition;
+            // A partition positioned again after this (revoked while the unit was encoding,
+            // or while an earlier unit's write was retried) has its unit abandoned: its
+            // owner reads it again from the archive.
+            if io.consumer.positioned().stale(p, taken_at) || !self.buffers.contains_key(&p) {
+                tracing::info!(
+                    partition = p,
+                    "the partition moved while units were written; its new owner reads this unit again"
+                );
+                continue;
+            }
+            write_unit(&self.archive, io, &mut self.buffers, unit)?;
+        }
+        Ok(())
     }
 }
 
@@ -132,7 +184,8 @@ impl Sink for ArchiveSink {
     }
 
     /// The partition just read if its unit is full; when the clock was read, every partition
-    /// whose unit is full or old enough (quiet ones too).
+    /// whose unit is full or old enough (quiet ones too), or no partition while units are
+    /// encoding (a write that commits them if they are ready).
     fn due(&self, just_read: Option<i32>, now: Option<Instant>) -> Due {
         let due: Vec<i32> = match now {
             Some(now) => self
@@ -145,42 +198,58 @@ impl Sink for ArchiveSink {
                 .collect(),
             None => just_read.filter(|p| self.buffers.get(p).is_some_and(|b| self.full(b))).into_iter().collect(),
         };
-        if due.is_empty() { Due::Nothing } else { Due::Partitions(due) }
+        if due.is_empty() && !(now.is_some() && self.encoding.is_some()) {
+            Due::Nothing
+        } else {
+            Due::Partitions(due)
+        }
     }
 
-    /// The due units are encoded together, on every core (encoding is most of a write, and
-    /// pure), then written and committed one by one, in partition order.
+    /// The units encoded meanwhile are committed (waited for if more are due), and the due
+    /// units handed to the pool to encode ([`Encoding`]); on `Due::All` (stopping) the rest
+    /// is encoded and committed at once.
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
-        let mut parts = match due {
+        let (mut parts, now) = match due {
             Due::Nothing => return Ok(()),
-            Due::Partitions(p) => p,
-            Due::All => self.buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect(),
+            Due::Partitions(p) => (p, false),
+            Due::All => (self.buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect(), true),
         };
         parts.sort_unstable();
         let units: Vec<(i32, PartitionBuffer)> = parts
             .into_iter()
             .filter_map(|p| self.buffers.get_mut(&p).map(std::mem::take).filter(|b| b.messages > 0).map(|b| (p, b)))
             .collect();
+        if let Some(encoding) = self.encoding.take() {
+            let encoded = if units.is_empty() && !now {
+                match encoding.done.try_recv() {
+                    Ok(encoded) => encoded,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        self.encoding = Some(encoding);
+                        return Ok(());
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => anyhow::bail!("the Parquet encoder stopped unexpectedly"),
+                }
+            } else {
+                encoding.done.recv().context("the Parquet encoder stopped unexpectedly")?
+            };
+            self.commit(encoded?, encoding.taken_at, encoding.dead_letters, io)?;
+        }
         if units.is_empty() {
             return Ok(());
         }
-        // A partition positioned again after this (revoked while an earlier unit's write was
-        // retried) has its unit abandoned: its owner reads it again from the archive.
-        let taken_at = io.consumer.positioned().epoch();
-        let encoded = encode_units(&self.opts, &units)?;
-        // Dead letters reach Kafka before their offsets are recorded as done.
-        io.flush_dead_letters()?;
-        for unit in encoded {
-            let p = unit.manifest.partition;
-            if io.consumer.positioned().stale(p, taken_at) || !self.buffers.contains_key(&p) {
-                tracing::info!(
-                    partition = p,
-                    "the partition moved while units were written; its new owner reads this unit again"
-                );
-                continue;
-            }
-            write_unit(&self.archive, io, &mut self.buffers, unit)?;
+        let (taken_at, dead_letters) = (io.consumer.positioned().epoch(), io.dead_letters_mark());
+        if now {
+            let encoded = encode_units(&self.opts, &units)?;
+            return self.commit(encoded, taken_at, dead_letters, io);
         }
+        let (tx, done) = mpsc::sync_channel(1);
+        let opts = self.opts.clone();
+        rayon::spawn(move || {
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_units(&opts, &units)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)")));
+            let _ = tx.send(encoded);
+        });
+        self.encoding = Some(Encoding { taken_at, dead_letters, done });
         Ok(())
     }
 
