@@ -86,14 +86,57 @@ const FIELDS: [&[u8]; 17] = [
     b"queue_id",
 ];
 
+/// A field name and its closing quote as two little-endian words (zero past the quote),
+/// with masks covering those bytes: a key is compared in two loads, not a `memcmp` call.
+struct Pattern {
+    len: usize,
+    words: [u64; 2],
+    masks: [u64; 2],
+}
+
+const fn pattern(name: &[u8]) -> Pattern {
+    assert!(name.len() < 16, "a field name and its quote fit in two words");
+    let mut p = Pattern { len: name.len(), words: [0; 2], masks: [0; 2] };
+    let mut i = 0;
+    while i <= name.len() {
+        let byte = if i < name.len() { name[i] } else { b'"' };
+        p.words[i / 8] |= (byte as u64) << (8 * (i % 8));
+        p.masks[i / 8] |= 0xff << (8 * (i % 8));
+        i += 1;
+    }
+    p
+}
+
+/// [`FIELDS`] as [`Pattern`]s.
+const PATTERNS: [Pattern; 17] = {
+    let mut out = [const { Pattern { len: 0, words: [0; 2], masks: [0; 2] } }; 17];
+    let mut i = 0;
+    while i < FIELDS.len() {
+        out[i] = pattern(FIELDS[i]);
+        i += 1;
+    }
+    out
+};
+
 /// The key at `i` (after its opening quote) if it is one of the fields from `from` on,
 /// spelled plainly: its index and the index after its closing quote.
 #[inline]
 fn expected_key(b: &[u8], i: usize, from: usize) -> Option<(Option<usize>, usize)> {
     let rest = &b[i..];
-    for (index, name) in FIELDS.iter().enumerate().skip(from) {
-        if rest.len() > name.len() && rest[name.len()] == b'"' && rest.starts_with(name) {
-            return Some((Some(index), i + name.len() + 1));
+    let Some(head) = rest.get(..16) else {
+        // Near the end of the message: byte by byte.
+        for (index, name) in FIELDS.iter().enumerate().skip(from) {
+            if rest.len() > name.len() && rest[name.len()] == b'"' && rest.starts_with(name) {
+                return Some((Some(index), i + name.len() + 1));
+            }
+        }
+        return None;
+    };
+    let w0 = u64::from_le_bytes(head[..8].try_into().expect("eight bytes"));
+    let w1 = u64::from_le_bytes(head[8..].try_into().expect("eight bytes"));
+    for (index, p) in PATTERNS.iter().enumerate().skip(from) {
+        if w0 & p.masks[0] == p.words[0] && w1 & p.masks[1] == p.words[1] {
+            return Some((Some(index), i + p.len + 1));
         }
     }
     None
@@ -244,6 +287,25 @@ mod tests {
             }
             let plain: Vec<u8> = (0..len).map(|i| [b' ', b'~', 0x80, 0xff, b'!', b'#', b'['][i % 7]).collect();
             assert_eq!(special_byte(&plain), None, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_matched_by_its_words_exactly() {
+        for (index, name) in FIELDS.iter().enumerate() {
+            for pad in [&b""[..], b", \"x\": 1, \"padding\": true}"] {
+                let key = [*name, b"\"", pad].concat();
+                assert_eq!(expected_key(&key, 0, 0), Some((Some(index), name.len() + 1)), "{key:?}");
+                assert_eq!(expected_key(&key, 0, index + 1).map(|k| k.0), None, "only fields from `from` on");
+                // One byte off, one byte longer, or no closing quote: not this field.
+                let mut off = key.clone();
+                off[name.len() - 1] ^= 1;
+                let longer = [*name, b"s\"", pad].concat();
+                let open = [*name, b" ", pad].concat();
+                for other in [off, longer, open] {
+                    assert_ne!(expected_key(&other, 0, 0).and_then(|k| k.0), Some(index), "{other:?}");
+                }
+            }
         }
     }
 
