@@ -36,7 +36,7 @@ pub mod versions;
 pub use asterisk_csv::{CsvFeed, encode_asterisk_csv};
 pub use cdr::{AgeBand, Cdr, Channel, Disposition, SCHEMA_VERSION};
 pub use compact_str::CompactString;
-pub use counters::{Counters, HourKey, classify};
+pub use counters::{Counters, HourKey, TopicCounts, classify};
 pub use json::encode_json;
 pub use line::{Line, LineIdx, LineRegistry};
 pub use pseudonym::{CallerHash, Pseudonymiser};

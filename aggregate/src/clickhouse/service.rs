@@ -613,7 +613,7 @@ impl ClickHouse {
                 let Some(c) = out.get_mut(&(b.region, b.line, b.hour)) else { continue };
                 match names {
                     "topic_names" => {
-                        c.by_topic.insert(b.name.into(), b.calls);
+                        c.by_topic.set(&b.name, b.calls);
                     }
                     "age_band_names" => {
                         if let Some(i) = age_names.iter().position(|n| *n == b.name) {
