@@ -215,6 +215,10 @@ impl Sink for ArchiveSink {
             Due::All => (self.buffers.iter().filter(|(_, b)| b.messages > 0).map(|(p, _)| *p).collect(), true),
         };
         parts.sort_unstable();
+        // Before the units are taken: committing the batch before them below may serve the
+        // group (a retry while the archive fails), and a partition revoked and assigned again
+        // meanwhile must count as moved since its unit was taken.
+        let (taken_at, dead_letters) = (io.consumer.positioned().epoch(), io.dead_letters_mark());
         let units: Vec<(i32, PartitionBuffer)> = parts
             .into_iter()
             .filter_map(|p| self.buffers.get_mut(&p).map(std::mem::take).filter(|b| b.messages > 0).map(|b| (p, b)))
@@ -237,7 +241,6 @@ impl Sink for ArchiveSink {
         if units.is_empty() {
             return Ok(());
         }
-        let (taken_at, dead_letters) = (io.consumer.positioned().epoch(), io.dead_letters_mark());
         if now {
             let encoded = encode_units(&self.opts, &units)?;
             return self.commit(encoded, taken_at, dead_letters, io);
