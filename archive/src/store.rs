@@ -451,9 +451,28 @@ impl Archive {
                     if self.remove(&f.path)? {
                         tracing::warn!(file = f.path, "removed a file of an uncommitted unit");
                     }
+                    // A writer killed before its renames leaves the file under its
+                    // temporary name.
+                    if let Backend::Local { root } = &*self.backend {
+                        remove_if_there(&temporary(&root.join(&f.path)))?;
+                    }
                 }
             }
             self.remove(&marker_path("pending", topic, partition, intent.first_offset, intent.last_offset))?;
+        }
+        // And a marker written when the writer was killed, under its temporary name.
+        if let Backend::Local { root } = &*self.backend {
+            for kind in ["pending", "commits"] {
+                let dir = root.join(marker_dir(kind, topic, partition));
+                let Ok(entries) = fs::read_dir(&dir) else { continue };
+                for e in entries.flatten() {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if name.starts_with('.') && name.ends_with(".tmp") {
+                        remove_if_there(&e.path())?;
+                    }
+                }
+            }
         }
         Ok(committed.iter().map(|u| u.last_offset + 1).max())
     }
@@ -493,7 +512,7 @@ fn put_all_local(root: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
             let dir = path.parent().expect("archive paths have a directory");
             fs::create_dir_all(dir)
                 .with_context(|| format!("creating {} (is the disk full or read-only?)", dir.display()))?;
-            let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
+            let tmp = temporary(&path);
             staged.push((tmp.clone(), path.clone()));
             let mut f = File::create(&tmp)
                 .with_context(|| format!("creating {} (is the disk full or read-only?)", tmp.display()))?;
@@ -513,6 +532,23 @@ fn put_all_local(root: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
     result
 }
 
+/// The name a file is written under on a filesystem until it is complete and renamed.
+fn temporary(path: &Path) -> PathBuf {
+    path.with_file_name(format!(".{}.tmp", path.file_name().expect("archive paths name a file").to_string_lossy()))
+}
+
+/// Removes a file if it is there.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(), "removed a file left under its temporary name by a killed writer");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 /// Flushes every written byte and rename of the filesystem holding `root` to disk.
 fn sync_filesystem(root: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
@@ -529,7 +565,7 @@ fn sync_filesystem(root: &Path) -> Result<()> {
 fn put_local(root: &Path, rel: &str, bytes: &[u8]) -> Result<()> {
     let path = root.join(rel);
     let dir = path.parent().expect("archive paths have a directory");
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("file name").to_string_lossy()));
+    let tmp = temporary(&path);
     let write = || -> std::io::Result<()> {
         fs::create_dir_all(dir)?;
         let mut f = File::create(&tmp)?;
@@ -581,7 +617,18 @@ mod tests {
         );
         a.begin(&two).unwrap();
         a.put_atomic(&two.files[0].path, b"y").unwrap();
+        // Killed before its second file's rename, and while writing a commit marker: both
+        // left under their temporary names.
+        let stray = [
+            temporary(&dir.path().join(&two.files[1].path)),
+            temporary(&dir.path().join(marker_path("commits", "cdrs", 3, 100, 150))),
+        ];
+        for t in &stray {
+            fs::create_dir_all(t.parent().unwrap()).unwrap();
+            fs::write(t, b"partial").unwrap();
+        }
         assert_eq!(a.recover("cdrs", 3).unwrap(), Some(100));
+        assert!(stray.iter().all(|t| !t.exists()), "temporaries of the interrupted unit are gone");
         assert!(dir.path().join(&one.files[0].path).exists());
         assert!(!dir.path().join(&two.files[0].path).exists(), "the interrupted unit's file is gone");
         assert!(a.read_markers("pending", "cdrs", 3).unwrap().is_empty());
