@@ -453,8 +453,8 @@ impl Archive {
                     }
                     // A writer killed before its renames leaves the file under its
                     // temporary name.
-                    if let Backend::Local { root } = &*self.backend {
-                        remove_if_there(&temporary(&root.join(&f.path)))?;
+                    if matches!(&*self.backend, Backend::Local { .. }) {
+                        self.remove_temporary(&temporary(Path::new(&f.path)).to_string_lossy())?;
                     }
                 }
             }
@@ -463,18 +463,26 @@ impl Archive {
         // And a marker written when the writer was killed, under its temporary name.
         if let Backend::Local { root } = &*self.backend {
             for kind in ["pending", "commits"] {
-                let dir = root.join(marker_dir(kind, topic, partition));
-                let Ok(entries) = fs::read_dir(&dir) else { continue };
+                let dir = marker_dir(kind, topic, partition);
+                let Ok(entries) = fs::read_dir(root.join(&dir)) else { continue };
                 for e in entries.flatten() {
                     let name = e.file_name();
                     let name = name.to_string_lossy();
                     if name.starts_with('.') && name.ends_with(".tmp") {
-                        remove_if_there(&e.path())?;
+                        self.remove_temporary(&format!("{dir}/{name}"))?;
                     }
                 }
             }
         }
         Ok(committed.iter().map(|u| u.last_offset + 1).max())
+    }
+
+    /// Removes a file a killed writer left under its temporary name, if it is there.
+    fn remove_temporary(&self, rel: &str) -> Result<()> {
+        if self.remove(rel)? {
+            tracing::warn!(file = rel, "removed a file left under its temporary name by a killed writer");
+        }
+        Ok(())
     }
 
     /// Next offsets per partition from the commit markers alone, without recovering: for
@@ -535,18 +543,6 @@ fn put_all_local(root: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
 /// The name a file is written under on a filesystem until it is complete and renamed.
 fn temporary(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{}.tmp", path.file_name().expect("archive paths name a file").to_string_lossy()))
-}
-
-/// Removes a file if it is there.
-fn remove_if_there(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {
-            tracing::warn!(file = %path.display(), "removed a file left under its temporary name by a killed writer");
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
 }
 
 /// Flushes every written byte and rename of the filesystem holding `root` to disk.

@@ -106,7 +106,11 @@ impl TopicCounts {
 
     /// `topic`'s calls, if any were counted.
     pub fn get(&self, topic: &str) -> Option<u64> {
-        self.0.iter().find(|(k, _)| k.as_str() == topic).map(|(_, n)| *n)
+        self.calls(topic).copied()
+    }
+
+    fn calls(&self, topic: &str) -> Option<&u64> {
+        self.0.iter().find(|(k, _)| k.as_str() == topic).map(|(_, n)| n)
     }
 
     /// The topics and their calls, by name.
@@ -139,7 +143,7 @@ impl std::ops::Index<&str> for TopicCounts {
     type Output = u64;
     /// `topic`'s calls; panics if none were counted.
     fn index(&self, topic: &str) -> &u64 {
-        self.0.iter().find(|(k, _)| k.as_str() == topic).map(|(_, n)| n).unwrap_or_else(|| panic!("no topic {topic:?}"))
+        self.calls(topic).unwrap_or_else(|| panic!("no topic {topic:?}"))
     }
 }
 
