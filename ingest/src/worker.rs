@@ -4,8 +4,8 @@
 //! together ([`cdrflow_archive::store`]); then its offsets are committed for monitoring.
 //!
 //! Encoding runs beside reading (see [`Encoding`]): the units due at once are encoded on
-//! rayon's pool while the worker reads on, and are written and committed by the worker's
-//! thread once encoded, in the order taken.
+//! the encoders' pool (one thread per core) while the worker reads on, and are written and
+//! committed by the worker's thread once encoded, in the order taken.
 //!
 //! When the archive cannot be written (disk full, read-only, unreachable) the partitions are
 //! paused and the write retried with backoff: memory stays bounded and nothing is lost.
@@ -88,7 +88,14 @@ pub fn run(
     };
     let decoder = Decoder::new(src.lines.clone(), pseudonymiser);
     tracing::info!(group = src.group, topic = src.topic, archive = opts.out, "ingest worker started");
-    let mut sink = ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoding: None };
+    // The encoders' own pool, one thread per core, named so that `top -H` and the benches
+    // tell them from the reading and decoding threads.
+    let encoders = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("encode-{i}"))
+        .build()
+        .context("starting the Parquet encoders' threads")?;
+    let mut sink =
+        ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoders, encoding: None };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
@@ -98,11 +105,13 @@ struct ArchiveSink {
     archive: Archive,
     /// Unwritten work per held partition.
     buffers: FxHashMap<i32, PartitionBuffer>,
+    /// The threads that encode units as Parquet.
+    encoders: rayon::ThreadPool,
     /// Units taken from their buffers and being encoded, if any.
     encoding: Option<Encoding>,
 }
 
-/// Units being encoded on rayon's pool while the worker reads on.
+/// Units being encoded on the encoders' pool while the worker reads on.
 ///
 /// Encoding is most of a write and pure, so it need not stop the reading: the due units
 /// are taken from their buffers (which start afresh) and handed to the pool, and the
@@ -198,11 +207,7 @@ impl Sink for ArchiveSink {
                 .collect(),
             None => just_read.filter(|p| self.buffers.get(p).is_some_and(|b| self.full(b))).into_iter().collect(),
         };
-        if due.is_empty() && !(now.is_some() && self.encoding.is_some()) {
-            Due::Nothing
-        } else {
-            Due::Partitions(due)
-        }
+        if due.is_empty() && !(now.is_some() && self.encoding.is_some()) { Due::Nothing } else { Due::Partitions(due) }
     }
 
     /// The units encoded meanwhile are committed (waited for if more are due), and the due
@@ -242,14 +247,16 @@ impl Sink for ArchiveSink {
             return Ok(());
         }
         if now {
-            let encoded = encode_units(&self.opts, &units)?;
+            let encoded = self.encoders.install(|| encode_units(&self.opts, &units))?;
             return self.commit(encoded, taken_at, dead_letters, io);
         }
         let (tx, done) = mpsc::sync_channel(1);
         let opts = self.opts.clone();
-        rayon::spawn(move || {
+        self.encoders.spawn(move || {
             let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_units(&opts, &units)))
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)")));
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)"))
+                });
             let _ = tx.send(encoded);
         });
         self.encoding = Some(Encoding { taken_at, dead_letters, done });
@@ -291,7 +298,7 @@ struct EncodedUnit {
 }
 
 /// Encodes units as Parquet, one file per date and region each, the files spread over
-/// every core (rayon's pool); the units come back in the order given.
+/// every core (the pool it runs in); the units come back in the order given.
 fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Result<Vec<EncodedUnit>> {
     // One job per file: (unit, date, region, rows). Rows are grouped by UTC day number; the
     // date is spelled once per file, not once per row.

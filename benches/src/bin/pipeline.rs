@@ -34,7 +34,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
-use cdrflow_benches::{Kafka, Totals, caught_up, cpu_seconds, peak_rss_mib, run, spawn, stop, wait_catch_up};
+use cdrflow_benches::{
+    Kafka, Totals, caught_up, cpu_by_thread, cpu_per_message, cpu_seconds, peak_rss_mib, run, spawn, stop,
+    wait_catch_up,
+};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -174,6 +177,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     }
     c.assign(&tpl)?;
     let t = Instant::now();
+    let cpu_before = cpu_seconds(std::process::id());
     let mut n = 0i64;
     while n < total {
         if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
@@ -184,8 +188,12 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         }
     }
     let raw = total as f64 / t.elapsed().as_secs_f64();
+    let raw_cpu = cpu_seconds(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
     drop(c);
     println!("(a) raw consume (librdkafka, no work): {raw:>10.0} msg/s");
+    if let Some(cpu) = raw_cpu {
+        println!("    CPU: {:.2} µs/msg (this process, all threads)", cpu * 1e6 / total as f64);
+    }
 
     let options: Vec<String> = a.kafka_options.iter().flat_map(|o| ["--kafka-option".to_owned(), o.clone()]).collect();
 
@@ -224,6 +232,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     })?;
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
     let busy = cpu_seconds(w.id()).unwrap_or(f64::NAN) / ingest.whole.as_secs_f64();
+    let threads = cpu_by_thread(w.id());
     stop(&mut w);
     let (whole, steady) = (ingest.rate(total), ingest.steady_rate(total));
     println!(
@@ -232,6 +241,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     );
     println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   b/a = {:.2}", steady / raw);
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
+    print_cpu(&threads, total, ingest.machine_busy);
 
     // (c) one aggregator.
     let (ch, rt) = fresh_counters(a)?;
@@ -254,6 +264,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     let steady = caught.steady_rate(total);
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
     let busy = cpu_seconds(w.id()).unwrap_or(f64::NAN) / caught.whole.as_secs_f64();
+    let threads = cpu_by_thread(w.id());
     stop(&mut w);
     println!(
         "(c) one aggregator:                    {aggregate:>10.0} msg/s   c/a = {:.2}   peak RSS {rss:.0} MiB",
@@ -261,6 +272,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     );
     println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   c/a = {:.2}", steady / raw);
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
+    print_cpu(&threads, total, caught.machine_busy);
     if !a.peers {
         return Ok(());
     }
@@ -527,6 +539,22 @@ fn fresh_counters(a: &Args) -> Result<(ClickHouse, tokio::runtime::Runtime)> {
         ch.migrate().await
     })?;
     Ok((ch, rt))
+}
+
+/// Where a worker's CPU went, per message and thread over its whole run, and how busy the
+/// machine was once it consumed: a worker below the raw rate on a machine near 100 % is
+/// bound by its CPU per message (the broker and ClickHouse share the cores here); one well
+/// below 100 % waits on something.
+fn print_cpu(threads: &std::collections::BTreeMap<String, f64>, total: i64, machine_busy: Option<f64>) {
+    println!("    CPU by thread: {}", cpu_per_message(threads, total as u64));
+    if let Some(b) = machine_busy {
+        println!("    machine busy once consuming: {:.0} % of {} cores (every process)", b * 100.0, cores());
+    }
+}
+
+/// Cores of this machine.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `cdrflow aggregate` on `topic` as `group` into the bench's database, serving `/metrics`
