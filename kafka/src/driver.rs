@@ -111,6 +111,17 @@ pub trait Sink {
 /// The most messages read in one batch.
 const BATCH: usize = 1024;
 
+/// A batch is closed once its keys and payloads reach this many bytes (CDRs are a few
+/// hundred bytes, so this binds only a feed of large messages): with [`READ_AHEAD`] it
+/// bounds the bytes held ahead of the sink, paused or not.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Batches read ahead beyond one per decode lane. With one or two, the reading thread and
+/// a lane waited for each other about a third of the time on 2 cores (each preempted in
+/// turn by librdkafka's fetch thread, and the lane idle while the sink wrote); 16 absorb
+/// both (`benches/RESULTS.md` §11: 4, 16 and 32 measured).
+const READ_AHEAD: usize = 16;
+
 /// One message read, copied out of librdkafka's buffers.
 struct Read {
     partition: i32,
@@ -166,8 +177,9 @@ impl Batch {
 /// # Decoding ahead
 ///
 /// With `src.decode_threads` ≥ 1 (JSON and CSV feeds), messages are read in batches of up
-/// to 1 024, copied out of librdkafka, and decoded on their own threads while this one
-/// reads the next batch and hands the one before to the sink: decoding is most of a
+/// to 1 024 (or 1 MiB), copied out of librdkafka, and decoded on their own threads while
+/// this one reads up to [`READ_AHEAD`] batches ahead and hands the oldest decoded batch to
+/// the sink: decoding is most of a
 /// worker's time, and it is pure, so only the order of handling matters, and it is kept
 /// (batches go round the decode threads and come back in the order read). Reading ahead
 /// meets two events between a message's read and its handling, both handled by the
@@ -211,8 +223,9 @@ pub fn run<S: Sink>(
     std::thread::scope(|scope| -> Result<()> {
         let mut decode = Vec::with_capacity(lanes);
         for i in 0..lanes {
-            let (to_lane, lane_in) = mpsc::sync_channel::<Batch>(2);
-            let (lane_out, from_lane) = mpsc::sync_channel::<Batch>(2);
+            // Room for every batch in flight: neither side blocks on a full channel.
+            let (to_lane, lane_in) = mpsc::sync_channel::<Batch>(READ_AHEAD + 1);
+            let (lane_out, from_lane) = mpsc::sync_channel::<Batch>(READ_AHEAD + 1);
             std::thread::Builder::new()
                 .name(format!("decode-{i}"))
                 .spawn_scoped(scope, move || {
@@ -274,9 +287,9 @@ impl<S: Sink> Worker<'_, S> {
         Ok(())
     }
 
-    /// Batches decoded on the lanes' threads while this one reads and handles: up to one
-    /// more batch in flight than there are lanes, so that every lane has work while the
-    /// oldest batch is handled.
+    /// Batches decoded on the lanes' threads while this one reads and handles: up to
+    /// [`READ_AHEAD`] more batches in flight than there are lanes, so that every lane has
+    /// work queued while the oldest batch is handled, or the sink writes.
     fn run_ahead(&mut self, lanes: &[Lane]) -> Result<()> {
         let mut in_flight: VecDeque<usize> = VecDeque::new();
         let mut next_lane = 0;
@@ -284,7 +297,7 @@ impl<S: Sink> Worker<'_, S> {
         let gone = || anyhow::anyhow!("a decode thread ended unexpectedly");
         while !self.stop.load(Ordering::Relaxed) {
             let mut read = false;
-            if in_flight.len() <= lanes.len() {
+            if in_flight.len() < lanes.len() + READ_AHEAD {
                 let wait = if in_flight.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
                 let mut batch = spare.pop().unwrap_or_default();
                 self.read(&mut batch, wait, BATCH);
@@ -297,7 +310,7 @@ impl<S: Sink> Worker<'_, S> {
                     read = true;
                 }
             }
-            if in_flight.len() > lanes.len() || (!read && !in_flight.is_empty()) {
+            if in_flight.len() >= lanes.len() + READ_AHEAD || (!read && !in_flight.is_empty()) {
                 let lane = in_flight.pop_front().expect("not empty");
                 let mut batch = lanes[lane].from.recv().map_err(|_| gone())?;
                 self.handle(&mut batch)?;
@@ -315,12 +328,12 @@ impl<S: Sink> Worker<'_, S> {
         Ok(())
     }
 
-    /// Reads up to `max` messages into `batch`: the first poll waits up to `wait`, the
-    /// others take only what librdkafka already holds. Group changes are applied to the
+    /// Reads up to `max` messages (and about [`BATCH_BYTES`]) into `batch`: the first poll
+    /// waits up to `wait`, the others take only what librdkafka already holds. Group changes are applied to the
     /// sink right after the poll that saw them (librdkafka's rebalance callbacks run inside
     /// `poll`, on this thread: [`crate::consumer`] explains the protocol).
     fn read(&mut self, batch: &mut Batch, mut wait: Duration, max: usize) {
-        while batch.read.len() < max {
+        while batch.read.len() < max && batch.bytes.len() < BATCH_BYTES {
             let polled = self.consumer.consumer.poll(wait);
             wait = Duration::ZERO;
             let epoch = self.consumer.positioned().epoch();
