@@ -117,8 +117,12 @@ struct ArchiveSink {
 /// are taken from their buffers (which start afresh) and handed to the pool, and the
 /// worker's thread goes back to reading. It writes and commits them itself once they are
 /// encoded — when its clock is next read, or at once (waiting for them) when more units
-/// fall due — so one batch at most is encoding, and a partition's units are committed in
-/// the order they were taken. Nothing is committed that was not, before, at the same
+/// fall full — so one batch at most is encoding, and a partition's units are committed in
+/// the order they were taken. Units that come of age meanwhile wait for the batch to be
+/// committed and go with the next one: waiting for the batch each time one did kept the
+/// worker's thread from reading a third of the time (`benches/RESULTS.md` §11), and a unit
+/// is at most one batch's encoding later than `--max-age-ms` for it. Nothing is committed
+/// that was not, before, at the same
 /// point of the protocol:
 /// - a unit's offsets are recorded only by its commit in the archive, after its files;
 /// - a partition revoked, or positioned again, after its unit was taken has that unit
@@ -132,6 +136,8 @@ struct Encoding {
     dead_letters: usize,
     /// The units, encoded, in partition order (or why not), once ready.
     done: mpsc::Receiver<Result<Vec<EncodedUnit>>>,
+    /// Set once they are in `done`.
+    ready: Arc<AtomicBool>,
 }
 
 impl ArchiveSink {
@@ -193,21 +199,25 @@ impl Sink for ArchiveSink {
     }
 
     /// The partition just read if its unit is full; when the clock was read, every partition
-    /// whose unit is full or old enough (quiet ones too), or no partition while units are
-    /// encoding (a write that commits them if they are ready).
+    /// whose unit is full, or old enough (quiet ones too) unless units are still encoding,
+    /// and no partition when encoded units are ready (a write that commits them).
     fn due(&self, just_read: Option<i32>, now: Option<Instant>) -> Due {
+        let ready = self.encoding.as_ref().map(|e| e.ready.load(Ordering::Acquire));
         let due: Vec<i32> = match now {
             Some(now) => self
                 .buffers
                 .iter()
                 .filter(|(_, b)| {
-                    self.full(b) || (b.messages > 0 && b.opened.is_some_and(|t| now - t >= self.opts.max_age))
+                    self.full(b)
+                        || (ready != Some(false)
+                            && b.messages > 0
+                            && b.opened.is_some_and(|t| now - t >= self.opts.max_age))
                 })
                 .map(|(p, _)| *p)
                 .collect(),
             None => just_read.filter(|p| self.buffers.get(p).is_some_and(|b| self.full(b))).into_iter().collect(),
         };
-        if due.is_empty() && !(now.is_some() && self.encoding.is_some()) { Due::Nothing } else { Due::Partitions(due) }
+        if due.is_empty() && !(now.is_some() && ready == Some(true)) { Due::Nothing } else { Due::Partitions(due) }
     }
 
     /// The units encoded meanwhile are committed (waited for if more are due), and the due
@@ -251,15 +261,17 @@ impl Sink for ArchiveSink {
             return self.commit(encoded, taken_at, dead_letters, io);
         }
         let (tx, done) = mpsc::sync_channel(1);
-        let opts = self.opts.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (opts, set) = (self.opts.clone(), ready.clone());
         self.encoders.spawn(move || {
             let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_units(&opts, &units)))
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)"))
                 });
             let _ = tx.send(encoded);
+            set.store(true, Ordering::Release);
         });
-        self.encoding = Some(Encoding { taken_at, dead_letters, done });
+        self.encoding = Some(Encoding { taken_at, dead_letters, done, ready });
         Ok(())
     }
 
