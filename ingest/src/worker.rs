@@ -122,8 +122,7 @@ struct ArchiveSink {
 /// committed and go with the next one: waiting for the batch each time one did kept the
 /// worker's thread from reading a third of the time (`benches/RESULTS.md` §11), and a unit
 /// is at most one batch's encoding later than `--max-age-ms` for it. Nothing is committed
-/// that was not, before, at the same
-/// point of the protocol:
+/// that was not, before, at the same point of the protocol:
 /// - a unit's offsets are recorded only by its commit in the archive, after its files;
 /// - a partition revoked, or positioned again, after its unit was taken has that unit
 ///   dropped unwritten ([`cdrflow_kafka::Positioned::stale`]): its owner reads it again
@@ -220,9 +219,9 @@ impl Sink for ArchiveSink {
         if due.is_empty() && !(now.is_some() && ready == Some(true)) { Due::Nothing } else { Due::Partitions(due) }
     }
 
-    /// The units encoded meanwhile are committed (waited for if more are due), and the due
-    /// units handed to the pool to encode ([`Encoding`]); on `Due::All` (stopping) the rest
-    /// is encoded and committed at once.
+    /// The units encoded meanwhile are committed (waited for if more are due: a full unit,
+    /// or stopping), and the due units handed to the pool to encode ([`Encoding`]); on
+    /// `Due::All` (stopping) the rest is encoded and committed at once.
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
         let (mut parts, now) = match due {
             Due::Nothing => return Ok(()),

@@ -179,11 +179,10 @@ impl Batch {
 /// With `src.decode_threads` ≥ 1 (JSON and CSV feeds), messages are read in batches of up
 /// to 1 024 (or 1 MiB), copied out of librdkafka, and decoded on their own threads while
 /// this one reads up to [`READ_AHEAD`] batches ahead and hands the oldest decoded batch to
-/// the sink: decoding is most of a
-/// worker's time, and it is pure, so only the order of handling matters, and it is kept
-/// (batches go round the decode threads and come back in the order read). Reading ahead
-/// meets two events between a message's read and its handling, both handled by the
-/// message's positioning epoch ([`crate::Positioned`]):
+/// the sink: decoding is most of a worker's time, and it is pure, so only the order of
+/// handling matters, and it is kept (batches go round the decode threads and come back in
+/// the order read). Reading ahead meets two events between a message's read and its
+/// handling, both handled by the message's positioning epoch ([`crate::Positioned`]):
 ///
 /// - a **group change** (seen by the poll that read a later message) is applied to the
 ///   sink at once, as without read-ahead; messages of the partitions it names that were
@@ -329,9 +328,10 @@ impl<S: Sink> Worker<'_, S> {
     }
 
     /// Reads up to `max` messages (and about [`BATCH_BYTES`]) into `batch`: the first poll
-    /// waits up to `wait`, the others take only what librdkafka already holds. Group changes are applied to the
-    /// sink right after the poll that saw them (librdkafka's rebalance callbacks run inside
-    /// `poll`, on this thread: [`crate::consumer`] explains the protocol).
+    /// waits up to `wait`, the others take only what librdkafka already holds. Group changes
+    /// are applied to the sink right after the poll that saw them (librdkafka's rebalance
+    /// callbacks run inside `poll`, on this thread: [`crate::consumer`] explains the
+    /// protocol).
     fn read(&mut self, batch: &mut Batch, mut wait: Duration, max: usize) {
         while batch.read.len() < max && batch.bytes.len() < BATCH_BYTES {
             let polled = self.consumer.consumer.poll(wait);
