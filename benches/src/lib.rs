@@ -254,28 +254,36 @@ impl MachineTime {
 /// number (`decode-0` and `decode-1` are `decode`, librdkafka's `rdk:broker1` is
 /// `rdk:broker`), and `main` for the process's first thread (the worker's reading loop).
 pub fn cpu_by_thread(pid: u32) -> BTreeMap<String, f64> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let Some((head, after)) = stat.rsplit_once(')') else { continue };
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let (Some(Ok(user)), Some(Ok(system))) =
-            (f.get(11).map(|v| v.parse::<f64>()), f.get(12).map(|v| v.parse::<f64>()))
-        else {
-            continue;
-        };
+        let Some((comm, seconds)) = stat_cpu(&stat) else { continue };
         let name = if task.file_name().to_str() == Some(&pid.to_string()) {
             "main".to_owned()
         } else {
-            let comm = head.split_once('(').map_or("", |(_, c)| c);
             comm.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-').to_owned()
         };
-        *out.entry(name).or_default() += (user + system) / hz;
+        *out.entry(name).or_default() += seconds;
     }
     out
+}
+
+/// The name and user + system CPU seconds in a `/proc/…/stat` line (a process's or a
+/// thread's).
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (head, after) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((comm, ticks / hz))
+}
+
+/// Cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `cpu_by_thread` as microseconds per message, largest first, leaving out threads that
@@ -317,12 +325,7 @@ pub fn consumed(metrics: &str) -> Option<u64> {
 /// User + system CPU seconds of a live process.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
+    stat_cpu(&stat).map(|(_, seconds)| seconds)
 }
 
 /// The process's peak resident memory so far (VmHWM), in MiB.
@@ -427,6 +430,8 @@ mod tests {
         assert!(burnt >= 0.05, "the burning threads are one role, `burn`: {seen_by_a:?}");
         assert!(!seen_by_a.keys().any(|k| k.starts_with("burn-")), "numbers are dropped: {seen_by_a:?}");
         assert!(seen_by_a.contains_key("main"), "the process's first thread is `main`: {seen_by_a:?}");
+        let whole = cpu_seconds(std::process::id()).expect("this process's stat is read");
+        assert!(whole >= burnt, "the process counts its threads' time: {whole} < {burnt}");
         let line = cpu_per_message(
             &BTreeMap::from([("main".into(), 1.0), ("decode".into(), 2.0), ("idle".into(), 0.001)]),
             1_000_000,
@@ -443,7 +448,7 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
         }
         let busy = start.busy_since().expect("ticks passed");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = cores() as f64;
         assert!(busy >= 0.5 / cores && busy <= 1.0, "one burning thread keeps at least half a core busy: {busy}");
     }
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
 use cdrflow_benches::{
-    Kafka, Totals, caught_up, cpu_by_thread, cpu_per_message, cpu_seconds, peak_rss_mib, run, spawn, stop,
+    Kafka, Totals, caught_up, cores, cpu_by_thread, cpu_per_message, cpu_seconds, peak_rss_mib, run, spawn, stop,
     wait_catch_up,
 };
 use clap::Parser;
@@ -550,11 +550,6 @@ fn print_cpu(threads: &std::collections::BTreeMap<String, f64>, total: i64, mach
     if let Some(b) = machine_busy {
         println!("    machine busy once consuming: {:.0} % of {} cores (every process)", b * 100.0, cores());
     }
-}
-
-/// Cores of this machine.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `cdrflow aggregate` on `topic` as `group` into the bench's database, serving `/metrics`
