@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use cdrflow_schemas::archive::{META_SCHEMA_VERSION, arrow_schema};
 use cdrflow_schemas::{Cdr, LineRegistry, SCHEMA_VERSION};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -102,8 +102,8 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
     RecordBatch::try_new(arrow_schema(), columns).context("building the archive's record batch")
 }
 
-/// Writer settings: zstd level 1, page statistics, 128k-row groups, the schema version and
-/// the unit's lineage in key-value metadata.
+/// Writer settings: zstd level 1, instants and offsets delta-encoded, page statistics,
+/// 128k-row groups, the schema version and the unit's lineage in key-value metadata.
 ///
 /// Level 1, not 3: most of an archive's bytes are ids and keyed hashes that no level
 /// compresses, so level 3 made the archive of a 1 M-CDR feed no smaller (35.27 MB against
@@ -117,6 +117,9 @@ pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
     for column in HIGH_CARDINALITY {
         props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
     }
+    for column in DELTA_ENCODED {
+        props = props.set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
+    }
     props
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -127,6 +130,13 @@ pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
 
 /// The archive's zstd level (see [`writer_properties`]).
 pub const ZSTD_LEVEL: i32 = 1;
+
+/// Columns written as differences from the value before ([`Encoding::DELTA_BINARY_PACKED`]):
+/// instants and offsets that mostly rise, so each takes a few bits before zstd sees it,
+/// rather than eight bytes that zstd must find the pattern in. On the bench's 20 000 rows
+/// this made the encoder ~12 % fewer instructions and the file ~4 % smaller
+/// (`benches/RESULTS.md` §12); every Parquet reader of the last years reads it.
+const DELTA_ENCODED: &[&str] = &["start", "answer", "end", "kafka_offset"];
 
 /// Columns written without a dictionary.
 const HIGH_CARDINALITY: &[&str] = &["call_id", "linked_id", "caller_hash", "start", "answer", "end", "kafka_offset"];

@@ -156,4 +156,53 @@ mod tests {
         };
         assert_eq!(counted(l), counted(c), "the same cell and counters");
     }
+
+    #[test]
+    fn delta_encoded_instants_and_offsets_read_back_whatever_their_order() {
+        // Instants and offsets are written as differences: rising, falling, equal, far
+        // apart, before 1970 and missing must all come back as they went in.
+        let lines = LineRegistry::builtin();
+        let decoder = cdrflow_schemas::Decoder::new(lines.clone(), cdrflow_schemas::Pseudonymiser::ephemeral());
+        let json = br#"{"call_id":"c-1","region":38,"dialled":"122","start":"2022-02-14T06:00:00Z","answer":"2022-02-14T06:00:12Z","end":"2022-02-14T06:03:12Z","disposition":"answered","channel":"voice"}"#;
+        let cdr =
+            decoder.decode(cdrflow_schemas::Format::Json, &cdrflow_schemas::CsvFeed::FromAccountcode, json).unwrap();
+        let mut x = 7u64;
+        let rows: Vec<ArchivedCdr> = (0..5_000i64)
+            .map(|i| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let jump = match i % 7 {
+                    0 => -((x >> 20) as i64),
+                    1 => 0,
+                    2 => i64::from(u32::MAX) * 1_000,
+                    3 => -1_700_000_000_000 - i,
+                    _ => (x >> 44) as i64,
+                };
+                let mut c = cdr.clone();
+                c.start_ms += jump;
+                c.end_ms = c.start_ms + (x >> 50) as i64;
+                c.answer_ms = (i % 3 != 0).then_some(c.start_ms + 12_000);
+                let offset = if i % 5 == 0 { i64::MAX - i } else { i * 3 };
+                ArchivedCdr { partition: 1, offset, cdr: c }
+            })
+            .collect();
+        let batch = record_batch(&rows.iter().collect::<Vec<_>>(), &lines).unwrap();
+        let file = bytes::Bytes::from(parquet_bytes(&batch, &[]).unwrap());
+        let meta = parquet::file::reader::FileReader::metadata(
+            &parquet::file::serialized_reader::SerializedFileReader::new(file.clone()).unwrap(),
+        )
+        .clone();
+        for column in meta.row_group(0).columns() {
+            let delta = column.encodings().any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED);
+            let name = column.column_path().string();
+            assert_eq!(delta, ["start", "answer", "end", "kafka_offset"].contains(&name.as_str()), "{name}");
+        }
+        let back = read_file(file, &lines).unwrap();
+        assert_eq!(back.len(), rows.len());
+        for (a, b) in rows.iter().zip(&back) {
+            assert_eq!(
+                (a.offset, a.cdr.start_ms, a.cdr.answer_ms, a.cdr.end_ms),
+                (b.offset, b.cdr.start_ms, b.cdr.answer_ms, b.cdr.end_ms)
+            );
+        }
+    }
 }
