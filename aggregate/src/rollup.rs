@@ -1,7 +1,7 @@
 //! The rollup of one Kafka partition since its last flush, and the calls it already counted.
 
 use cdrflow_schemas::{Cdr, Counters, HourKey, LineRegistry, classify};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 /// One (region, line, hour) cell of a rollup.
 #[derive(Debug, Default, Clone)]
@@ -73,47 +73,58 @@ impl PartitionRollup {
 /// then kept up to date as calls are counted; dropped with the partition on revoke.
 #[derive(Debug)]
 pub struct CountedCalls {
-    /// Every key in the window.
-    keys: FxHashSet<u64>,
-    /// The same keys by start hour (seconds), for eviction.
-    by_hour: FxHashMap<i64, Vec<u64>>,
-    /// The newest start hour seen.
-    newest_hour: i64,
-    /// The window, in seconds.
-    window_s: i64,
+    /// Every key in the window, with its call's start hour (hours since the epoch).
+    keys: FxHashMap<u64, i32>,
+    /// The newest start hour seen (hours since the epoch).
+    newest_hour: i32,
+    /// No key's hour is older than this: a sweep that could evict nothing is skipped.
+    oldest_held: i32,
+    /// The window, in hours.
+    window_hours: i32,
 }
 
 impl CountedCalls {
     /// An empty window of `window_hours`.
     pub fn new(window_hours: u32) -> Self {
         CountedCalls {
-            keys: FxHashSet::default(),
-            by_hour: FxHashMap::default(),
-            newest_hour: i64::MIN,
-            window_s: window_hours as i64 * 3600,
+            keys: FxHashMap::default(),
+            newest_hour: i32::MIN,
+            oldest_held: i32::MAX,
+            window_hours: i32::try_from(window_hours).unwrap_or(i32::MAX),
         }
     }
 
-    /// Records that `call` (started in `hour`) is counted; `false` if it already was.
+    /// Records that `call` (started in `hour`, seconds) is counted; `false` if it already
+    /// was.
+    ///
+    /// One map holds each key with its hour: a call costs one lookup. When a new hour pushes
+    /// the oldest held one out of the window, the map is swept; a sweep visits every key,
+    /// but comes once an hour, not once a call (and never while a window is loaded in
+    /// order of hours, which evicts nothing).
     #[inline]
     pub fn first_time(&mut self, call: u64, hour: i64) -> bool {
-        if !self.keys.insert(call) {
-            return false;
+        let hour = hour.div_euclid(3600).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        match self.keys.entry(call) {
+            std::collections::hash_map::Entry::Occupied(_) => return false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(hour);
+            }
         }
-        self.by_hour.entry(hour).or_default().push(call);
+        self.oldest_held = self.oldest_held.min(hour);
         if hour > self.newest_hour {
-            // Once per new hour: forget the hours that left the window.
             self.newest_hour = hour;
-            let oldest = hour.saturating_sub(self.window_s);
-            let keys = &mut self.keys;
-            self.by_hour.retain(|&h, calls| {
-                if h < oldest {
-                    for k in calls.iter() {
-                        keys.remove(k);
+            let oldest = hour.saturating_sub(self.window_hours);
+            if self.oldest_held < oldest {
+                let mut held = i32::MAX;
+                self.keys.retain(|_, h| {
+                    let keep = *h >= oldest;
+                    if keep {
+                        held = held.min(*h);
                     }
-                }
-                h >= oldest
-            });
+                    keep
+                });
+                self.oldest_held = held;
+            }
         }
         true
     }
@@ -144,5 +155,39 @@ mod tests {
         assert!(w.first_time(4, 3 * 3600));
         assert_eq!(w.len(), 3, "hour 0 left the window");
         assert!(w.first_time(1, 3 * 3600), "a re-send older than the window counts again");
+    }
+
+    #[test]
+    fn the_window_agrees_with_a_plain_model_of_it() {
+        // The model: every counted call with its hour; on each new newest hour, the hours
+        // more than the window behind it are forgotten. Calls arrive mostly in order, some
+        // late (older than the window too), some re-sent, with gaps of hours and days.
+        for window in [0u32, 1, 2, 48] {
+            let mut w = CountedCalls::new(window);
+            let mut model: Vec<(u64, i64)> = Vec::new();
+            let mut newest = i64::MIN;
+            let mut hour = 1_640_995_200i64;
+            let mut x = u64::from(window) + 1;
+            for _ in 0..20_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                match x >> 58 {
+                    0 => hour += 3600 * ((x >> 40) % 80) as i64,
+                    1..=3 => hour += 3600,
+                    _ => {}
+                }
+                let late = 3600 * ((x >> 20) % 100) as i64 * ((x >> 33) % 4 == 0) as i64;
+                let (call, h) = ((x >> 45) % 3_000, hour - late);
+                let expected = !model.iter().any(|(c, _)| *c == call);
+                if expected {
+                    model.push((call, h));
+                    if h > newest {
+                        newest = h;
+                        model.retain(|(_, mh)| *mh >= h - i64::from(window) * 3600);
+                    }
+                }
+                assert_eq!(w.first_time(call, h), expected, "call {call} at {h}, window {window}");
+                assert_eq!(w.len(), model.len());
+            }
+        }
     }
 }
