@@ -714,7 +714,7 @@ impl Generator {
                 b
             }
             (Malformed, true) => text.splitn(11, ',').take(10).collect::<Vec<_>>().join(",").into_bytes(),
-            (Malformed, false) => text[..text.len() / 2].as_bytes().to_vec(),
+            (Malformed, false) => text.as_bytes()[..text.len() / 2].to_vec(),
             (MissingField, true) => replace_field(&text, 9, "\"\"").into_bytes(),
             (MissingField, false) => drop_json_field(&text, "start").into_bytes(),
             (WrongType, true) => replace_field(&text, 12, "abc").into_bytes(),
