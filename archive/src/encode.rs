@@ -102,8 +102,9 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
     RecordBatch::try_new(arrow_schema(), columns).context("building the archive's record batch")
 }
 
-/// Writer settings: zstd level 1, instants and offsets delta-encoded, page statistics
-/// (but for the caller hashes), 128k-row groups, the schema version and the unit's lineage in key-value metadata.
+/// Writer settings: zstd level 1, instants and offsets delta-encoded, page statistics (but
+/// for the caller hashes), 128k-row groups, the schema version and the unit's lineage in
+/// key-value metadata.
 ///
 /// Level 1, not 3: most of an archive's bytes are ids and keyed hashes that no level
 /// compresses, so level 3 made the archive of a 1 M-CDR feed no smaller (35.27 MB against
