@@ -76,6 +76,30 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let seen = String::from_utf8_lossy(&py.stdout).trim().to_owned();
     assert_eq!(seen, format!("{} {} int32 string", summary.valid_messages, summary.valid_messages), "pyarrow's view");
 
+    // And a modern ClickHouse (chdb-core, ClickHouse 26 in-process, also installed by the test
+    // command) sees the same rows, instants and offsets (delta-encoded in the files) as pyarrow.
+    let both = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, chdb, pyarrow.compute as pc, pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1], format="parquet", partitioning="hive").to_table()
+ms = lambda c: pc.sum(pc.cast(t.column(c), "int64")).as_py()
+print(t.num_rows, ms("start"), ms("answer"), ms("end"), pc.sum(t.column("kafka_offset")).as_py())
+q = ("SELECT count(), sum(toUnixTimestamp64Milli(start)), sum(toUnixTimestamp64Milli(answer)),"
+     " sum(toUnixTimestamp64Milli(`end`)), sum(kafka_offset) FROM file('" + sys.argv[1] + "/**/*.parquet', Parquet)")
+print(" ".join(str(chdb.query(q, "TSV")).split()))
+"#,
+        )
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(both.status.success(), "chdb reads the archive: {}", String::from_utf8_lossy(&both.stderr));
+    let views = String::from_utf8_lossy(&both.stdout).trim().to_owned();
+    let (pyarrow_view, clickhouse_view) = views.split_once('\n').expect("two lines");
+    assert_eq!(clickhouse_view, pyarrow_view, "ClickHouse 26 and pyarrow read the same archive");
+    assert!(pyarrow_view.starts_with(&format!("{} ", summary.valid_messages)), "{pyarrow_view}");
+
     // Every bad record in the dead-letter topic, with its original bytes' reason.
     let c: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", &kafka.bootstrap).set("group.id", "dlq-reader").create().unwrap();
