@@ -12,45 +12,11 @@ use std::hint::black_box;
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_feed::{AvroWriter, FeedOptions, Generator, Message};
+use cdrflow_benches::hot_path_inputs::{avro_writer, cdrs, decoder, feed};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::versions::call_key;
-use cdrflow_schemas::{Cdr, CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
+use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-
-const N: usize = 20_000;
-
-/// The Avro feed's writer schema: the contract's, as registry id 1.
-fn avro_writer() -> AvroWriter {
-    AvroWriter { id: 1, schema: avro::Schema::parse_str(avro::CDR_V1_AVSC).unwrap() }
-}
-
-fn feed(format: Format) -> Vec<Vec<u8>> {
-    let opts = FeedOptions {
-        cdrs: N as u64,
-        seed: 3,
-        format,
-        bad_share: 0.0,
-        avro: Some(avro_writer()),
-        ..FeedOptions::default()
-    };
-    let mut g = Generator::new(opts);
-    let mut out = Vec::with_capacity(N);
-    while g
-        .emit_next(&mut |m: Message<'_>| {
-            out.push(m.payload.to_vec());
-            Ok(())
-        })
-        .unwrap()
-    {}
-    out
-}
-
-fn decoder() -> Decoder {
-    let d = Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap());
-    d.avro.insert(avro::WriterSchema::parse(1, avro::CDR_V1_AVSC));
-    d
-}
 
 fn bytes(msgs: &[Vec<u8>]) -> u64 {
     msgs.iter().map(|m| m.len() as u64).sum()
@@ -130,11 +96,6 @@ fn decode_for_counters(c: &mut Criterion) {
         b.iter(|| json.iter().filter(|m| d.decode_json(black_box(m)).is_ok()).count())
     });
     g.finish();
-}
-
-fn cdrs() -> Vec<Cdr> {
-    let d = decoder();
-    feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
 }
 
 fn pseudonymise(c: &mut Criterion) {

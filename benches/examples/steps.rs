@@ -10,34 +10,9 @@ use std::hint::black_box;
 
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_feed::{FeedOptions, Generator, Message};
+use cdrflow_benches::hot_path_inputs::{cdrs, decoder, feed};
 use cdrflow_schemas::versions::call_key;
-use cdrflow_schemas::{Cdr, CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
-
-const N: u64 = 20_000;
-
-fn feed(format: Format) -> Vec<Vec<u8>> {
-    let opts = FeedOptions { cdrs: N, seed: 3, format, bad_share: 0.0, ..FeedOptions::default() };
-    let mut g = Generator::new(opts);
-    let mut out = Vec::new();
-    while g
-        .emit_next(&mut |m: Message<'_>| {
-            out.push(m.payload.to_vec());
-            Ok(())
-        })
-        .unwrap()
-    {}
-    out
-}
-
-fn decoder() -> Decoder {
-    Decoder::new(LineRegistry::builtin(), Pseudonymiser::new(b"bench key, 32 bytes long........").unwrap())
-}
-
-fn cdrs() -> Vec<Cdr> {
-    let d = decoder();
-    feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
-}
+use cdrflow_schemas::{CsvFeed, Format, LineRegistry};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

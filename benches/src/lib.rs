@@ -2,6 +2,7 @@
 //! processes and their peak memory, waiting for a sink to catch up.
 
 pub mod freshness;
+pub mod hot_path_inputs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
