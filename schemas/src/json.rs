@@ -216,12 +216,12 @@ fn vocabulary<T>(
 
 impl Decoder {
     /// Decodes and validates one JSON message: the common flat object by a scanner made
-    /// for it ([`crate::json_fast`]), anything else by serde; both fill the same fields,
-    /// and the rest is one code path.
+    /// for it ([`crate::json_fast`]), which fills the draft serde's path would, anything
+    /// else by serde; validation, pseudonymisation and the CDR are one code path.
     pub fn decode_json(&self, msg: &[u8]) -> Result<Cdr, Rejection> {
         let text = self.check_bytes(msg)?;
-        match crate::json_fast::scan(text) {
-            Some(w) => self.decode_wire_json(w),
+        match crate::json_fast::draft(text) {
+            Some(d) => self.finish(d),
             None => self.decode_json_with_serde(text),
         }
     }

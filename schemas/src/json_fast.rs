@@ -1,29 +1,35 @@
 //! A scanner for the common case of the JSON contract: a flat object whose strings need no
-//! unescaping and whose numbers are integers. It fills the same [`WireJson`] that serde
-//! does, so everything after it — types, vocabularies, validation, rejections — is the same
-//! code; on anything else (an escape, a nested value, a fraction or exponent, a duplicate
-//! field, bad grammar, trailing bytes) it returns `None` and the caller takes serde's path,
-//! which gives the exact same result or rejection as before. `tests/json_fast_differential.rs`
-//! checks that the two agree on the fuzz corpora, the hostile cases and property-based
-//! inputs.
+//! unescaping and whose numbers are integers. It reads each field straight into the
+//! [`Draft`] that validation takes (instants parsed, vocabularies looked up, as it goes), so
+//! everything after it — the checks, the pseudonym, the CDR — is the same code as serde's
+//! path. It gives a draft only where serde's path would build the very same one without a
+//! rejection; on anything else (an escape, a nested value, a fraction or exponent, a
+//! duplicate field, a value of the wrong type or outside its vocabulary, a required field
+//! absent or empty, bad grammar, trailing bytes) it returns `None` and the caller takes
+//! serde's path, which gives the exact result or rejection it always did.
+//! `tests/json_fast_differential.rs` checks that the two agree on the fuzz corpora, the
+//! hostile cases and property-based inputs.
 
 use std::borrow::Cow;
 
-use crate::json::{Scalar, WireJson};
+use crate::cdr::{AgeBand, Channel, Disposition};
+use crate::time::parse_rfc3339_ms;
+use crate::validate::Draft;
 
-/// The object's fields, or `None` when serde must decide.
+/// The record's fields as a draft, or `None` when serde's path must decide.
 #[inline]
-pub(crate) fn scan(text: &str) -> Option<WireJson<'_>> {
+pub(crate) fn draft(text: &str) -> Option<Draft<'_>> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
     i = skip_ws(b, i + 1);
-    let mut w = WireJson::default();
-    let mut seen = 0u32;
+    let mut d = Draft::default();
+    // Fields seen (null or not: a second one is a duplicate), and fields given a value.
+    let (mut seen, mut given) = (0u32, 0u32);
     if b.get(i) == Some(&b'}') {
-        return end(b, i + 1).then_some(w);
+        return None; // no required field: serde's path names the first missing
     }
     // Producers write the fields in the contract's order (the generator does), so the
     // next key is first compared with the names that may follow the last one.
@@ -46,23 +52,103 @@ pub(crate) fn scan(text: &str) -> Option<WireJson<'_>> {
         }
         i = skip_ws(b, i + 1);
         // Value.
-        let (value, next) = scalar(text, i)?;
-        i = skip_ws(b, next);
-        if let Some(index) = index {
-            let bit = 1u32 << index;
-            if seen & bit != 0 {
-                return None; // a duplicate field: serde names it
+        let next = match index {
+            // A field outside the contract: any scalar, ignored.
+            None => scalar(b, i)?,
+            Some(index) => {
+                let bit = 1u32 << index;
+                if seen & bit != 0 {
+                    return None; // a duplicate field: serde names it
+                }
+                seen |= bit;
+                expect = index + 1;
+                if b.get(i) == Some(&b'n') && b[i..].starts_with(b"null") {
+                    i + 4 // null: as absent
+                } else {
+                    given |= bit;
+                    field(text, i, index, &mut d)?
+                }
             }
-            seen |= bit;
-            *slot(&mut w, index) = value;
-            expect = index + 1;
-        }
+        };
+        i = skip_ws(b, next);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return end(b, i + 1).then_some(w),
+            Some(b'}') => return (end(b, i + 1) && given & REQUIRED == REQUIRED).then_some(d),
             _ => return None,
         }
     }
+}
+
+/// The fields a record must have (call_id, region, dialled, start, end, disposition), as
+/// bits of their indices in [`FIELDS`].
+const REQUIRED: u32 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 10;
+
+/// Reads the value at `i` of the field at `index` of [`FIELDS`] into `d`, as serde's path
+/// converts it; the index after the value, or `None` where that path would reject it (or
+/// the scanner cannot read it).
+#[inline(always)]
+fn field<'a>(text: &'a str, i: usize, index: usize, d: &mut Draft<'a>) -> Option<usize> {
+    let b = text.as_bytes();
+    match index {
+        // region: an integer that may be a subject code.
+        2 => {
+            let (n, next) = integer(b, i)?;
+            d.region = u8::try_from(n).ok()?;
+            Some(next)
+        }
+        // queue_wait_s, talk_s: whole seconds.
+        8 | 9 => {
+            let (n, next) = integer(b, i)?;
+            let ms = Some(n.saturating_mul(1000));
+            if index == 8 {
+                d.queue_wait_ms = ms
+            } else {
+                d.talk_ms = ms
+            }
+            Some(next)
+        }
+        _ => {
+            let (s, next) = string(text, i)?;
+            match index {
+                0 if !s.is_empty() => d.call_id = Cow::Borrowed(s),
+                1 => d.linked_id = Some(Cow::Borrowed(s)),
+                3 if !s.is_empty() => d.dialled = Cow::Borrowed(s),
+                4 => d.caller = Some(Cow::Borrowed(s)),
+                5 => d.start_ms = parse_rfc3339_ms(s)?,
+                6 => d.answer_ms = Some(parse_rfc3339_ms(s)?),
+                7 => d.end_ms = parse_rfc3339_ms(s)?,
+                10 => d.disposition = Some(Disposition::from_code(s)?),
+                11 => d.transfer_to = Some(Cow::Borrowed(s)),
+                12 => d.topic = Some(Cow::Borrowed(s)),
+                13 => d.age_band = vocabulary(s, AgeBand::from_code)?,
+                14 => d.channel = vocabulary(s, Channel::from_code)?,
+                15 => d.operator_id = Some(Cow::Borrowed(s)),
+                16 => d.queue_id = Some(Cow::Borrowed(s)),
+                // call_id or dialled empty: serde's path rejects it.
+                _ => return None,
+            }
+            Some(next)
+        }
+    }
+}
+
+/// An optional vocabulary field: empty is absent; otherwise it must be in the vocabulary.
+#[inline]
+fn vocabulary<T>(s: &str, parse: fn(&str) -> Option<T>) -> Option<Option<T>> {
+    if s.is_empty() { Some(None) } else { parse(s).map(Some) }
+}
+
+/// A plain string value at `i` (its opening quote): the text between the quotes and the
+/// index after the closing one.
+#[inline(always)]
+fn string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let (s, next) = plain_string(b, i + 1)?;
+    // The message is valid UTF-8 and `s` lies between two ASCII quotes.
+    Some((&text[i + 1..i + 1 + s.len()], next))
 }
 
 /// The contract's field names, in its order.
@@ -192,25 +278,16 @@ fn special_byte(s: &[u8]) -> Option<usize> {
     s[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| i + p)
 }
 
-/// One value: a plain string, an integer that fits i64, `true`, `false` or `null`
-/// (`None` as serde gives for an `Option`); `None` for anything else.
-#[inline(always)]
-fn scalar(text: &str, i: usize) -> Option<(Option<Scalar<'_>>, usize)> {
-    let b = text.as_bytes();
+/// Skips one value of a field outside the contract: a plain string, an integer that fits
+/// i64, `true`, `false` or `null`; the index after it, or `None` for anything else.
+#[inline]
+fn scalar(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
-        b'"' => {
-            let (s, next) = plain_string(b, i + 1)?;
-            // The message is valid UTF-8 and `s` lies between two ASCII quotes.
-            let s = &text[i + 1..i + 1 + s.len()];
-            Some((Some(Scalar::Str(Cow::Borrowed(s))), next))
-        }
-        b'-' | b'0'..=b'9' => {
-            let (n, next) = integer(b, i)?;
-            Some((Some(Scalar::Int(n)), next))
-        }
-        b't' if b[i..].starts_with(b"true") => Some((Some(Scalar::Bool(true)), i + 4)),
-        b'f' if b[i..].starts_with(b"false") => Some((Some(Scalar::Bool(false)), i + 5)),
-        b'n' if b[i..].starts_with(b"null") => Some((None, i + 4)),
+        b'"' => plain_string(b, i + 1).map(|(_, next)| next),
+        b'-' | b'0'..=b'9' => integer(b, i).map(|(_, next)| next),
+        b't' if b[i..].starts_with(b"true") => Some(i + 4),
+        b'f' if b[i..].starts_with(b"false") => Some(i + 5),
+        b'n' if b[i..].starts_with(b"null") => Some(i + 4),
         _ => None,
     }
 }
@@ -219,7 +296,7 @@ fn scalar(text: &str, i: usize) -> Option<(Option<Scalar<'_>>, usize)> {
 /// or an exponent.
 #[inline]
 fn integer(b: &[u8], mut i: usize) -> Option<(i64, usize)> {
-    let neg = b[i] == b'-';
+    let neg = *b.get(i)? == b'-';
     if neg {
         i += 1;
     }
@@ -238,30 +315,6 @@ fn integer(b: &[u8], mut i: usize) -> Option<(i64, usize)> {
         return None;
     }
     Some((n, i))
-}
-
-/// The slot of the field at `index` of [`FIELDS`].
-#[inline(always)]
-fn slot<'w, 'a>(w: &'w mut WireJson<'a>, index: usize) -> &'w mut Option<Scalar<'a>> {
-    match index {
-        0 => &mut w.call_id,
-        1 => &mut w.linked_id,
-        2 => &mut w.region,
-        3 => &mut w.dialled,
-        4 => &mut w.caller,
-        5 => &mut w.start,
-        6 => &mut w.answer,
-        7 => &mut w.end,
-        8 => &mut w.queue_wait_s,
-        9 => &mut w.talk_s,
-        10 => &mut w.disposition,
-        11 => &mut w.transfer_to,
-        12 => &mut w.topic,
-        13 => &mut w.age_band,
-        14 => &mut w.channel,
-        15 => &mut w.operator_id,
-        _ => &mut w.queue_id,
-    }
 }
 
 #[cfg(test)]
@@ -306,16 +359,6 @@ mod tests {
                     assert_ne!(expected_key(&other, 0, 0).and_then(|k| k.0), Some(index), "{other:?}");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn every_field_name_has_its_slot() {
-        let mut w = WireJson::default();
-        for (index, name) in FIELDS.iter().enumerate() {
-            *slot(&mut w, index) = Some(Scalar::Int(index as i64));
-            let json = serde_json::to_value(&w).unwrap();
-            assert_eq!(json[std::str::from_utf8(name).unwrap()], index as i64, "{}", String::from_utf8_lossy(name));
         }
     }
 }
