@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::cdr::{AgeBand, Channel, Disposition};
-use crate::time::parse_rfc3339_ms;
+use crate::time::{LastDate, parse_rfc3339_ms, parse_utc_z_ms};
 use crate::validate::Draft;
 
 /// The record's fields as a draft, or `None` when serde's path must decide.
@@ -26,6 +26,7 @@ pub(crate) fn draft(text: &str) -> Option<Draft<'_>> {
     }
     i = skip_ws(b, i + 1);
     let mut d = Draft::default();
+    let mut last_date = LastDate::default();
     // Fields seen (null or not: a second one is a duplicate), and fields given a value.
     let (mut seen, mut given) = (0u32, 0u32);
     if b.get(i) == Some(&b'}') {
@@ -66,7 +67,7 @@ pub(crate) fn draft(text: &str) -> Option<Draft<'_>> {
                     i + 4 // null: as absent
                 } else {
                     given |= bit;
-                    field(text, i, index, &mut d)?
+                    field(text, i, index, &mut d, &mut last_date)?
                 }
             }
         };
@@ -87,9 +88,19 @@ const REQUIRED: u32 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 5 | 1 << 7 | 1 << 10;
 /// converts it; the index after the value, or `None` where that path would reject it (or
 /// the scanner cannot read it).
 #[inline(always)]
-fn field<'a>(text: &'a str, i: usize, index: usize, d: &mut Draft<'a>) -> Option<usize> {
+fn field<'a>(text: &'a str, i: usize, index: usize, d: &mut Draft<'a>, last_date: &mut LastDate) -> Option<usize> {
     let b = text.as_bytes();
     match index {
+        // start, answer, end.
+        5..=7 => {
+            let (ms, next) = instant(text, i, last_date)?;
+            match index {
+                5 => d.start_ms = ms,
+                6 => d.answer_ms = Some(ms),
+                _ => d.end_ms = ms,
+            }
+            Some(next)
+        }
         // region: an integer that may be a subject code.
         2 => {
             let (n, next) = integer(b, i)?;
@@ -114,9 +125,6 @@ fn field<'a>(text: &'a str, i: usize, index: usize, d: &mut Draft<'a>) -> Option
                 1 => d.linked_id = Some(Cow::Borrowed(s)),
                 3 if !s.is_empty() => d.dialled = Cow::Borrowed(s),
                 4 => d.caller = Some(Cow::Borrowed(s)),
-                5 => d.start_ms = parse_rfc3339_ms(s)?,
-                6 => d.answer_ms = Some(parse_rfc3339_ms(s)?),
-                7 => d.end_ms = parse_rfc3339_ms(s)?,
                 10 => d.disposition = Some(Disposition::from_code(s)?),
                 11 => d.transfer_to = Some(Cow::Borrowed(s)),
                 12 => d.topic = Some(Cow::Borrowed(s)),
@@ -130,6 +138,24 @@ fn field<'a>(text: &'a str, i: usize, index: usize, d: &mut Draft<'a>) -> Option
             Some(next)
         }
     }
+}
+
+/// An instant at `i` (its opening quote): `"YYYY-MM-DDTHH:MM:SSZ"` read in place, its date
+/// once per record ([`parse_utc_z_ms`]); any other string by [`parse_rfc3339_ms`]. The
+/// milliseconds and the index after the closing quote.
+#[inline(always)]
+fn instant(text: &str, i: usize, last_date: &mut LastDate) -> Option<(i64, usize)> {
+    let b = text.as_bytes();
+    // Twenty bytes of digits and separators between two quotes hold no escape.
+    if let Some(v) = b.get(i..i + 22)
+        && v[0] == b'"'
+        && v[21] == b'"'
+        && let Some(ms) = parse_utc_z_ms(v[1..21].try_into().expect("twenty bytes"), last_date)
+    {
+        return Some((ms, i + 22));
+    }
+    let (s, next) = string(text, i)?;
+    Some((parse_rfc3339_ms(s)?, next))
 }
 
 /// An optional vocabulary field: empty is absent; otherwise it must be in the vocabulary.

@@ -89,6 +89,47 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
+/// The last date [`parse_utc_z_ms`] read and its day number: a call's instants mostly
+/// fall on one date, so the date is read once per call, not once per instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LastDate {
+    /// `YYYY-MM-DD` as written.
+    date: [u8; 10],
+    /// Its day number since 1970-01-01, once a date was read.
+    days: Option<i64>,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` exactly (the generator's form, and most feeds'), as UTC
+/// milliseconds; the date's day number is taken from `last` when it is the same date.
+/// `None` where [`parse_rfc3339_ms`] must decide (another form, or not a real time); where
+/// it gives a value, it is [`parse_rfc3339_ms`]'s.
+#[inline]
+pub fn parse_utc_z_ms(b: &[u8; 20], last: &mut LastDate) -> Option<i64> {
+    if b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return None;
+    }
+    let days = match last.days {
+        Some(days) if last.date == b[..10] => days,
+        _ => {
+            if b[4] != b'-' || b[7] != b'-' {
+                return None;
+            }
+            let (y, mo, d) = (digits::<4>(b)? as i64, digits::<2>(&b[5..])?, digits::<2>(&b[8..])?);
+            if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+                return None;
+            }
+            let days = days_from_civil(y, mo, d);
+            *last = LastDate { date: b[..10].try_into().expect("ten bytes"), days: Some(days) };
+            days
+        }
+    };
+    let (h, mi, s) = (digits::<2>(&b[11..])?, digits::<2>(&b[14..])?, digits::<2>(&b[17..])?);
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    Some((days * 86_400 + (h * 3600 + mi * 60 + s) as i64) * 1000)
+}
+
 /// Formats UTC milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, the generator's
 /// form) into `out`, returning the text. Years 0–9999 only.
 #[inline]
@@ -147,6 +188,50 @@ mod tests {
             let with_ms = format!("{}.{:03}Z", &text[..19], ms);
             prop_assert_eq!(parse_rfc3339_ms(&with_ms), Some(t));
         }
+    }
+
+    proptest! {
+        /// Where the cached fast path gives an instant, it is the general parser's, whatever
+        /// date it read before (the same, another, or none) and whatever the bytes.
+        #[test]
+        fn the_cached_date_path_agrees_with_the_general_parser(
+            secs in EARLY..LATE,
+            later in 0i64..200_000,
+            flip in proptest::option::of((0usize..20, any::<u8>())),
+            first in any::<bool>(),
+        ) {
+            let mut last = LastDate::default();
+            let mut buf = [0u8; 20];
+            for (i, t) in [secs, secs + later].into_iter().enumerate() {
+                if i == 0 && !first {
+                    continue;
+                }
+                let mut text: [u8; 20] = write_rfc3339_secs(t * 1000, &mut buf).try_into().unwrap();
+                if i == 1 && let Some((at, byte)) = flip {
+                    text[at] = byte;
+                }
+                let general = std::str::from_utf8(&text).ok().and_then(parse_rfc3339_ms);
+                match parse_utc_z_ms(&text, &mut last) {
+                    Some(ms) => prop_assert_eq!(Some(ms), general, "{:?}", String::from_utf8_lossy(&text)),
+                    None => prop_assert!(flip.is_some() && i == 1, "a plain instant is read: {:?}", String::from_utf8_lossy(&text)),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cached_date_path_checks_what_it_does_not_reread() {
+        let mut last = LastDate::default();
+        assert_eq!(parse_utc_z_ms(b"2024-02-29T23:59:59Z", &mut last), Some(1_709_251_199_000));
+        // Same date: only the time is read, and still checked.
+        assert_eq!(parse_utc_z_ms(b"2024-02-29T00:00:00Z", &mut last), Some(1_709_164_800_000));
+        for bad in [b"2024-02-29T24:00:00Z", b"2024-02-29T00:60:00Z", b"2024-02-29T0a:00:00Z", b"2024-02-29 00:00:00Z"]
+        {
+            assert_eq!(parse_utc_z_ms(bad, &mut last), None, "{}", String::from_utf8_lossy(bad));
+        }
+        // Another date is read and checked afresh.
+        assert_eq!(parse_utc_z_ms(b"2023-02-29T00:00:00Z", &mut last), None);
+        assert_eq!(parse_utc_z_ms(b"2024-03-01T00:00:00Z", &mut last), Some(1_709_251_200_000));
     }
 
     const EARLY: i64 = -2_000_000_000;
