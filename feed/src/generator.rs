@@ -366,12 +366,11 @@ impl Generator {
         }
         self.rate_hour = hour;
         let pop_total: f64 = Regions::get().all().iter().map(|r| r.population_thousands as f64).sum();
-        let t = jiff::Timestamp::from_second(hour).expect("valid hour");
         self.cum_rates.clear();
         let mut acc = 0.0;
         for (code, pop) in &self.regions {
             let region = Regions::get().by_code(code.0).expect("registry region");
-            let local = hour + region.time_zone.to_offset(t).seconds() as i64;
+            let local = hour + i64::from(region.offset_seconds(hour));
             let h = (local.rem_euclid(86_400) / 3600) as usize;
             let wd = (local.div_euclid(86_400) + 3).rem_euclid(7) as usize;
             acc += self.opts.calls_per_day / 86_400.0 * pop / pop_total * DIURNAL[h] * WEEKLY[wd];

@@ -116,7 +116,7 @@ fn split(line: &str) -> Result<(usize, [Cow<'_, str>; FIELDS_MAX]), String> {
                 Some(_) => return Err(format!("field {} ({}): text after the closing quote", n, NAMES[n - 1])),
             }
         } else {
-            let end = b[i..].iter().position(|&c| c == b',').map_or(b.len(), |k| i + k);
+            let end = memchr::memchr(b',', &b[i..]).map_or(b.len(), |k| i + k);
             fields[n] = Cow::Borrowed(&line[i..end]);
             n += 1;
             if end == b.len() {
@@ -134,7 +134,20 @@ fn take<'a>(f: &mut [Cow<'a, str>; FIELDS_MAX], i: usize) -> Cow<'a, str> {
 
 #[inline]
 fn memchr_quote(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'"')
+    memchr::memchr(b'"', b)
+}
+
+/// The part of a field that `pick` finds, borrowed from the message where the field is.
+fn part<'a>(field: Cow<'a, str>, pick: fn(&str) -> Option<&str>) -> Option<Cow<'a, str>> {
+    match field {
+        Cow::Borrowed(s) => pick(s).map(Cow::Borrowed),
+        Cow::Owned(s) => pick(&s).map(|p| Cow::Owned(p.to_owned())),
+    }
+}
+
+/// A queue's name: the first of `lastdata`'s arguments (`Queue(q122,t,,,300)` → `q122`).
+fn first_argument(lastdata: &str) -> Option<&str> {
+    lastdata.split(',').next().filter(|q| !q.is_empty())
 }
 
 impl Decoder {
@@ -161,16 +174,9 @@ impl Decoder {
                 }
             },
         };
-        let zone = &Regions::get()
-            .by_code(region.0)
-            .ok_or_else(|| {
-                Rejection::field(
-                    Reason::UnknownRegion,
-                    "accountcode",
-                    format!("{region} is not a federal subject code"),
-                )
-            })?
-            .time_zone;
+        let subject = Regions::get().by_code(region.0).ok_or_else(|| {
+            Rejection::field(Reason::UnknownRegion, "accountcode", format!("{region} is not a federal subject code"))
+        })?;
         let wall = |s: &str, field: &'static str| -> Result<Option<i64>, Rejection> {
             if s.is_empty() {
                 return Ok(None);
@@ -178,7 +184,10 @@ impl Decoder {
             let local = parse_wall_seconds(s.as_bytes())
                 .filter(|_| s.len() == 19 && s.as_bytes()[10] == b' ')
                 .ok_or_else(|| Rejection::field(Reason::BadTimestamp, field, "expected YYYY-MM-DD HH:MM:SS"))?;
-            Ok(Some(local_to_utc_ms(local, zone)))
+            Ok(Some(match subject.settled_utc_second(local) {
+                Some(utc) => utc * 1000,
+                None => local_to_utc_ms(local, &subject.time_zone),
+            }))
         };
         let secs = |s: &str, field: &'static str| -> Result<i64, Rejection> {
             if s.is_empty() {
@@ -237,16 +246,15 @@ impl Decoder {
             talk_ms: Some(billsec),
             disposition: Some(disposition),
             channel: Some(Channel::Voice),
-            operator_id: operator(&f[6]).map(|s| Cow::Owned(s.to_owned())),
-            queue_id: if in_queue {
-                f[8].split(',').next().filter(|q| !q.is_empty()).map(|q| Cow::Owned(q.to_owned()))
-            } else {
-                None
-            },
+            operator_id: part(take(&mut f, 6), operator),
+            queue_id: if in_queue { part(take(&mut f, 8), first_argument) } else { None },
             ..Draft::default()
         };
         if n == 18 {
-            userfield(&f[17], &mut draft)?;
+            match take(&mut f, 17) {
+                Cow::Borrowed(uf) => userfield(uf, &mut draft, Cow::Borrowed)?,
+                Cow::Owned(uf) => userfield(&uf, &mut draft, |v| Cow::Owned(v.to_owned()))?,
+            }
         }
         self.finish(draft)
     }
@@ -274,12 +282,14 @@ fn derived_call_id(line: &str) -> String {
     format!("csv-{}", hex::encode(&digest[..12]))
 }
 
-fn userfield<'a>(uf: &str, d: &mut Draft<'a>) -> Result<(), Rejection> {
+/// Reads `userfield`'s `key=value;…` pairs into `d`; `keep` keeps a value (borrowed from the
+/// message where the field is).
+fn userfield<'a, 'u>(uf: &'u str, d: &mut Draft<'a>, keep: impl Fn(&'u str) -> Cow<'a, str>) -> Result<(), Rejection> {
     for pair in uf.split(';').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(Rejection::field(Reason::Malformed, "userfield", "expected key=value pairs separated by ;"));
         };
-        let v = Cow::Owned(v.to_owned());
+        let v = keep(v);
         match k {
             "topic" => d.topic = Some(v),
             "transfer" => d.transfer_to = Some(v),

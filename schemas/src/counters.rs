@@ -266,8 +266,8 @@ pub fn classify(c: &Cdr, lines: &LineRegistry) -> (HourKey, bool) {
     let line = lines.line(c.line);
     let ooh = !line.hours.is_always_open() && {
         let region = Regions::get().by_code(c.region.0).expect("validated region");
-        let t = jiff::Timestamp::from_millisecond(c.start_ms).expect("validated instant");
-        let local = t.as_second() + region.time_zone.to_offset(t).seconds() as i64;
+        let utc = c.start_ms.div_euclid(1000);
+        let local = utc + i64::from(region.offset_seconds(utc));
         let days = local.div_euclid(86_400);
         // 1970-01-01 was a Thursday (3 counting from Monday = 0).
         let weekday = (days + 3).rem_euclid(7) as usize;

@@ -33,6 +33,45 @@ pub struct Region {
     pub time_zone_name: &'static str,
     /// Rounded census population in thousands; only the synthetic feed uses it.
     pub population_thousands: u32,
+    /// From this UTC second on, `time_zone`'s offset never changes again (its last
+    /// transition; Russia's zones have had none since 2011–2020), and is `settled_offset`.
+    settled_from: i64,
+    /// `time_zone`'s offset in seconds from `settled_from` on.
+    settled_offset: i32,
+}
+
+impl Region {
+    /// The zone's offset from UTC in seconds at a UTC second: a comparison for any instant
+    /// after the zone's last transition, `time_zone`'s table only for older ones.
+    #[inline]
+    pub fn offset_seconds(&self, utc_second: i64) -> i32 {
+        if utc_second >= self.settled_from {
+            return self.settled_offset;
+        }
+        match jiff::Timestamp::from_second(utc_second) {
+            Ok(t) => self.time_zone.to_offset(t).seconds(),
+            Err(_) => self.settled_offset,
+        }
+    }
+
+    /// The UTC second of a local wall-clock second (seconds since 1970-01-01 of the local
+    /// date and time), where the zone's offset is long settled; `None` for wall times
+    /// within two days of its last transition or before it, which need `time_zone`'s rules
+    /// (a gap or a fold).
+    #[inline]
+    pub fn settled_utc_second(&self, local_second: i64) -> Option<i64> {
+        (local_second >= self.settled_from.saturating_add(2 * 86_400))
+            .then(|| local_second - i64::from(self.settled_offset))
+    }
+}
+
+/// A zone's last transition and the offset after it (the offset at any instant for a zone
+/// without transitions; never, for a zone with rules to the end of time).
+fn settled(zone: &TimeZone) -> (i64, i32) {
+    match zone.preceding(jiff::Timestamp::MAX).next() {
+        Some(last) => (last.timestamp().as_second(), last.offset().seconds()),
+        None => (i64::MIN, zone.to_offset(jiff::Timestamp::UNIX_EPOCH).seconds()),
+    }
 }
 
 /// All regions, indexed by code for O(1) look-up.
@@ -68,7 +107,10 @@ impl Regions {
                 return Err(format!("regions.csv: duplicate code {code}"));
             }
             by_code[code as usize] = Some(all.len() as u8);
+            let (settled_from, settled_offset) = settled(&time_zone);
             all.push(Region {
+                settled_from,
+                settled_offset,
                 code: RegionCode(code),
                 name_ru,
                 name_en,
@@ -114,5 +156,28 @@ mod tests {
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets, (2..=12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_settled_offset_is_the_zone_s_own_at_every_instant() {
+        // Every region, every 7 h 13 min from 1995 to 2040: the offset, and local → UTC as
+        // the CSV decoder resolves it (jiff's `compatible`) wherever the fast path answers.
+        for region in Regions::get().all() {
+            let zone = &region.time_zone;
+            assert!(region.settled_from < 1_700_000_000, "{}: settled by 2023", region.name_en);
+            let mut answered = 0;
+            for utc in (788_918_400..2_208_988_800i64).step_by(26_000) {
+                let t = jiff::Timestamp::from_second(utc).unwrap();
+                assert_eq!(region.offset_seconds(utc), zone.to_offset(t).seconds(), "{} at {t}", region.name_en);
+                let local = t.to_zoned(TimeZone::UTC).datetime();
+                let wall = local.to_zoned(TimeZone::UTC).unwrap().timestamp().as_second();
+                if let Some(fast) = region.settled_utc_second(wall) {
+                    let jiff = zone.to_ambiguous_timestamp(local).compatible().unwrap().as_second();
+                    assert_eq!(fast, jiff, "{} at local {local}", region.name_en);
+                    answered += 1;
+                }
+            }
+            assert!(answered > 1000, "{}: the fast path answers for recent years", region.name_en);
+        }
     }
 }

@@ -113,8 +113,7 @@ pub fn encode(unit: &Unit<'_>, rollup: &PartitionRollup, lines: &LineRegistry) -
     keys.into_iter()
         .map(|k| {
             let region = Regions::get().by_code(k.region.0).expect("validated region");
-            let t = jiff::Timestamp::from_second(k.hour).expect("validated hour");
-            let local = k.hour + region.time_zone.to_offset(t).seconds() as i64;
+            let local = k.hour + i64::from(region.offset_seconds(k.hour));
             let cell = &rollup.rows[&k];
             row(unit, first, last, k.region.0, &lines.line(k.line).id, k.hour, local, &cell.counters, &cell.calls)
         })
