@@ -497,40 +497,66 @@ impl ClickHouse {
         Ok(rows.into_iter().map(|p| (p.kafka_partition as i32, p.last as i64 + 1)).collect())
     }
 
-    /// Every stored (region, line id, UTC hour) with its counters, summed over flushes;
-    /// only this consumer group's rows if given. (Breakdowns are summed through
-    /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.)
-    /// The calls partition `partition` counted within `window_hours` of its newest counted
-    /// call: (start hour, call key) pairs, for its [`crate::rollup::CountedCalls`].
+    /// The calls each of `partitions` counted within `window_hours` of its own newest
+    /// counted call: (partition, start hour, call key), for their
+    /// [`crate::rollup::CountedCalls`]. Two requests whatever the number of partitions (one
+    /// when none has counted anything yet): each partition's newest hour, then the calls of
+    /// the oldest window among them, each partition's kept from its own window on. One
+    /// request per partition, even 8 at a time, took 0.08–0.46 s for 64 partitions before a
+    /// worker could consume (`benches/RESULTS.md` §13).
     pub async fn recent_calls(
         &self,
         group: &str,
         topic: &str,
-        partition: i32,
+        partitions: &[i32],
         window_hours: u32,
-    ) -> Result<Vec<(i64, u64)>> {
+    ) -> Result<Vec<(i32, i64, u64)>> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
         let log = self.table("counters_log");
-        let rows: Vec<(u32, u64)> = self
+        let wanted: Vec<u16> = partitions.iter().map(|&p| p as u16).collect();
+        let newest: Vec<(u16, u32)> = self
             .client
             .query(&format!(
-                "SELECT toUInt32(hour), call FROM {log} ARRAY JOIN call_ids AS call
-                 WHERE consumer_group = ? AND topic = ? AND kafka_partition = ? AND region != 0
-                   AND hour >= (SELECT max(hour) FROM {log}
-                                WHERE consumer_group = ? AND topic = ? AND kafka_partition = ? AND region != 0) - ?"
+                "SELECT kafka_partition, toUInt32(max(hour)) FROM {log}
+                 WHERE consumer_group = ? AND topic = ? AND has(?, kafka_partition) AND region != 0
+                 GROUP BY kafka_partition"
             ))
             .bind(group)
             .bind(topic)
-            .bind(partition as u16)
+            .bind(&wanted)
+            .fetch_all()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "reading the newest hour each partition counted"))?;
+        let window = i64::from(window_hours) * 3600;
+        let from: HashMap<u16, i64> = newest.iter().map(|&(p, h)| (p, i64::from(h) - window)).collect();
+        let Some(&oldest) = from.values().min() else { return Ok(Vec::new()) };
+        let counted: Vec<u16> = from.keys().copied().collect();
+        let rows: Vec<(u16, u32, u64)> = self
+            .client
+            .query(&format!(
+                "SELECT kafka_partition, toUInt32(hour), call FROM {log} ARRAY JOIN call_ids AS call
+                 WHERE consumer_group = ? AND topic = ? AND has(?, kafka_partition) AND region != 0
+                   AND hour >= ?"
+            ))
             .bind(group)
             .bind(topic)
-            .bind(partition as u16)
-            .bind(window_hours as u64 * 3600)
+            .bind(&counted)
+            .bind(oldest.max(0) as u64)
             .fetch_all()
             .await
             .map_err(|e| explain(e, &self.cfg, "reading the calls counted recently"))?;
-        Ok(rows.into_iter().map(|(h, c)| (h as i64, c)).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|&(p, h, _)| i64::from(h) >= from[&p])
+            .map(|(p, h, c)| (i32::from(p), i64::from(h), c))
+            .collect())
     }
 
+    /// Every stored (region, line id, UTC hour) with its counters, summed over flushes;
+    /// only this consumer group's rows if given. (Breakdowns are summed through
+    /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.)
     /// Counters per (region, line, hour): one group's streaming rows (`Some(group)`), or
     /// what dashboards see (`None`: `counters_current`, streaming and rebuilt hours).
     pub async fn stored_counters(&self, group: Option<&str>) -> Result<Vec<(u8, String, i64, Counters)>> {
