@@ -28,7 +28,6 @@
 
 use std::borrow::Cow;
 
-use jiff::tz::TimeZone;
 use sha2::{Digest, Sha256};
 
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
@@ -184,10 +183,7 @@ impl Decoder {
             let local = parse_wall_seconds(s.as_bytes())
                 .filter(|_| s.len() == 19 && s.as_bytes()[10] == b' ')
                 .ok_or_else(|| Rejection::field(Reason::BadTimestamp, field, "expected YYYY-MM-DD HH:MM:SS"))?;
-            Ok(Some(match subject.settled_utc_second(local) {
-                Some(utc) => utc * 1000,
-                None => local_to_utc_ms(local, &subject.time_zone),
-            }))
+            Ok(Some(subject.utc_ms_of_local(local)))
         };
         let secs = |s: &str, field: &'static str| -> Result<i64, Rejection> {
             if s.is_empty() {
@@ -257,17 +253,6 @@ impl Decoder {
             }
         }
         self.finish(draft)
-    }
-}
-
-fn local_to_utc_ms(local_secs: i64, zone: &TimeZone) -> i64 {
-    // Offsets are whole minutes and Russia has no DST; jiff still resolves any zone
-    // correctly (a gap or fold takes the earlier offset).
-    let ts = jiff::Timestamp::from_second(local_secs).expect("date within jiff's range");
-    let dt = ts.to_zoned(TimeZone::UTC).datetime();
-    match zone.to_ambiguous_timestamp(dt).compatible() {
-        Ok(t) => t.as_millisecond(),
-        Err(_) => local_secs * 1000,
     }
 }
 

@@ -502,7 +502,7 @@ impl ClickHouse {
     /// [`crate::rollup::CountedCalls`]. Two requests whatever the number of partitions (one
     /// when none has counted anything yet): each partition's newest hour, then the calls of
     /// the oldest window among them, each partition's kept from its own window on. One
-    /// request per partition, even 8 at a time, took 0.08–0.46 s for 64 partitions before a
+    /// request per partition, even 8 at a time, took 0.08–0.82 s for 64 partitions before a
     /// worker could consume (`benches/RESULTS.md` §13).
     pub async fn recent_calls(
         &self,
@@ -554,9 +554,6 @@ impl ClickHouse {
             .collect())
     }
 
-    /// Every stored (region, line id, UTC hour) with its counters, summed over flushes;
-    /// only this consumer group's rows if given. (Breakdowns are summed through
-    /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.)
     /// Counters per (region, line, hour): one group's streaming rows (`Some(group)`), or
     /// what dashboards see (`None`: `counters_current`, streaming and rebuilt hours).
     pub async fn stored_counters(&self, group: Option<&str>) -> Result<Vec<(u8, String, i64, Counters)>> {
@@ -577,7 +574,10 @@ impl ClickHouse {
         self.read_counters(&self.table("counters_current"), &filter, None).await
     }
 
-    /// `filter` is SQL made of numbers only; `group` binds its `?`, if any.
+    /// Every stored (region, line id, UTC hour) of `table` with its counters, summed over
+    /// flushes; only this consumer group's rows if given. (Breakdowns are summed through
+    /// `ARRAY JOIN`: 18.16's `sumMap` takes numeric keys only.) `filter` is SQL made of
+    /// numbers only; `group` binds its `?`, if any.
     async fn read_counters(
         &self,
         from: &str,
