@@ -18,7 +18,7 @@ pub mod read;
 pub mod store;
 
 pub use encode::ArchivedCdr;
-pub use store::{Archive, UnitFile, UnitManifest};
+pub use store::{Archive, EncodedUnit, UnitFile, UnitManifest};
 
 /// The archive's `dt` of a UTC instant in milliseconds: its UTC date, `YYYY-MM-DD`.
 pub fn utc_date(ms: i64) -> String {

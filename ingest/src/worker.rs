@@ -23,7 +23,7 @@ use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use rustc_hash::FxHashMap;
 
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_archive::{Archive, UnitFile, UnitManifest, utc_date};
+use cdrflow_archive::{Archive, EncodedUnit, UnitFile, UnitManifest, utc_date};
 
 /// What an ingest worker needs.
 #[derive(Clone, Debug)]
@@ -145,27 +145,61 @@ impl ArchiveSink {
         b.messages > 0 && (b.rows.len() >= self.opts.max_rows || b.bytes >= self.opts.max_bytes)
     }
 
-    /// Writes and commits encoded units one by one, in partition order, skipping those whose
-    /// partition moved since they were taken (at positioning epoch `taken_at`, when the last
-    /// dead letter queued was `dead_letters`).
+    /// Writes and commits encoded units, skipping those whose partition moved since they
+    /// were taken (at positioning epoch `taken_at`, when the last dead letter queued was
+    /// `dead_letters`).
+    ///
+    /// The units go in one [`Archive::write_units`]: each step of the commit protocol once
+    /// for all of them, so a batch costs five syncs, not six per unit (`benches/RESULTS.md`
+    /// §14). Should that fail, they are written again one by one, in partition order, each
+    /// retried with its partition paused until it is written or its partition revoked
+    /// ([`write_unit`]): a retry rewrites what the batch wrote of it identically.
     fn commit(&mut self, encoded: Vec<EncodedUnit>, taken_at: u64, dead_letters: usize, io: &mut Io<'_>) -> Result<()> {
         // The units' dead letters reach Kafka before their offsets are recorded as done.
         io.flush_dead_letters_to(dead_letters)?;
-        for unit in encoded {
-            let p = unit.manifest.partition;
-            // A partition positioned again after this (revoked while the unit was encoding,
-            // or while an earlier unit's write was retried) has its unit abandoned: its
-            // owner reads it again from the archive.
-            if io.consumer.positioned().stale(p, taken_at) || !self.buffers.contains_key(&p) {
-                tracing::info!(
-                    partition = p,
-                    "the partition moved while units were written; its new owner reads this unit again"
-                );
-                continue;
+        let mut units = encoded;
+        units.retain(|unit| self.still_held(unit, taken_at, io));
+        let started = Instant::now();
+        match self.archive.write_units(&units) {
+            Ok(()) => {
+                io.stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                for unit in &units {
+                    written(io.stats, unit);
+                }
+                let next = units.iter().map(|u| (u.manifest.partition, u.manifest.last_offset + 1)).collect();
+                io.consumer.commit_for_monitoring(&next);
             }
-            write_unit(&self.archive, io, &mut self.buffers, unit)?;
+            Err(e) => {
+                io.stats.sink_error("archive_write");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    units = units.len(),
+                    "writing the archive failed; retrying unit by unit"
+                );
+                for unit in units {
+                    // Checked again: a retry before it may have served a rebalance.
+                    if self.still_held(&unit, taken_at, io) {
+                        write_unit(&self.archive, io, &mut self.buffers, unit)?;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether a unit's partition is still held as when the unit was taken: one positioned
+    /// again since (revoked while the unit was encoding, or while an earlier unit's write was
+    /// retried) has its unit abandoned, and its owner reads it again from the archive.
+    fn still_held(&self, unit: &EncodedUnit, taken_at: u64, io: &Io<'_>) -> bool {
+        let p = unit.manifest.partition;
+        let held = !io.consumer.positioned().stale(p, taken_at) && self.buffers.contains_key(&p);
+        if !held {
+            tracing::info!(
+                partition = p,
+                "the partition moved while units were written; its new owner reads this unit again"
+            );
+        }
+        held
     }
 }
 
@@ -301,13 +335,6 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
     }
 }
 
-/// A unit encoded: its files and the manifest that commits them.
-struct EncodedUnit {
-    manifest: UnitManifest,
-    /// Each file's path and bytes.
-    files: Vec<(String, Vec<u8>)>,
-}
-
 /// Encodes units as Parquet, one file per date and region each, the files spread over
 /// every core (the pool it runs in); the units come back in the order given.
 fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Result<Vec<EncodedUnit>> {
@@ -366,7 +393,7 @@ fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Resul
     Ok(encoded)
 }
 
-/// Writes and commits an encoded unit, retrying (consumption paused) while the archive
+/// Writes and commits one encoded unit, retrying (consumption paused) while the archive
 /// cannot be written; abandons it if its partition is revoked meanwhile.
 fn write_unit(
     archive: &Archive,
@@ -375,13 +402,11 @@ fn write_unit(
     unit: EncodedUnit,
 ) -> Result<()> {
     let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
-    let EncodedUnit { manifest, files } = unit;
-    let p = manifest.partition;
+    let p = unit.manifest.partition;
+    let unit = [unit];
     let attempt = || -> Result<()> {
         let started = Instant::now();
-        archive.begin(&manifest)?;
-        archive.put_all_atomic(&files)?;
-        archive.commit(&manifest)?;
+        archive.write_units(&unit)?;
         stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
     };
@@ -397,9 +422,16 @@ fn write_unit(
         })
         .context("writing the archive")?;
     if outcome == Retried::Done(()) {
-        stats.units.fetch_add(1, Ordering::Relaxed);
-        stats.written.fetch_add(files.len() as u64, Ordering::Relaxed);
-        consumer.commit_for_monitoring(&HashMap::from([(p, manifest.last_offset + 1)]));
+        let m = &unit[0].manifest;
+        written(stats, &unit[0]);
+        consumer.commit_for_monitoring(&HashMap::from([(m.partition, m.last_offset + 1)]));
     }
     Ok(())
+}
+
+/// Counts a unit written (its offsets are then committed to Kafka, for monitoring: the
+/// archive's commit markers are the positions).
+fn written(stats: &WorkerStats, unit: &EncodedUnit) {
+    stats.units.fetch_add(1, Ordering::Relaxed);
+    stats.written.fetch_add(unit.files.len() as u64, Ordering::Relaxed);
 }
