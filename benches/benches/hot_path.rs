@@ -156,6 +156,12 @@ fn archive(c: &mut Criterion) {
     g.bench_function("arrow_append", |b| b.iter(|| record_batch(black_box(&refs), &lines).unwrap().num_rows()));
     let batch = record_batch(&refs, &lines).unwrap();
     g.bench_function("parquet_encode_zstd", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));
+    // The same rows as the small files a catch-up writes (a unit of ~2 500 rows per
+    // partition and half-second rotation, one file per date and region in it).
+    let small: Vec<_> = refs.chunks(2_500).map(|c| record_batch(c, &lines).unwrap()).collect();
+    g.bench_function("parquet_encode_zstd_2500_row_files", |b| {
+        b.iter(|| small.iter().map(|s| parquet_bytes(black_box(s), &[]).unwrap().len()).sum::<usize>())
+    });
     g.throughput(Throughput::Bytes(batch.get_array_memory_size() as u64));
     g.bench_function("parquet_encode_zstd_bytes", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));
     g.finish();
