@@ -53,17 +53,19 @@ pub struct Unit<'a> {
     pub flushed_at: u32,
 }
 
-fn row(
-    unit: &Unit<'_>,
+/// Where a row's counters belong: the flush's offsets, and the cell's region, line and
+/// hour (UTC and the region's local wall clock, hours since the epoch in seconds).
+struct Place<'a> {
     first: i64,
     last: i64,
     region: u8,
-    line: &str,
+    line: &'a str,
     hour: i64,
     local_hour: i64,
-    c: &Counters,
-    calls: &[u64],
-) -> CounterRow {
+}
+
+fn row(unit: &Unit<'_>, at: Place<'_>, c: &Counters, calls: &[u64]) -> CounterRow {
+    let Place { first, last, region, line, hour, local_hour } = at;
     let (age_band_names, age_band_calls) = c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).unzip();
     let (channel_names, channel_calls) = c.named_channels().map(|(k, n)| (k.to_owned(), n)).unzip();
     CounterRow {
@@ -106,16 +108,18 @@ pub fn encode(unit: &Unit<'_>, rollup: &PartitionRollup, lines: &LineRegistry) -
     let first = rollup.first_offset.unwrap_or(rollup.last_offset);
     let last = rollup.last_offset;
     if rollup.rows.is_empty() {
-        return vec![row(unit, first, last, 0, "", 0, 0, &Counters::default(), &[])];
+        let checkpoint = Place { first, last, region: 0, line: "", hour: 0, local_hour: 0 };
+        return vec![row(unit, checkpoint, &Counters::default(), &[])];
     }
     let mut keys: Vec<_> = rollup.rows.keys().copied().collect();
     keys.sort_unstable();
     keys.into_iter()
         .map(|k| {
             let region = Regions::get().by_code(k.region.0).expect("validated region");
-            let local = k.hour + i64::from(region.offset_seconds(k.hour));
+            let local_hour = k.hour + i64::from(region.offset_seconds(k.hour));
             let cell = &rollup.rows[&k];
-            row(unit, first, last, k.region.0, &lines.line(k.line).id, k.hour, local, &cell.counters, &cell.calls)
+            let at = Place { first, last, region: k.region.0, line: &lines.line(k.line).id, hour: k.hour, local_hour };
+            row(unit, at, &cell.counters, &cell.calls)
         })
         .collect()
 }
