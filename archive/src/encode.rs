@@ -103,8 +103,8 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
 }
 
 /// Writer settings: zstd level 1, instants and offsets delta-encoded, page statistics (but
-/// for the caller hashes), 128k-row groups, the schema version and the unit's lineage in
-/// key-value metadata.
+/// for the caller hashes and the categories, `CATEGORIES`), 128k-row groups, the schema
+/// version and the unit's lineage in key-value metadata.
 ///
 /// Level 1, not 3: most of an archive's bytes are ids and keyed hashes that no level
 /// compresses, so level 3 made the archive of a 1 M-CDR feed no smaller (35.27 MB against
@@ -121,6 +121,9 @@ pub fn writer_properties(metadata: &[(&str, String)]) -> WriterProperties {
     // Keyed hashes are uniform: a page's smallest and largest span nearly the whole range,
     // so they prune nothing, and comparing every value to them cost ~2 % of the encoder.
     props = props.set_column_statistics_enabled(ColumnPath::from("caller_hash"), EnabledStatistics::None);
+    for column in CATEGORIES {
+        props = props.set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
+    }
     for column in DELTA_ENCODED {
         props = props.set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
     }
@@ -141,6 +144,16 @@ pub const ZSTD_LEVEL: i32 = 1;
 /// this made the encoder ~12 % fewer instructions and the file ~4 % smaller
 /// (`benches/RESULTS.md` §12); every Parquet reader of the last years reads it.
 const DELTA_ENCODED: &[&str] = &["start", "answer", "end", "kafka_offset"];
+
+/// Text columns of a small vocabulary (lines, numbers dialled, dispositions, topics, age
+/// bands, channels, operators, queues), written without statistics. A file holds one date
+/// and region in order of start, so every page and row group holds most of each column's
+/// vocabulary: their smallest and largest values span it and prune nothing, while
+/// computing them compared every value twice, 14.5 % of the encoder's instructions
+/// (`benches/RESULTS.md` §14). Their dictionaries stay, and tell a reader which values a
+/// column chunk holds.
+pub(crate) const CATEGORIES: &[&str] =
+    &["line", "dialled", "disposition", "transfer_to", "topic", "age_band", "channel", "operator_id", "queue_id"];
 
 /// Columns written without a dictionary.
 const HIGH_CARDINALITY: &[&str] = &["call_id", "linked_id", "caller_hash", "start", "answer", "end", "kafka_offset"];
