@@ -1,6 +1,10 @@
 //! The end-to-end bench: on one Kafka broker, one topic, in one run, measures
 //! (a) the raw consume rate of the topic with librdkafka doing no work,
-//! (b) one `cdrflow ingest` worker archiving the same topic from the start,
+//! (b) one `cdrflow ingest` worker archiving the same topic from the start, its units closed
+//!     at `--flush-ms` of age (many small files: the archive the peers below read), then
+//!     (b′) another with every default (units of up to 30 s), stopped once it has read the
+//!     whole topic: it writes what it holds on stop, and its time runs until it has exited
+//!     with every partition committed,
 //! (c) one `cdrflow aggregate` worker counting the same topic from the start,
 //! and prints b/a and c/a, with each worker's peak memory.
 //!
@@ -35,8 +39,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cdrflow_aggregate::clickhouse::{ClickHouse, ClickHouseConfig};
 use cdrflow_benches::{
-    Kafka, Totals, caught_up, cores, cpu_by_thread, cpu_per_message, cpu_seconds, peak_rss_mib, run, spawn, stop,
-    wait_catch_up,
+    CatchUp, Kafka, Totals, caught_up, cores, cpu_by_thread, cpu_per_message, cpu_seconds, peak_rss_mib, run, spawn,
+    stop, wait_catch_up,
 };
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -242,6 +246,50 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   b/a = {:.2}", steady / raw);
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
     print_cpu(&threads, total, ingest.machine_busy);
+
+    // (b′) one ingest worker with every default: units close by rows (500 000), size or age
+    // (30 s), so a catch-up of this length closes none until it is stopped, which writes
+    // what it holds. Timed from spawn to exit, every partition committed.
+    let out_default = work.join("archive-default-age");
+    let out_default_s = out_default.to_string_lossy().into_owned();
+    let group = format!("{topic}-ingest-default-age");
+    let t = Instant::now();
+    let mut w = spawn(
+        &a.cdrflow,
+        &["ingest", "--brokers", &kafka.bootstrap, "--topic", topic, "--group", &group, "--out", &out_default_s]
+            .into_iter()
+            .chain(["--metrics-addr", INGEST_METRICS])
+            .chain(options.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
+        &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
+        None,
+    )?;
+    let read = wait_catch_up(&mut w, t, INGEST_METRICS, Duration::from_secs(600), || {
+        Ok(cdrflow_benches::consumed(INGEST_METRICS).is_some_and(|n| n >= total as u64))
+    })?;
+    let threads = cpu_by_thread(w.id());
+    stop(&mut w);
+    let whole = t.elapsed();
+    let archive = cdrflow_archive::Archive::open_dir(&out_default)?;
+    if !caught_up(&ends, &archive.committed_positions(topic, &parts)?) {
+        bail!("(b′) the ingest worker stopped without committing every partition to its end");
+    }
+    let files = archive.data_files()?.len();
+    let last_write = whole.saturating_sub(read.whole).as_secs_f64();
+    let written = CatchUp { whole, ..read };
+    println!(
+        "(b′) the same with every default (units of up to 30 s), stopped once it has read everything: {:>10.0} msg/s   b/a = {:.2}",
+        written.rate(total),
+        written.rate(total) / raw
+    );
+    println!(
+        "    once consuming: {:>10.0} msg/s   b/a = {:.2}; {files} files; the last units written on stop took {:.2} s",
+        written.steady_rate(total),
+        written.steady_rate(total) / raw,
+        last_write
+    );
+    println!("    (CPU until it had read everything: the write on stop is not in it)");
+    print_cpu(&threads, total, written.machine_busy);
 
     // (c) one aggregator.
     let (ch, rt) = fresh_counters(a)?;
