@@ -270,11 +270,12 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     let threads = cpu_by_thread(w.id());
     stop(&mut w);
     let whole = t.elapsed();
-    let archive = cdrflow_archive::Archive::open_dir(&out_default)?;
-    if !caught_up(&ends, &archive.committed_positions(topic, &parts)?) {
+    // (e) and (f) read the archive of (b); this one is only counted.
+    let default_archive = cdrflow_archive::Archive::open_dir(&out_default)?;
+    if !caught_up(&ends, &default_archive.committed_positions(topic, &parts)?) {
         bail!("(b′) the ingest worker stopped without committing every partition to its end");
     }
-    let files = archive.data_files()?.len();
+    let files = default_archive.data_files()?.len();
     let last_write = whole.saturating_sub(read.whole).as_secs_f64();
     let written = CatchUp { whole, ..read };
     println!(
