@@ -159,6 +159,9 @@ impl ArchiveSink {
         io.flush_dead_letters_to(dead_letters)?;
         let mut units = encoded;
         units.retain(|unit| self.still_held(unit, taken_at, io));
+        if units.is_empty() {
+            return Ok(());
+        }
         let started = Instant::now();
         match self.archive.write_units(&units) {
             Ok(()) => {
