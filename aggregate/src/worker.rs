@@ -353,8 +353,17 @@ fn insert_units(
                         return Ok(0);
                     }
                 }
+                let positions_ms = started.elapsed().as_millis() as u64;
                 let rows: Vec<_> = units.iter().flat_map(|u| u.rows.iter().cloned()).collect();
                 rt.block_on(ch.insert_unit(&rows))?;
+                tracing::debug!(
+                    shard,
+                    partitions = units.len(),
+                    rows = rows.len(),
+                    positions_ms,
+                    insert_ms = started.elapsed().as_millis() as u64 - positions_ms,
+                    "counters inserted"
+                );
                 Ok(rows.len())
             })();
             match &result {
