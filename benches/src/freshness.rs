@@ -1,7 +1,7 @@
 //! Freshness: how long after a CDR is produced its call is visible to the dashboards.
 //!
 //! The bench produces a steady feed and records when it hands each CDR to the producer;
-//! meanwhile it samples, every ~100 ms, how many calls each store shows. Stores count calls,
+//! meanwhile it samples, every 100 ms on a thread per store, how many calls each store shows. Stores count calls,
 //! not CDR ids, so CDRs are matched to calls by order: the k-th CDR produced is visible at
 //! the first sample showing at least k calls. Every CDR of the feed is valid and counts one
 //! offered call, so the count reaches the number produced exactly. Within one flush the

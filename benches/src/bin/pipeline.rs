@@ -474,31 +474,35 @@ fn freshness(a: &Args, kafka: &mut Kafka, rate: u64) -> Result<()> {
     rt.block_on(peer.create(&kafka.bootstrap, topic, &format!("{topic}-ch-engine")))?;
     std::thread::sleep(Duration::from_secs(3));
 
-    // Both stores sampled every 100 ms until each shows every call (or a minute after the
-    // feed ends).
+    // Each store sampled on its own thread every 100 ms (a fixed tick, whatever a query
+    // takes) until it shows every call, or a minute after the feed ends.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
+    let sampler = |store: Store| {
         let (url, done) = (a.clickhouse.clone(), done.clone());
-        std::thread::spawn(move || -> Result<(Vec<Sample>, Vec<Sample>)> {
+        std::thread::spawn(move || -> Result<Vec<Sample>> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let peer = Peer::new(&url)?;
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let mut samples = Vec::new();
+            let (mut tick, period) = (Instant::now(), Duration::from_millis(100));
             let mut finished_at = None;
             loop {
-                let o = rt.block_on(Totals::of_dashboards(&url, DB))?.offered;
-                ours.push(Sample { at: Instant::now(), calls: o });
-                let e = rt.block_on(peer.totals())?.offered;
-                theirs.push(Sample { at: Instant::now(), calls: e });
+                let calls = match store {
+                    Store::Ours => rt.block_on(Totals::of_dashboards(&url, DB))?.offered,
+                    Store::KafkaEngine => rt.block_on(peer.totals())?.offered,
+                };
+                samples.push(Sample { at: Instant::now(), calls });
                 if done.load(std::sync::atomic::Ordering::Relaxed) {
                     let end = *finished_at.get_or_insert_with(Instant::now);
-                    if (o >= n as u64 && e >= n as u64) || end.elapsed() > Duration::from_secs(60) {
-                        return Ok((ours, theirs));
+                    if calls >= n as u64 || end.elapsed() > Duration::from_secs(60) {
+                        return Ok(samples);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                tick += period;
+                std::thread::sleep(tick.saturating_duration_since(Instant::now()));
             }
         })
     };
+    let samplers = [sampler(Store::Ours), sampler(Store::KafkaEngine)];
 
     // The feed at a steady rate; each CDR's produce time is when it is handed to the producer.
     let producer: BaseProducer = ClientConfig::new()
@@ -527,7 +531,8 @@ fn freshness(a: &Args, kafka: &mut Kafka, rate: u64) -> Result<()> {
     let produce_s = produced[0].elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(30))?;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ours, theirs) = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))??;
+    let [ours, theirs] = samplers.map(|s| s.join().map_err(|_| anyhow::anyhow!("a sampler panicked")));
+    let (ours, theirs) = (ours??, theirs??);
     let flushes: u64 = rt.block_on(async {
         clickhouse::Client::default()
             .with_url(&a.clickhouse)
@@ -621,6 +626,15 @@ fn aggregate_args(a: &Args, brokers: &str, topic: &str, group: &str) -> Vec<Stri
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// Which store a freshness sampler looks at.
+#[derive(Clone, Copy)]
+enum Store {
+    /// The aggregator's counters, as the dashboards read them.
+    Ours,
+    /// The Kafka engine peer's table.
+    KafkaEngine,
 }
 
 /// ClickHouse's Kafka engine, set up from `benches/sql/kafka_engine_peer.sql`.
