@@ -248,7 +248,8 @@ impl ConsumerContext for SinkPositioned {
 ///   aggregator went from ~120 k to ~360 k CDRs/s (`benches/RESULTS.md` §3). The default since
 ///   the whole suite (crash, broker-loss and cluster tests included) passed with it on the
 ///   real broker; the 4-record shortfall once seen with it came from the mock broker.
-pub const CONSUMER_TUNING: &[(&str, &str)] = &[("fetch.wait.max.ms", "100"), ("fetch.queue.backoff.ms", "50")];
+pub const CONSUMER_TUNING: &[(&str, &str)] =
+    &[("fetch.wait.max.ms", "100"), ("fetch.min.bytes", "262144"), ("fetch.queue.backoff.ms", "50")];
 
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
