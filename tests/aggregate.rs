@@ -169,3 +169,62 @@ fn counters_and_dashboards_equal_the_ground_truth() {
         }
     }
 }
+
+/// A flush reads each partition's position back from the rows at or after its unit's start
+/// only (`positions_of_units`): on a log of many flushes, inserted in four parts, with partitions
+/// far apart in offsets, a checkpoint row (region 0) and a partition that has no rows, it
+/// answers what reading the whole log answers, for every start a unit can have (the
+/// position itself, or one the partition has since left behind).
+#[test]
+fn positions_read_from_the_units_starts_equal_the_whole_logs() {
+    let server = Server::shared();
+    let ch = server.fresh_database("positions_of_units");
+    let db = "t_positions_of_units";
+    // Partition p's flush f covers offsets [f * step(p), (f + 1) * step(p) - 1], two cells each;
+    // partition 2 flushes only rejected records (region 0) from flush 3 on.
+    let step = |p: u64| [1_000u64, 7, 1, 250_000][p as usize];
+    for part in 0..4u64 {
+        let mut values = Vec::new();
+        for f in part * 10..(part + 1) * 10 {
+            for p in [0u64, 1, 2, 3] {
+                if p == 2 && f < 3 {
+                    continue;
+                }
+                let (first, last) = (f * step(p), (f + 1) * step(p) - 1);
+                let regions: &[u8] = if p == 2 { &[0] } else { &[77, 50] };
+                for r in regions {
+                    values.push(format!(
+                        "('g', 'cdrs', {p}, {first}, {last}, toDateTime(1764547200 + {f} * 5), {r}, '122', toDateTime(1764547200), toDateTime(1764547200), 1)"
+                    ));
+                }
+            }
+        }
+        // Another group and topic, further on: never mistaken for ours.
+        values.push("('other', 'cdrs', 0, 0, 99999999, now(), 77, '122', now(), now(), 1)".into());
+        values.push("('g', 'other', 1, 0, 99999999, now(), 77, '122', now(), now(), 1)".into());
+        server.query(&format!(
+            "INSERT INTO {db}.counters_log (consumer_group, topic, kafka_partition, first_offset, last_offset, flushed_at, region, line, hour, local_hour, offered) VALUES {}",
+            values.join(", ")
+        ));
+    }
+    let rt = runtime();
+    let whole = rt.block_on(ch.positions("g", "cdrs")).unwrap();
+    assert_eq!(whole.get(&0), Some(&40_000));
+    assert_eq!(whole.get(&3), Some(&10_000_000));
+    assert_eq!(whole.get(&4), None);
+    // Units starting at the position, at an earlier one, at the very start of the log, and
+    // a partition with no rows at all (4).
+    for back in [0i64, 1, 5, 39, 40] {
+        let units: Vec<(i32, i64)> = [0i32, 1, 2, 3]
+            .into_iter()
+            .map(|p| (p, (whole[&p] - back * step(p as u64) as i64).max(0)))
+            .chain([(4, 0)])
+            .collect();
+        let read = rt.block_on(ch.positions_of_units("g", "cdrs", &units)).unwrap();
+        assert_eq!(read, whole, "units starting {back} flushes back: {units:?}");
+    }
+    // Only the partitions asked for are answered.
+    let one = rt.block_on(ch.positions_of_units("g", "cdrs", &[(1, whole[&1])])).unwrap();
+    assert_eq!(one, [(1, whole[&1])].into_iter().collect());
+    assert!(rt.block_on(ch.positions_of_units("g", "cdrs", &[])).unwrap().is_empty());
+}

@@ -242,7 +242,8 @@ fn apply(change: GroupChange, state: &mut State) {
 /// units of the partitions that land there (one insert on one server; each is one block
 /// and one part: all or nothing, see [`crate::clickhouse`]). Each insert is retried with
 /// backoff while ClickHouse refuses it, with consumption paused meanwhile. Before every
-/// attempt — the first too — the position of *every* partition in the insert is read back,
+/// attempt — the first too — the position of *every* partition in the insert is read back
+/// (from the rows at or after its unit's start only: [`ClickHouse::positions_of_units`]),
 /// because an earlier attempt's outcome may be unknown (the connection broke after sending,
 /// a quorum was not confirmed in time), and because another writer's unit may have landed
 /// since the partition was assigned (a dead member's quorum insert, confirmed only when a
@@ -334,7 +335,8 @@ fn insert_units(
             let started = Instant::now();
             let result = (|| {
                 {
-                    let pos = rt.block_on(ch.positions(group, topic))?;
+                    let firsts: Vec<(i32, i64)> = units.iter().map(|u| (u.partition, u.first)).collect();
+                    let pos = rt.block_on(ch.positions_of_units(group, topic, &firsts))?;
                     units.retain(|u| match pos.get(&u.partition).copied() {
                         None => true,
                         Some(next) if next <= u.first => true,
