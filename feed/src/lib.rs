@@ -7,7 +7,7 @@
 //!   generate`, the demo, the tests and the benches all use it.
 //! - [`output`] — the ground-truth and summary files a run leaves, their national totals
 //!   read back, and the pacing of a feed produced at a set rate.
-//! - [`validate`] — onboarding a real feed: a file of records checked with the workers' own
+//! - [`validate`](mod@validate) — onboarding a real feed: a file of records checked with the workers' own
 //!   decoder, counted by rejection reason (`cdrflow validate`).
 //!
 //! It depends only on `cdrflow-schemas` (the CDR, its wire formats, the counters): never on

@@ -3,7 +3,7 @@
 //! rows, bytes or age (also on a quiet partition) and written as Parquet files committed
 //! together ([`cdrflow_archive::store`]); then its offsets are committed for monitoring.
 //!
-//! Encoding runs beside reading (see [`Encoding`]): the units due at once are encoded on
+//! Encoding runs beside reading (see `Encoding`): the units due at once are encoded on
 //! the encoders' pool (one thread per core) while the worker reads on, and are written and
 //! committed by the worker's thread once encoded, in the order taken.
 //!

@@ -178,7 +178,7 @@ impl Batch {
 ///
 /// With `src.decode_threads` ≥ 1 (JSON and CSV feeds), messages are read in batches of up
 /// to 1 024 (or 1 MiB), copied out of librdkafka, and decoded on their own threads while
-/// this one reads up to [`READ_AHEAD`] batches ahead and hands the oldest decoded batch to
+/// this one reads up to `READ_AHEAD` (16) batches ahead and hands the oldest decoded batch to
 /// the sink: decoding is most of a worker's time, and it is pure, so only the order of
 /// handling matters, and it is kept (batches go round the decode threads and come back in
 /// the order read). Reading ahead meets two events between a message's read and its

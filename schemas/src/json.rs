@@ -216,7 +216,7 @@ fn vocabulary<T>(
 
 impl Decoder {
     /// Decodes and validates one JSON message: the common flat object by a scanner made
-    /// for it ([`crate::json_fast`]), which fills the draft serde's path would, anything
+    /// for it (`json_fast`), which fills the draft serde's path would, anything
     /// else by serde; validation, pseudonymisation and the CDR are one code path.
     pub fn decode_json(&self, msg: &[u8]) -> Result<Cdr, Rejection> {
         let text = self.check_bytes(msg)?;

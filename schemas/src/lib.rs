@@ -7,7 +7,7 @@
 //!   ([`asterisk_csv`]), both decoded by a [`Decoder`] into the same [`Cdr`];
 //! - validation and its typed rejection reasons ([`validate`], [`Reason`]);
 //! - the registries: regions with their IANA time zones ([`region`]) and lines with their
-//!   thresholds and working hours ([`line`]);
+//!   thresholds and working hours ([`line`](mod@line));
 //! - caller pseudonymisation ([`pseudonym`]);
 //! - the counters' definitions ([`counters`]) and the archive's Arrow schema ([`archive`]);
 //! - the ClickHouse DDL and the dashboard queries ([`sql`], files in `schemas/sql/`).

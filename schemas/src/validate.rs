@@ -1,5 +1,5 @@
-//! Validation shared by every wire format: a decoder reads its format into a [`Draft`],
-//! and [`Decoder::finish`] checks the draft against the registries and the plausibility
+//! Validation shared by every wire format: a decoder reads its format into a `Draft`,
+//! and `Decoder::finish` checks the draft against the registries and the plausibility
 //! limits, hashes the caller and returns the [`Cdr`].
 
 use std::borrow::Cow;

@@ -287,7 +287,7 @@ impl ClickHouse {
     /// `cluster` is given (ON CLUSTER, Replicated + Distributed tables).
     ///
     /// A run interrupted anywhere (killed, the server gone) can be run again and finishes:
-    /// every statement is applied by [`Self::apply`], which makes each one safe to repeat.
+    /// every statement is applied by `apply`, which makes each one safe to repeat.
     /// A migration is recorded in `schema_migrations` after its last statement.
     pub async fn migrate_on(&self, cluster: Option<&str>) -> Result<Vec<u32>> {
         let db = &self.cfg.database;
