@@ -483,18 +483,7 @@ impl ClickHouse {
 
     /// The next offset to read per partition for this group and topic.
     pub async fn positions(&self, group: &str, topic: &str) -> Result<HashMap<i32, i64>> {
-        let rows: Vec<Position> = self
-            .client
-            .query(&format!(
-                "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition",
-                self.table("counters_log")
-            ))
-            .bind(group)
-            .bind(topic)
-            .fetch_all()
-            .await
-            .map_err(|e| explain(e, &self.cfg, "reading partition positions"))?;
-        Ok(rows.into_iter().map(|p| (p.kafka_partition as i32, p.last as i64 + 1)).collect())
+        self.positions_where(group, topic, "").await
     }
 
     /// [`Self::positions`] of the partitions in `units` only, each given with the first
@@ -519,10 +508,16 @@ impl ClickHouse {
             .map(|&(p, first)| format!("(kafka_partition = {p} AND last_offset >= {})", (first - 1).max(0)))
             .collect::<Vec<_>>()
             .join(" OR ");
+        self.positions_where(group, topic, &format!("AND ({tails})")).await
+    }
+
+    /// The next offset to read per partition for this group and topic, of the log's rows
+    /// that also meet `and` (SQL starting with `AND`, or empty for every row).
+    async fn positions_where(&self, group: &str, topic: &str, and: &str) -> Result<HashMap<i32, i64>> {
         let rows: Vec<Position> = self
             .client
             .query(&format!(
-                "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? AND ({tails}) GROUP BY kafka_partition",
+                "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? {and} GROUP BY kafka_partition",
                 self.table("counters_log")
             ))
             .bind(group)
