@@ -101,6 +101,65 @@ fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
     }
 }
 
+/// The aggregator inserts on a thread of its own while it reads on (aggregate/src/writing.rs).
+/// A member joining while an insert is under way must not get partitions until that insert
+/// has ended, so that it reads positions the insert has moved: with every ClickHouse request
+/// slowed to seconds (a relay delaying each chunk), an insert is under way at almost any
+/// moment, and the first member's log shows the revoke waiting for it. The counters end
+/// equal to the ground truth.
+#[test]
+fn a_revoke_waits_for_the_insert_under_way_and_nothing_is_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("revoke-while-inserting", 4);
+    let server = Server::shared();
+    let ch = server.fresh_database("revoke_inserting");
+    let relay = Relay::start(server.http_port);
+    let url = format!("http://127.0.0.1:{}", relay.port);
+    let truth = d.join("truth.jsonl");
+    let mut feed = stream_feed(&kafka.bootstrap, &topic, 24_000, 67, 2000, 0.01, &truth, &d.join("generate.log"));
+    let args = aggregate(&kafka.bootstrap, &topic, &url, "t_revoke_inserting", "revoke-inserting", &[]);
+    let (first_log, second_log) = (d.join("aggregate-1.log"), d.join("aggregate-2.log"));
+    let first_args = [&args[..], &["--metrics-addr".into(), "127.0.0.1:19477".into()]].concat();
+    let mut first = spawn(&first_args, &first_log);
+    // Counting already, so that it has a flush to insert when the second member joins.
+    let consumed =
+        || metric(&http_get(19477, "/metrics").map(|(_, b)| b).unwrap_or_default(), "cdrflow_records_consumed_total");
+    wait_until_logged(Duration::from_secs(60), "the first member to consume", &first_log, || consumed() > 1000);
+    // Every chunk either way waits 400 ms: an insert (request and answer) takes a second or
+    // more, against flushes due every 300 ms.
+    relay.slow(400);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut second = spawn(&args, &second_log);
+    let waited = "waited for the counters insert under way before giving partitions up";
+    wait_until_logged(Duration::from_secs(90), "the first member's revoke to wait for its insert", &first_log, || {
+        std::fs::read_to_string(&first_log).unwrap_or_default().contains(waited)
+    });
+    wait_until_logged(Duration::from_secs(90), "the second member to hold partitions", &second_log, || {
+        holds_partitions(&second_log)
+    });
+    relay.slow(0);
+    assert!(feed.wait().unwrap().success());
+    let marks = kafka.watermarks(&topic, 4);
+    let rt = runtime();
+    wait_until(Duration::from_secs(120), "the counters to catch up", || {
+        rt.block_on(ch.positions("revoke-inserting", &topic)).unwrap_or_default() == marks
+    });
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some("revoke-inserting")), &read_truth(&truth));
+    assert!(sigterm(&mut first) && sigterm(&mut second), "both members drain and exit 0");
+    // Had the revoke not waited, the second member would have read positions the first
+    // one's insert then moved, and one of them would have found that unit over its own.
+    for log in [&first_log, &second_log] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.contains("another writer's unit landed"),
+            "no insert landed behind a reader's back ({})",
+            log.display()
+        );
+    }
+}
+
 #[test]
 fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -13,6 +13,7 @@
 //!   migrations, dashboard queries;
 //! - [`worker`] — the sink side of the shared worker loop ([`cdrflow_kafka::driver`]):
 //!   count once, roll up, flush;
+//! - `writing` — the thread that inserts each flush while the worker reads on;
 //! - [`rebuild`] — the same rollup over the archive (`cdrflow backfill`).
 //!
 //! It reads the archive through `cdrflow-archive` and never depends on `cdrflow-ingest`.
@@ -21,5 +22,6 @@ pub mod clickhouse;
 pub mod rebuild;
 pub mod rollup;
 pub mod worker;
+mod writing;
 
 pub use worker::{AggregateOptions, run};

@@ -1,8 +1,9 @@
 //! The ClickHouse sink: CDRs (decoded and validated by the shared driver,
 //! [`cdrflow_kafka::driver`]) are counted once per call (the re-send window) and rolled up
 //! per partition; every partition is flushed at once, by interval or size, as one atomic
-//! insert per shard ([`crate::clickhouse`] says why it is atomic); then offsets are committed
-//! for monitoring.
+//! insert per shard ([`crate::clickhouse`] says why it is atomic), made on a thread of its
+//! own while this one reads on (`crate::writing` says how the protocol is kept); then offsets
+//! are committed for monitoring.
 //!
 //! While ClickHouse is unreachable the partitions are paused and the insert retried with
 //! backoff: nothing is consumed, so memory stays bounded, and nothing is lost, because
@@ -24,6 +25,7 @@ use crate::clickhouse::encoder::{Unit, encode};
 use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
+use crate::writing::{ShardOutcome, ShardUnits, UnitRows, WriteGate, Writer};
 
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
@@ -49,6 +51,8 @@ struct ClickHousePositions {
     window_hours: u32,
     /// Windows read for partitions just assigned, for the loop to take.
     loaded: Arc<Mutex<FxHashMap<i32, CountedCalls>>>,
+    /// Whether the writer's thread is inserting: a revoke waits for it.
+    writing: Arc<WriteGate>,
 }
 
 impl PositionStore for ClickHousePositions {
@@ -77,6 +81,19 @@ impl PositionStore for ClickHousePositions {
     fn describe(&self) -> String {
         format!("ClickHouse at {}", self.ch.config().url)
     }
+    /// Waits for the insert under way, if any ([`crate::writing`] says why).
+    fn revoking(&self, partitions: &[i32]) {
+        if self.writing.is_idle() {
+            return;
+        }
+        let started = Instant::now();
+        self.writing.wait_idle();
+        tracing::info!(
+            partitions = partitions.len(),
+            waited_ms = started.elapsed().as_millis() as u64,
+            "waited for the counters insert under way before giving partitions up"
+        );
+    }
 }
 
 /// Everything the loop carries between messages.
@@ -102,12 +119,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
     let loaded = Arc::new(Mutex::new(FxHashMap::default()));
+    let gate = Arc::new(WriteGate::default());
     let store = Arc::new(ClickHousePositions {
         ch: ch.clone(),
         group: src.group.clone(),
         rt: rt.clone(),
         window_hours: opts.window_hours,
         loaded: loaded.clone(),
+        writing: gate.clone(),
     });
     let layout = rt.block_on(ch.layout())?;
     if layout.replicas > 1 && opts.clickhouse.insert_quorum < 2 {
@@ -150,7 +169,8 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     };
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
     let src = src.clone();
-    let mut sink = ClickHouseSink { opts, rt, ch, store, layout, state };
+    let writer = Writer::start(opts.clickhouse.clone(), src.group.clone(), src.topic.clone(), stats.clone(), gate)?;
+    let mut sink = ClickHouseSink { opts, rt, ch, store, layout, state, writer, writing: None };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
@@ -162,6 +182,47 @@ struct ClickHouseSink {
     store: Arc<ClickHousePositions>,
     layout: Layout,
     state: State,
+    /// The thread that inserts each flush while this one reads on.
+    writer: Writer,
+    /// The positioning epoch when the units handed to the writer were taken, until their
+    /// outcome is taken.
+    writing: Option<u64>,
+}
+
+impl ClickHouseSink {
+    /// Takes the outcome of the flush handed to the writer, if any (waiting for it if
+    /// `block`): counts and commits what landed, rewinds the partitions another writer's
+    /// unit landed over, and retries here what failed. A partition positioned again since
+    /// its unit was taken is left to its owner ([`crate::writing`]).
+    fn settle(&mut self, io: &mut Io<'_>, block: bool) -> Result<()> {
+        let Some(taken_at) = self.writing else { return Ok(()) };
+        let Some(outcomes) = self.writer.outcome(block)? else { return Ok(()) };
+        self.writing = None;
+        let state = &mut self.state;
+        let positioned = io.consumer.positioned();
+        for ShardOutcome { mut shard, rewinds, result } in outcomes {
+            let held = |state: &State, p: i32| !positioned.stale(p, taken_at) && state.partitions.contains_key(&p);
+            let rewinds: Vec<(i32, i64)> = rewinds.into_iter().filter(|(p, _)| held(state, *p)).collect();
+            shard.units.retain(|u| held(state, u.partition));
+            match result {
+                Ok(rows) => {
+                    written_units(io.consumer, io.stats, &shard, rows);
+                    for (p, _) in rewinds {
+                        rewind(io.consumer, io.stop, &self.store, state, p)?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        shard = shard.shard,
+                        error = format!("{e:#}"),
+                        "inserting counters failed; retrying with consumption paused"
+                    );
+                    insert_units(&self.opts, &self.rt, &self.ch, &self.store, shard, rewinds, io, state)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Sink for ClickHouseSink {
@@ -190,17 +251,39 @@ impl Sink for ClickHouseSink {
         }
     }
 
-    /// Every partition at once, when enough messages are unflushed or the interval passed.
+    /// Every partition at once, when enough messages are unflushed or the interval passed;
+    /// no partition when the clock was read and the writer has finished a flush (a write
+    /// that takes its outcome).
     fn due(&self, _just_read: Option<i32>, now: Option<Instant>) -> Due {
         let interval = now.is_some_and(|now| now - self.state.last_flush >= self.opts.flush_interval);
-        if self.state.unflushed >= self.opts.flush_max_messages || interval { Due::All } else { Due::Nothing }
+        if self.state.unflushed >= self.opts.flush_max_messages || interval {
+            Due::All
+        } else if now.is_some() && self.writing.is_some() && self.writer.is_idle() {
+            Due::Partitions(Vec::new())
+        } else {
+            Due::Nothing
+        }
     }
 
+    /// The outcome of the flush under way is taken (waited for if a new flush is due), and
+    /// the new flush handed to the writer; when stopping, waited for as well.
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
-        if due == Due::Nothing {
-            return Ok(());
+        match due {
+            Due::Nothing => Ok(()),
+            Due::Partitions(_) => self.settle(io, false),
+            Due::All => {
+                self.settle(io, true)?;
+                // After the outcome: its retry may serve the group, and a partition revoked
+                // and assigned again meanwhile is not the one whose unit is taken now.
+                let taken_at = io.consumer.positioned().epoch();
+                let shards = take_units(&self.opts, &self.layout, io, &mut self.state)?;
+                if !shards.is_empty() {
+                    self.writer.send(shards)?;
+                    self.writing = Some(taken_at);
+                }
+                if io.stop.load(Ordering::Relaxed) { self.settle(io, true) } else { Ok(()) }
+            }
         }
-        flush(&self.opts, &self.rt, &self.ch, &self.store, &self.layout, io, &mut self.state)
     }
 
     fn held(&self) -> Vec<i32> {
@@ -237,17 +320,19 @@ fn apply(change: GroupChange, state: &mut State) {
     }
 }
 
-/// Flushes every partition with unflushed work: dead letters first (so no reject is lost
-/// once its offset is recorded), then ONE insert per shard of `counters_log` holding the
-/// units of the partitions that land there (one insert on one server; each is one block
-/// and one part: all or nothing, see [`crate::clickhouse`]). Each insert is retried with
-/// backoff while ClickHouse refuses it, with consumption paused meanwhile. Before every
-/// attempt — the first too — the position of *every* partition in the insert is read back
-/// (from the rows at or after its unit's start only: [`ClickHouse::positions_of_units`]),
-/// because an earlier attempt's outcome may be unknown (the connection broke after sending,
-/// a quorum was not confirmed in time), and because another writer's unit may have landed
-/// since the partition was assigned (a dead member's quorum insert, confirmed only when a
-/// lagging replica fetched it, after this member had read its partitions' positions):
+/// Takes every partition's unflushed work as units, grouped by the shard of `counters_log`
+/// it lands on, for ONE insert per shard (one insert on one server; each is one block and
+/// one part: all or nothing, see [`crate::clickhouse`]); dead letters are delivered first,
+/// so no reject is lost once its offset is recorded. The inserts run on the writer's thread
+/// ([`crate::writing`]), one attempt each; a failed one is retried here ([`insert_units`]).
+///
+/// Before every attempt — the first too — the position of *every* partition in the insert
+/// is read back (from the rows at or after its unit's start only:
+/// [`ClickHouse::positions_of_units`]), because an earlier attempt's outcome may be unknown
+/// (the connection broke after sending, a quorum was not confirmed in time), and because
+/// another writer's unit may have landed since the partition was assigned (a dead member's
+/// quorum insert, confirmed only when a lagging replica fetched it, after this member had
+/// read its partitions' positions):
 ///
 /// - right after the unit (`last + 1`): it landed; it leaves the insert;
 /// - at or before the unit's first offset: it did not; it stays;
@@ -259,22 +344,12 @@ fn apply(change: GroupChange, state: &mut State) {
 ///   ([`rewind`]).
 ///
 /// A partition revoked while waiting leaves the insert too (its new owner re-reads it).
-#[allow(clippy::too_many_arguments)]
-fn flush(
-    opts: &AggregateOptions,
-    rt: &tokio::runtime::Runtime,
-    ch: &ClickHouse,
-    store: &ClickHousePositions,
-    layout: &Layout,
-    io: &mut Io<'_>,
-    state: &mut State,
-) -> Result<()> {
+fn take_units(opts: &AggregateOptions, layout: &Layout, io: &mut Io<'_>, state: &mut State) -> Result<Vec<ShardUnits>> {
     state.last_flush = Instant::now();
     if state.unflushed == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     io.flush_dead_letters()?;
-    let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
     let flushed_at = jiff::Timestamp::now().as_second() as u32;
     let mut shards: std::collections::BTreeMap<u32, Vec<UnitRows>> = std::collections::BTreeMap::new();
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
@@ -292,88 +367,32 @@ fn flush(
             rows,
         });
     }
-    for (shard, units) in shards {
-        insert_units(opts, rt, ch, store, shard, units, consumer, state, stats, stop)?;
-    }
-    Ok(())
+    Ok(shards.into_iter().map(|(shard, units)| ShardUnits { shard, units }).collect())
 }
 
-/// One partition's unit, encoded.
-struct UnitRows {
-    partition: i32,
-    /// The first offset it covers.
-    first: i64,
-    /// The last offset it covers.
-    last: i64,
-    rows: Vec<crate::clickhouse::encoder::CounterRow>,
-}
-
-/// Inserts these units (all of one shard) as one insert, retrying as [`flush`] says.
+/// Retries a shard's insert whose attempt on the writer's thread failed, as [`take_units`]
+/// says: with consumption paused and the group served meanwhile, until it is written or
+/// every partition in it revoked. `rewinds` are those its failed attempt found.
 #[allow(clippy::too_many_arguments)]
 fn insert_units(
     opts: &AggregateOptions,
     rt: &tokio::runtime::Runtime,
     ch: &ClickHouse,
     store: &ClickHousePositions,
-    shard: u32,
-    mut units: Vec<UnitRows>,
-    consumer: &WorkerConsumer,
+    mut shard: ShardUnits,
+    mut rewinds: Vec<(i32, i64)>,
+    io: &mut Io<'_>,
     state: &mut State,
-    stats: &WorkerStats,
-    stop: &'static AtomicBool,
 ) -> Result<()> {
+    let (consumer, stats, stop) = (io.consumer, io.stats, io.stop);
     let (group, topic) = (&opts.source.group, &opts.source.topic);
     let mut written = 0;
-    let mut rewinds: Vec<(i32, i64)> = Vec::new();
-    while !units.is_empty() {
+    while !shard.units.is_empty() {
         // Any revoke of a partition in the insert ends the wait, so its rows leave the
         // insert before the next attempt (its new owner re-reads them).
-        let first = units[0].partition;
-        let ours: Vec<i32> = units.iter().map(|u| u.partition).collect();
-        // Every failed attempt counts as a sink error, whichever request of it failed.
-        let attempt = || -> Result<usize> {
-            let started = Instant::now();
-            let result = (|| {
-                {
-                    let firsts: Vec<(i32, i64)> = units.iter().map(|u| (u.partition, u.first)).collect();
-                    let pos = rt.block_on(ch.positions_of_units(group, topic, &firsts))?;
-                    units.retain(|u| match pos.get(&u.partition).copied() {
-                        None => true,
-                        Some(next) if next <= u.first => true,
-                        Some(next) if next == u.last + 1 => {
-                            tracing::warn!(shard, partition = u.partition, "the unit had landed after all; not repeating it");
-                            false
-                        }
-                        Some(next) => {
-                            tracing::warn!(shard, partition = u.partition, first = u.first, last = u.last, clickhouse_next = next,
-                                "another writer's unit landed over these offsets (a dead member's quorum insert confirmed late, or a zombie's): reading the partition again from where ClickHouse stands");
-                            rewinds.push((u.partition, next));
-                            false
-                        }
-                    });
-                    if units.is_empty() {
-                        return Ok(0);
-                    }
-                }
-                let positions_ms = started.elapsed().as_millis() as u64;
-                let rows: Vec<_> = units.iter().flat_map(|u| u.rows.iter().cloned()).collect();
-                rt.block_on(ch.insert_unit(&rows))?;
-                tracing::debug!(
-                    shard,
-                    partitions = units.len(),
-                    rows = rows.len(),
-                    positions_ms,
-                    insert_ms = started.elapsed().as_millis() as u64 - positions_ms,
-                    "counters inserted"
-                );
-                Ok(rows.len())
-            })();
-            match &result {
-                Ok(_) => stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed),
-                Err(e) => stats.sink_error(crate::clickhouse::service::failure_reason(e)),
-            }
-            result
-        };
+        let first = shard.units[0].partition;
+        let ours: Vec<i32> = shard.units.iter().map(|u| u.partition).collect();
+        let attempt = || crate::writing::attempt(rt, ch, group, topic, &mut shard, &mut rewinds, stats);
         let outcome = consumer.retry_paused(first, "writing counters to ClickHouse", stop, attempt, |change| {
             apply(change, state);
             ours.iter().all(|p| state.partitions.contains_key(p))
@@ -383,26 +402,50 @@ fn insert_units(
                 written += rows;
                 break;
             }
-            Retried::Revoked => units.retain(|u| state.partitions.contains_key(&u.partition)),
+            Retried::Revoked => shard.units.retain(|u| state.partitions.contains_key(&u.partition)),
         }
     }
-    if written > 0 {
-        stats.units.fetch_add(1, Ordering::Relaxed);
-        stats.written.fetch_add(written as u64, Ordering::Relaxed);
-    }
-    consumer.commit_for_monitoring(&units.iter().map(|u| (u.partition, u.last + 1)).collect());
+    written_units(consumer, stats, &shard, written);
     for (p, _) in rewinds {
         if state.partitions.contains_key(&p) {
-            rewind(consumer, store, state, p)?;
+            rewind(consumer, stop, store, state, p)?;
         }
     }
     Ok(())
 }
 
+/// Counts a shard's insert and commits its partitions' offsets, for monitoring.
+fn written_units(consumer: &WorkerConsumer, stats: &WorkerStats, shard: &ShardUnits, rows: usize) {
+    if rows > 0 {
+        stats.units.fetch_add(1, Ordering::Relaxed);
+        stats.written.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+    consumer.commit_for_monitoring(&shard.units.iter().map(|u| (u.partition, u.last + 1)).collect());
+}
+
 /// Reads partition `p` again from where ClickHouse stands, with the calls it counted, as
 /// on a new assignment: its unflushed work is dropped and the consumer seeks.
-fn rewind(consumer: &WorkerConsumer, store: &ClickHousePositions, state: &mut State, p: i32) -> Result<()> {
-    let next = store.next_offsets(&consumer.topic, &[p])?.get(&p).copied();
+/// The read is retried, with consumption paused, while ClickHouse fails (as an insert is);
+/// if `p` is revoked meanwhile, its new owner reads it instead.
+fn rewind(
+    consumer: &WorkerConsumer,
+    stop: &'static AtomicBool,
+    store: &ClickHousePositions,
+    state: &mut State,
+    p: i32,
+) -> Result<()> {
+    let read = consumer.retry_paused(
+        p,
+        "reading the partition's position and counted calls from ClickHouse",
+        stop,
+        || store.next_offsets(&consumer.topic, &[p]),
+        |change| {
+            apply(change, state);
+            state.partitions.contains_key(&p)
+        },
+    )?;
+    let Retried::Done(positions) = read else { return Ok(()) };
+    let next = positions.get(&p).copied();
     apply(GroupChange::Revoked(vec![p]), state);
     apply(GroupChange::Assigned(vec![p]), state);
     let at = next.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);

@@ -19,8 +19,10 @@
 //!    partitions: nothing of it has reached the sink, so the next owner, reading its
 //!    position from the sink, re-reads exactly that work. Because callbacks and message
 //!    handling share one thread, no message of a revoked partition is handled after the
-//!    revoke (one read ahead of it is dropped unhandled: [`Positioned`]), and no flush for
-//!    it can be under way while it happens.
+//!    revoke (one read ahead of it is dropped unhandled: [`Positioned`]). A sink whose
+//!    writes run on a thread of their own (the aggregator's inserts) is asked first
+//!    ([`PositionStore::revoking`]) and the callback returns only once none is under way,
+//!    so no flush for a revoked partition can be under way when it is given up.
 //! 3. **Flush.** A worker writes a unit (data + the offsets it covers) to the sink in one
 //!    atomic step, then commits the offsets to Kafka, for monitoring.
 //!
@@ -50,6 +52,11 @@ pub trait PositionStore: Send + Sync + 'static {
     fn next_offsets(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>>;
     /// The sink, for log lines ("ClickHouse at …", "archive at …").
     fn describe(&self) -> String;
+    /// These partitions are being revoked: returns once no write of the sink that may
+    /// cover them is under way beside the worker's thread, so that their next owner reads
+    /// positions such a write has already moved (the aggregator's inserts run on a thread of
+    /// their own). Called from inside `poll`, before the partitions are given up.
+    fn revoking(&self, _partitions: &[i32]) {}
 }
 
 /// A change of this member's assignment, in the order it happened.
@@ -196,6 +203,7 @@ impl ConsumerContext for SinkPositioned {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let parts = self.partitions(tpl);
+                self.store.revoking(&parts);
                 tracing::info!(topic = self.topic, partitions = ?parts, "partitions revoked");
                 self.stats.release(&parts);
                 self.positioned.mark(&parts);
@@ -211,8 +219,9 @@ impl ConsumerContext for SinkPositioned {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                let _ = consumer.unassign();
                 let parts = self.partitions(tpl);
+                self.store.revoking(&parts);
+                let _ = consumer.unassign();
                 self.stats.release(&parts);
                 self.positioned.mark(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Revoked(parts));

@@ -469,7 +469,7 @@ impl ClickHouse {
     }
 
     /// Inserts one flush unit: one INSERT, one block, one part (see the module docs).
-    pub async fn insert_unit(&self, rows: &[CounterRow]) -> Result<()> {
+    pub async fn insert_unit<'r>(&self, rows: impl IntoIterator<Item = &'r CounterRow>) -> Result<()> {
         let mut ins = self
             .client
             .insert_unescaped::<CounterRow>(&self.table("counters_log"))

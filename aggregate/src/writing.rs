@@ -1,0 +1,264 @@
+//! Counters inserted beside the reading thread: one flush's inserts at most under way.
+//!
+//! An insert costs the aggregator nothing but time: ClickHouse's (reading positions back,
+//! writing the part). When the worker's thread made it itself, reading stopped meanwhile —
+//! during a catch-up with 500 ms flushes, 17–19 % of the time (`benches/RESULTS.md` §16),
+//! and more against a cluster, where a quorum insert waits for a second replica. So a flush
+//! takes every partition's unit, hands the units, encoded, to the writer's thread
+//! ([`Writer`]), and the worker goes back to reading. The exactly-once protocol
+//! ([`crate::worker`]'s `flush` states it) is kept whole:
+//!
+//! - **One flush at a time.** The next flush first takes this one's outcome (waiting for it
+//!   if need be), so a partition's units land in order and the position check before each
+//!   sees the one before it.
+//! - **A revoke waits for the insert under way.** The consumer's rebalance callback calls
+//!   [`PositionStore::revoking`](cdrflow_kafka::PositionStore::revoking) before it gives
+//!   partitions up; it returns once the writer is idle ([`WriteGate::wait_idle`]). Their next
+//!   owner therefore reads positions that the insert has already moved, or that it never
+//!   will, as when the worker's thread inserted itself (no insert could be under way while
+//!   its `poll` served the group).
+//! - **The writer makes one attempt.** A failed one is handed back and retried by the
+//!   worker's thread, with consumption paused and the group served meanwhile, exactly as
+//!   before: the position check before each retry settles an attempt whose outcome is
+//!   unknown.
+//! - **A partition positioned again** (revoked, rewound) since its unit was taken has the
+//!   outcome of that unit ignored: not retried, not committed for monitoring. Its owner
+//!   read its position after the attempt ended.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use cdrflow_kafka::WorkerStats;
+
+use crate::clickhouse::encoder::CounterRow;
+use crate::clickhouse::{ClickHouse, ClickHouseConfig};
+
+/// One partition's unit, encoded.
+pub(crate) struct UnitRows {
+    /// Its partition.
+    pub partition: i32,
+    /// The first offset it covers.
+    pub first: i64,
+    /// The last offset it covers.
+    pub last: i64,
+    /// Its rows of `counters_log`.
+    pub rows: Vec<CounterRow>,
+}
+
+/// The units of one shard of `counters_log`, inserted as one insert.
+pub(crate) struct ShardUnits {
+    /// The shard (0 when `counters_log` is not distributed).
+    pub shard: u32,
+    /// Its units, in partition order.
+    pub units: Vec<UnitRows>,
+}
+
+/// How a shard's one attempt ended.
+pub(crate) struct ShardOutcome {
+    /// The shard and the units still to insert (failed) or inserted (done): those found
+    /// landed already, or overwritten by another writer, have left.
+    pub shard: ShardUnits,
+    /// Partitions another writer's unit landed over: to read again from ClickHouse's
+    /// position, with the offset it holds.
+    pub rewinds: Vec<(i32, i64)>,
+    /// The rows inserted, or why the attempt failed.
+    pub result: Result<usize>,
+}
+
+/// Whether an insert is under way, for a revoke to wait on.
+///
+/// A count, not a flag: the writer sends a flush's outcome before it counts the flush as
+/// ended, and the worker may take that outcome and hand over the next flush in between; a
+/// flag cleared then would say "idle" during the next insert.
+#[derive(Default)]
+pub(crate) struct WriteGate {
+    /// Flushes handed over and not yet ended.
+    under_way: Mutex<u32>,
+    /// Signalled when `under_way` falls to 0.
+    idle: Condvar,
+}
+
+impl WriteGate {
+    fn begin(&self) {
+        *self.under_way.lock().expect("not poisoned") += 1;
+    }
+
+    fn end(&self) {
+        let mut n = self.under_way.lock().expect("not poisoned");
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Whether no insert is under way.
+    pub fn is_idle(&self) -> bool {
+        *self.under_way.lock().expect("not poisoned") == 0
+    }
+
+    /// Returns once no insert is under way.
+    pub fn wait_idle(&self) {
+        let n = self.under_way.lock().expect("not poisoned");
+        drop(self.idle.wait_while(n, |n| *n > 0).expect("not poisoned"));
+    }
+}
+
+/// Ends the writer's flush on the gate, however it ends.
+struct Ended<'a>(&'a WriteGate);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The writer's thread: takes one flush's shards at a time, makes one attempt at each, and
+/// sends back how each went. It has its own runtime and its own ClickHouse client (a
+/// current-thread runtime drives its connections only while it runs a task, so the two
+/// threads must not share one).
+pub(crate) struct Writer {
+    jobs: Option<mpsc::SyncSender<Vec<ShardUnits>>>,
+    outcomes: mpsc::Receiver<Vec<ShardOutcome>>,
+    gate: Arc<WriteGate>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread, inserting as `group` reading `topic`.
+    pub fn start(
+        cfg: ClickHouseConfig,
+        group: String,
+        topic: String,
+        stats: Arc<WorkerStats>,
+        gate: Arc<WriteGate>,
+    ) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the ClickHouse writer's runtime")?;
+        let (jobs, take) = mpsc::sync_channel::<Vec<ShardUnits>>(1);
+        let (give, outcomes) = mpsc::sync_channel(1);
+        let thread_gate = gate.clone();
+        let thread = std::thread::Builder::new()
+            .name("clickhouse-insert".into())
+            .spawn(move || {
+                let ch = ClickHouse::new(cfg);
+                for shards in take {
+                    let _ended = Ended(&thread_gate);
+                    let outcome: Vec<ShardOutcome> = shards
+                        .into_iter()
+                        .map(|mut shard| {
+                            let mut rewinds = Vec::new();
+                            let result = attempt(&rt, &ch, &group, &topic, &mut shard, &mut rewinds, &stats);
+                            ShardOutcome { shard, rewinds, result }
+                        })
+                        .collect();
+                    // Sent before the flush ends on the gate: whoever sees it idle finds the outcome.
+                    if give.send(outcome).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("starting the ClickHouse writer's thread")?;
+        Ok(Writer { jobs: Some(jobs), outcomes, gate, thread: Some(thread) })
+    }
+
+    /// Hands one flush's shards over; the caller has taken the previous outcome.
+    pub fn send(&self, shards: Vec<ShardUnits>) -> Result<()> {
+        self.gate.begin();
+        let sent = self.jobs.as_ref().expect("until dropped").send(shards);
+        if sent.is_err() {
+            self.gate.end();
+            anyhow::bail!("the ClickHouse writer's thread ended unexpectedly");
+        }
+        Ok(())
+    }
+
+    /// The outcome of the flush handed over: waits for it if `block`, else `None` while it
+    /// is under way.
+    pub fn outcome(&self, block: bool) -> Result<Option<Vec<ShardOutcome>>> {
+        let gone = || anyhow::anyhow!("the ClickHouse writer's thread ended unexpectedly");
+        if block {
+            return self.outcomes.recv().map(Some).map_err(|_| gone());
+        }
+        match self.outcomes.try_recv() {
+            Ok(o) => Ok(Some(o)),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => Err(gone()),
+        }
+    }
+
+    /// Whether no insert is under way (its outcome, if any, is ready).
+    pub fn is_idle(&self) -> bool {
+        self.gate.is_idle()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once its job, if any, is done.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One attempt at inserting a shard's units as one insert. Every partition's position is
+/// read back first (from the rows at or after its unit's start only:
+/// [`ClickHouse::positions_of_units`]), and each unit is kept, dropped as landed already, or
+/// dropped with its partition to rewind, as [`crate::worker`]'s `flush` says. Each failed
+/// attempt counts as a sink error, whichever request of it failed.
+pub(crate) fn attempt(
+    rt: &tokio::runtime::Runtime,
+    ch: &ClickHouse,
+    group: &str,
+    topic: &str,
+    shard: &mut ShardUnits,
+    rewinds: &mut Vec<(i32, i64)>,
+    stats: &WorkerStats,
+) -> Result<usize> {
+    let started = Instant::now();
+    let result = (|| {
+        let id = shard.shard;
+        let units = &mut shard.units;
+        let firsts: Vec<(i32, i64)> = units.iter().map(|u| (u.partition, u.first)).collect();
+        let pos = rt.block_on(ch.positions_of_units(group, topic, &firsts))?;
+        units.retain(|u| match pos.get(&u.partition).copied() {
+            None => true,
+            Some(next) if next <= u.first => true,
+            Some(next) if next == u.last + 1 => {
+                tracing::warn!(shard = id, partition = u.partition, "the unit had landed after all; not repeating it");
+                false
+            }
+            Some(next) => {
+                tracing::warn!(shard = id, partition = u.partition, first = u.first, last = u.last, clickhouse_next = next,
+                    "another writer's unit landed over these offsets (a dead member's quorum insert confirmed late, or a zombie's): reading the partition again from where ClickHouse stands");
+                rewinds.push((u.partition, next));
+                false
+            }
+        });
+        if units.is_empty() {
+            return Ok(0);
+        }
+        let positions_ms = started.elapsed().as_millis() as u64;
+        let rows: usize = units.iter().map(|u| u.rows.len()).sum();
+        rt.block_on(ch.insert_unit(units.iter().flat_map(|u| &u.rows)))?;
+        tracing::debug!(
+            shard = id,
+            partitions = units.len(),
+            rows,
+            positions_ms,
+            insert_ms = started.elapsed().as_millis() as u64 - positions_ms,
+            "counters inserted"
+        );
+        Ok(rows)
+    })();
+    match &result {
+        Ok(_) => stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed),
+        Err(e) => stats.sink_error(crate::clickhouse::service::failure_reason(e)),
+    }
+    result
+}
