@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::driver::{Due, Io, Sink};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
+use cdrflow_kafka::{
+    DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats, WritesUnderWay,
+};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rustc_hash::FxHashMap;
@@ -25,7 +27,7 @@ use crate::clickhouse::encoder::{Unit, encode};
 use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
-use crate::writing::{ShardOutcome, ShardUnits, UnitRows, WriteGate, Writer};
+use crate::writing::{ShardOutcome, ShardUnits, UnitRows, Writer};
 
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
@@ -51,8 +53,8 @@ struct ClickHousePositions {
     window_hours: u32,
     /// Windows read for partitions just assigned, for the loop to take.
     loaded: Arc<Mutex<FxHashMap<i32, CountedCalls>>>,
-    /// Whether the writer's thread is inserting: a revoke waits for it.
-    writing: Arc<WriteGate>,
+    /// The writer's thread's inserts: a revoke waits for them.
+    writing: Arc<WritesUnderWay>,
 }
 
 impl PositionStore for ClickHousePositions {
@@ -83,16 +85,7 @@ impl PositionStore for ClickHousePositions {
     }
     /// Waits for the insert under way, if any ([`crate::writing`] says why).
     fn revoking(&self, partitions: &[i32]) {
-        if self.writing.is_idle() {
-            return;
-        }
-        let started = Instant::now();
-        self.writing.wait_idle();
-        tracing::info!(
-            partitions = partitions.len(),
-            waited_ms = started.elapsed().as_millis() as u64,
-            "waited for the counters insert under way before giving partitions up"
-        );
+        self.writing.wait_before_revoke(partitions, "counters insert");
     }
 }
 
@@ -119,14 +112,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     let src = &opts.source;
     let ch = ClickHouse::new(opts.clickhouse.clone());
     let loaded = Arc::new(Mutex::new(FxHashMap::default()));
-    let gate = Arc::new(WriteGate::default());
+    let inserts = Arc::new(WritesUnderWay::default());
     let store = Arc::new(ClickHousePositions {
         ch: ch.clone(),
         group: src.group.clone(),
         rt: rt.clone(),
         window_hours: opts.window_hours,
         loaded: loaded.clone(),
-        writing: gate.clone(),
+        writing: inserts.clone(),
     });
     let layout = rt.block_on(ch.layout())?;
     if layout.replicas > 1 && opts.clickhouse.insert_quorum < 2 {
@@ -169,7 +162,7 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     };
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
     let src = src.clone();
-    let writer = Writer::start(opts.clickhouse.clone(), src.group.clone(), src.topic.clone(), stats.clone(), gate)?;
+    let writer = Writer::start(opts.clickhouse.clone(), src.group.clone(), src.topic.clone(), stats.clone(), inserts)?;
     let mut sink = ClickHouseSink { opts, rt, ch, store, layout, state, writer, writing: None };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }

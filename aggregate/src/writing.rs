@@ -13,7 +13,7 @@
 //!   sees the one before it.
 //! - **A revoke waits for the insert under way.** The consumer's rebalance callback calls
 //!   [`PositionStore::revoking`](cdrflow_kafka::PositionStore::revoking) before it gives
-//!   partitions up; it returns once the writer is idle ([`WriteGate::wait_idle`]). Their next
+//!   partitions up; it returns once the writer is idle ([`WritesUnderWay`]). Their next
 //!   owner therefore reads positions that the insert has already moved, or that it never
 //!   will, as when the worker's thread inserted itself (no insert could be under way while
 //!   its `poll` served the group).
@@ -26,11 +26,11 @@
 //!   read its position after the attempt ended.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use cdrflow_kafka::WorkerStats;
+use cdrflow_kafka::{WorkerStats, WriteUnderWay, WritesUnderWay};
 
 use crate::clickhouse::encoder::CounterRow;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
@@ -67,61 +67,15 @@ pub(crate) struct ShardOutcome {
     pub result: Result<usize>,
 }
 
-/// Whether an insert is under way, for a revoke to wait on.
-///
-/// A count, not a flag: the writer sends a flush's outcome before it counts the flush as
-/// ended, and the worker may take that outcome and hand over the next flush in between; a
-/// flag cleared then would say "idle" during the next insert.
-#[derive(Default)]
-pub(crate) struct WriteGate {
-    /// Flushes handed over and not yet ended.
-    under_way: Mutex<u32>,
-    /// Signalled when `under_way` falls to 0.
-    idle: Condvar,
-}
-
-impl WriteGate {
-    fn begin(&self) {
-        *self.under_way.lock().expect("not poisoned") += 1;
-    }
-
-    fn end(&self) {
-        let mut n = self.under_way.lock().expect("not poisoned");
-        *n -= 1;
-        if *n == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Whether no insert is under way.
-    pub fn is_idle(&self) -> bool {
-        *self.under_way.lock().expect("not poisoned") == 0
-    }
-
-    /// Returns once no insert is under way.
-    pub fn wait_idle(&self) {
-        let n = self.under_way.lock().expect("not poisoned");
-        drop(self.idle.wait_while(n, |n| *n > 0).expect("not poisoned"));
-    }
-}
-
-/// Ends the writer's flush on the gate, however it ends.
-struct Ended<'a>(&'a WriteGate);
-
-impl Drop for Ended<'_> {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
 /// The writer's thread: takes one flush's shards at a time, makes one attempt at each, and
 /// sends back how each went. It has its own runtime and its own ClickHouse client (a
 /// current-thread runtime drives its connections only while it runs a task, so the two
 /// threads must not share one).
 pub(crate) struct Writer {
-    jobs: Option<mpsc::SyncSender<Vec<ShardUnits>>>,
+    /// Each flush's shards, with its token of [`WritesUnderWay`].
+    jobs: Option<mpsc::SyncSender<(Vec<ShardUnits>, WriteUnderWay)>>,
     outcomes: mpsc::Receiver<Vec<ShardOutcome>>,
-    gate: Arc<WriteGate>,
+    under_way: Arc<WritesUnderWay>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -132,21 +86,19 @@ impl Writer {
         group: String,
         topic: String,
         stats: Arc<WorkerStats>,
-        gate: Arc<WriteGate>,
+        under_way: Arc<WritesUnderWay>,
     ) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the ClickHouse writer's runtime")?;
-        let (jobs, take) = mpsc::sync_channel::<Vec<ShardUnits>>(1);
+        let (jobs, take) = mpsc::sync_channel::<(Vec<ShardUnits>, WriteUnderWay)>(1);
         let (give, outcomes) = mpsc::sync_channel(1);
-        let thread_gate = gate.clone();
         let thread = std::thread::Builder::new()
             .name("clickhouse-insert".into())
             .spawn(move || {
                 let ch = ClickHouse::new(cfg);
-                for shards in take {
-                    let _ended = Ended(&thread_gate);
+                for (shards, token) in take {
                     let outcome: Vec<ShardOutcome> = shards
                         .into_iter()
                         .map(|mut shard| {
@@ -155,22 +107,22 @@ impl Writer {
                             ShardOutcome { shard, rewinds, result }
                         })
                         .collect();
-                    // Sent before the flush ends on the gate: whoever sees it idle finds the outcome.
-                    if give.send(outcome).is_err() {
+                    // Sent before the write ends: whoever sees none under way finds the outcome.
+                    let sent = give.send(outcome);
+                    drop(token);
+                    if sent.is_err() {
                         break;
                     }
                 }
             })
             .context("starting the ClickHouse writer's thread")?;
-        Ok(Writer { jobs: Some(jobs), outcomes, gate, thread: Some(thread) })
+        Ok(Writer { jobs: Some(jobs), outcomes, under_way, thread: Some(thread) })
     }
 
     /// Hands one flush's shards over; the caller has taken the previous outcome.
     pub fn send(&self, shards: Vec<ShardUnits>) -> Result<()> {
-        self.gate.begin();
-        let sent = self.jobs.as_ref().expect("until dropped").send(shards);
-        if sent.is_err() {
-            self.gate.end();
+        let token = self.under_way.begin();
+        if self.jobs.as_ref().expect("until dropped").send((shards, token)).is_err() {
             anyhow::bail!("the ClickHouse writer's thread ended unexpectedly");
         }
         Ok(())
@@ -192,7 +144,7 @@ impl Writer {
 
     /// Whether no insert is under way (its outcome, if any, is ready).
     pub fn is_idle(&self) -> bool {
-        self.gate.is_idle()
+        self.under_way.is_idle()
     }
 }
 

@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -57,6 +57,63 @@ pub trait PositionStore: Send + Sync + 'static {
     /// positions such a write has already moved (the aggregator's inserts run on a thread of
     /// their own). Called from inside `poll`, before the partitions are given up.
     fn revoking(&self, _partitions: &[i32]) {}
+}
+
+/// A sink's writes under way beside the worker's thread (the aggregator's inserts, the
+/// archive's encode-and-write jobs), for [`PositionStore::revoking`] to wait on.
+///
+/// A count, not a flag: a write hands its outcome back before it ends here, and the worker
+/// may take that outcome and start the next write in between; a flag cleared then would
+/// say "idle" during the next write.
+#[derive(Default)]
+pub struct WritesUnderWay {
+    /// Writes begun and not yet ended.
+    count: Mutex<u32>,
+    /// Signalled when `count` falls to 0.
+    idle: Condvar,
+}
+
+impl WritesUnderWay {
+    /// Counts one more write under way until the returned token is dropped: move it with
+    /// the write, and drop it once the write's outcome has been handed back.
+    pub fn begin(self: &Arc<Self>) -> WriteUnderWay {
+        *self.count.lock().expect("not poisoned") += 1;
+        WriteUnderWay(self.clone())
+    }
+
+    /// Whether no write is under way (every outcome has been handed back).
+    pub fn is_idle(&self) -> bool {
+        *self.count.lock().expect("not poisoned") == 0
+    }
+
+    /// For [`PositionStore::revoking`]: returns once no write is under way, saying how
+    /// long it waited for `what` if it had to.
+    pub fn wait_before_revoke(&self, partitions: &[i32], what: &str) {
+        let count = self.count.lock().expect("not poisoned");
+        if *count == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        drop(self.idle.wait_while(count, |n| *n > 0).expect("not poisoned"));
+        tracing::info!(
+            partitions = partitions.len(),
+            waited_ms = started.elapsed().as_millis() as u64,
+            "waited for the {what} under way before giving partitions up"
+        );
+    }
+}
+
+/// One write under way ([`WritesUnderWay::begin`]); it ends when dropped.
+pub struct WriteUnderWay(Arc<WritesUnderWay>);
+
+impl Drop for WriteUnderWay {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().expect("not poisoned");
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
 }
 
 /// A change of this member's assignment, in the order it happened.

@@ -32,7 +32,10 @@ pub mod registry;
 pub mod settings;
 pub mod stats;
 
-pub use consumer::{CONSUMER_TUNING, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer};
+pub use consumer::{
+    CONSUMER_TUNING, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer, WriteUnderWay,
+    WritesUnderWay,
+};
 pub use dead_letter::DeadLetters;
 pub use health::KafkaHealth;
 pub use settings::{KafkaSettings, SourceOptions};
