@@ -3,9 +3,9 @@
 //! rows, bytes or age (also on a quiet partition) and written as Parquet files committed
 //! together ([`cdrflow_archive::store`]); then its offsets are committed for monitoring.
 //!
-//! Encoding runs beside reading (see `Encoding`): the units due at once are encoded on
-//! the encoders' pool (one thread per core) while the worker reads on, and are written and
-//! committed by the worker's thread once encoded, in the order taken.
+//! Encoding and writing run beside reading (see `Encoding`): the units due at once are
+//! encoded on the encoders' pool (one thread per core) and written and committed there,
+//! while the worker reads on; a revoke waits for them.
 //!
 //! When the archive cannot be written (disk full, read-only, unreachable) the partitions are
 //! paused and the write retried with backoff: memory stays bounded and nothing is lost.
@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::driver::{Due, Io, Sink};
-use cdrflow_kafka::{DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats};
+use cdrflow_kafka::{
+    DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats, WritesUnderWay,
+};
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use rustc_hash::FxHashMap;
@@ -59,14 +61,22 @@ struct PartitionBuffer {
     opened: Option<Instant>,
 }
 
-struct ArchivePositions(Archive);
+struct ArchivePositions {
+    archive: Archive,
+    /// The encoders' jobs (encode, write, commit): a revoke waits for them.
+    writes: Arc<WritesUnderWay>,
+}
 
 impl PositionStore for ArchivePositions {
     fn next_offsets(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
-        self.0.positions(topic, partitions)
+        self.archive.positions(topic, partitions)
     }
     fn describe(&self) -> String {
-        format!("archive at {}", self.0.describe())
+        format!("archive at {}", self.archive.describe())
+    }
+    /// Waits for the units being encoded and written, if any (`Encoding` says why).
+    fn revoking(&self, partitions: &[i32]) {
+        self.writes.wait_before_revoke(partitions, "archive write");
     }
 }
 
@@ -79,7 +89,8 @@ pub fn run(
 ) -> Result<()> {
     let src = opts.source.clone();
     let archive = Archive::open(&opts.out)?;
-    let store = Arc::new(ArchivePositions(archive.clone()));
+    let writes = Arc::new(WritesUnderWay::default());
+    let store = Arc::new(ArchivePositions { archive: archive.clone(), writes: writes.clone() });
     let consumer =
         WorkerConsumer::new(&src.kafka, &src.group, &src.topic, src.session_timeout_ms, store, stop, stats.clone())?;
     let dead_letters = match &src.dead_letter_topic {
@@ -95,7 +106,7 @@ pub fn run(
         .build()
         .context("starting the Parquet encoders' threads")?;
     let mut sink =
-        ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoders, encoding: None };
+        ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoders, encoding: None, writes };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
@@ -107,36 +118,58 @@ struct ArchiveSink {
     buffers: FxHashMap<i32, PartitionBuffer>,
     /// The threads that encode units as Parquet.
     encoders: rayon::ThreadPool,
-    /// Units taken from their buffers and being encoded, if any.
+    /// Units taken from their buffers and being encoded and written, if any.
     encoding: Option<Encoding>,
+    /// The encoders' jobs under way, for a revoke to wait on.
+    writes: Arc<WritesUnderWay>,
 }
 
-/// Units being encoded on the encoders' pool while the worker reads on.
+/// Units being encoded and written on the encoders' pool while the worker reads on.
 ///
-/// Encoding is most of a write and pure, so it need not stop the reading: the due units
-/// are taken from their buffers (which start afresh) and handed to the pool, and the
-/// worker's thread goes back to reading. It writes and commits them itself once they are
-/// encoded — when its clock is next read, or at once (waiting for them) when more units
-/// fall full — so one batch at most is encoding, and a partition's units are committed in
-/// the order they were taken. Units that come of age meanwhile wait for the batch to be
-/// committed and go with the next one: waiting for the batch each time one did kept the
+/// Encoding is most of a write and pure, and writing is waiting on the disk (five syncs a
+/// batch) or on object storage, so neither need stop the reading: the due units are taken
+/// from their buffers (which start afresh), their rejects are delivered to the dead-letter
+/// topic, and the units are handed to the pool, which encodes them and makes one attempt at
+/// writing and committing them together ([`Archive::write_units`]); the worker's thread goes
+/// back to reading. It takes the outcome when its clock is next read, or at once (waiting
+/// for it) when more units fall full, so one batch at most is under way, and a partition's
+/// units are committed in the order they were taken. Units that come of age meanwhile wait
+/// for the batch and go with the next one: waiting for the batch each time one did kept the
 /// worker's thread from reading a third of the time (`benches/RESULTS.md` §11), and a unit
-/// is at most one batch's encoding later than `--max-age-ms` for it. Nothing is committed
-/// that was not, before, at the same point of the protocol:
-/// - a unit's offsets are recorded only by its commit in the archive, after its files;
-/// - a partition revoked, or positioned again, after its unit was taken has that unit
-///   dropped unwritten ([`cdrflow_kafka::Positioned::stale`]): its owner reads it again
-///   from the archive's position, which the unit never reached;
+/// is at most one batch later than `--max-age-ms` for it. The protocol is kept:
+/// - a unit's offsets are recorded only by its commit in the archive, after its files, and
+///   after its rejects reached the dead-letter topic;
+/// - a revoke waits for the batch under way ([`PositionStore::revoking`]): a partition is
+///   never given up while a unit of it is being written, so its next owner reads the
+///   archive's position after that write;
+/// - a failed write is retried by the worker's thread, unit by unit, with consumption
+///   paused; a partition revoked or positioned again since its unit was taken has that unit
+///   dropped then ([`cdrflow_kafka::Positioned::stale`]): its owner reads it again from the
+///   archive's position, which the unit never reached;
 /// - stopping waits for the batch, then writes the rest at once.
 struct Encoding {
     /// The positioning epoch when the units were taken.
     taken_at: u64,
-    /// The last dead letter queued when they were taken (their rejects are up to it).
-    dead_letters: usize,
-    /// The units, encoded, in partition order (or why not), once ready.
-    done: mpsc::Receiver<Result<Vec<EncodedUnit>>>,
+    /// The units, encoded, in partition order, and how their write went (or why they could
+    /// not be encoded), once ready.
+    done: mpsc::Receiver<Result<Written>>,
     /// Set once they are in `done`.
     ready: Arc<AtomicBool>,
+}
+
+/// A batch of units, encoded, and the outcome of the one attempt at writing them.
+struct Written {
+    units: Vec<EncodedUnit>,
+    /// How long the write took, or why it failed.
+    write: Result<Duration>,
+}
+
+/// Encodes units and makes one attempt at writing and committing them together.
+fn encode_and_write(opts: &IngestOptions, archive: &Archive, units: &[(i32, PartitionBuffer)]) -> Result<Written> {
+    let units = encode_units(opts, units)?;
+    let started = Instant::now();
+    let write = archive.write_units(&units).map(|()| started.elapsed());
+    Ok(Written { units, write })
 }
 
 impl ArchiveSink {
@@ -145,34 +178,31 @@ impl ArchiveSink {
         b.messages > 0 && (b.rows.len() >= self.opts.max_rows || b.bytes >= self.opts.max_bytes)
     }
 
-    /// Writes and commits encoded units, skipping those whose partition moved since they
-    /// were taken (at positioning epoch `taken_at`, when the last dead letter queued was
-    /// `dead_letters`).
-    ///
-    /// The units go in one [`Archive::write_units`]: each step of the commit protocol once
-    /// for all of them, so a batch costs five syncs, not six per unit (`benches/RESULTS.md`
-    /// §14). Should that fail, they are written again one by one, in partition order, each
+    /// Takes the outcome of a batch's write (its units taken at positioning epoch
+    /// `taken_at`): counts the units written and commits their offsets for monitoring, or,
+    /// should the write have failed, writes them again one by one, in partition order, each
     /// retried with its partition paused until it is written or its partition revoked
-    /// ([`write_unit`]): a retry rewrites what the batch wrote of it identically.
-    fn commit(&mut self, encoded: Vec<EncodedUnit>, taken_at: u64, dead_letters: usize, io: &mut Io<'_>) -> Result<()> {
-        // The units' dead letters reach Kafka before their offsets are recorded as done.
-        io.flush_dead_letters_to(dead_letters)?;
-        let mut units = encoded;
-        units.retain(|unit| self.still_held(unit, taken_at, io));
-        if units.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        match self.archive.write_units(&units) {
-            Ok(()) => {
-                io.stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    /// ([`write_unit`]): a retry rewrites what the batch wrote of it identically. The units
+    /// go in one [`Archive::write_units`]: each step of the commit protocol once for all of
+    /// them, so a batch costs five syncs, not six per unit (`benches/RESULTS.md` §14).
+    fn commit(&mut self, outcome: Written, taken_at: u64, io: &mut Io<'_>) -> Result<()> {
+        let Written { mut units, write } = outcome;
+        match write {
+            Ok(took) => {
+                io.stats.last_write_us.store(took.as_micros() as u64, Ordering::Relaxed);
                 for unit in &units {
                     written(io.stats, unit);
                 }
-                let next = units.iter().map(|u| (u.manifest.partition, u.manifest.last_offset + 1)).collect();
+                // Offsets for monitoring of the partitions still held only.
+                let next = units
+                    .iter()
+                    .filter(|u| !io.consumer.positioned().stale(u.manifest.partition, taken_at))
+                    .map(|u| (u.manifest.partition, u.manifest.last_offset + 1))
+                    .collect();
                 io.consumer.commit_for_monitoring(&next);
             }
             Err(e) => {
+                units.retain(|unit| self.still_held(unit, taken_at, io));
                 io.stats.sink_error("archive_write");
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -191,8 +221,8 @@ impl ArchiveSink {
     }
 
     /// Whether a unit's partition is still held as when the unit was taken: one positioned
-    /// again since (revoked while the unit was encoding, or while an earlier unit's write was
-    /// retried) has its unit abandoned, and its owner reads it again from the archive.
+    /// again since (revoked after the batch's write failed, or while an earlier unit's write
+    /// was retried) has its unit abandoned, and its owner reads it again from the archive.
     fn still_held(&self, unit: &EncodedUnit, taken_at: u64, io: &Io<'_>) -> bool {
         let p = unit.manifest.partition;
         let held = !io.consumer.positioned().stale(p, taken_at) && self.buffers.contains_key(&p);
@@ -236,7 +266,7 @@ impl Sink for ArchiveSink {
 
     /// The partition just read if its unit is full; when the clock was read, every partition
     /// whose unit is full, or old enough (quiet ones too) unless units are still encoding,
-    /// and no partition when encoded units are ready (a write that commits them).
+    /// and no partition when the batch under way is written (a write that takes its outcome).
     fn due(&self, just_read: Option<i32>, now: Option<Instant>) -> Due {
         let ready = self.encoding.as_ref().map(|e| e.ready.load(Ordering::Acquire));
         let due: Vec<i32> = match now {
@@ -256,9 +286,9 @@ impl Sink for ArchiveSink {
         if due.is_empty() && !(now.is_some() && ready == Some(true)) { Due::Nothing } else { Due::Partitions(due) }
     }
 
-    /// The units encoded meanwhile are committed (waited for if more are due: a full unit,
-    /// or stopping), and the due units handed to the pool to encode ([`Encoding`]); on
-    /// `Due::All` (stopping) the rest is encoded and committed at once.
+    /// The outcome of the batch under way is taken (waited for if more are due: a full unit,
+    /// or stopping), and the due units handed to the pool to encode and write
+    /// ([`Encoding`]); on `Due::All` (stopping) the rest is encoded and written at once.
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
         let (mut parts, now) = match due {
             Due::Nothing => return Ok(()),
@@ -270,14 +300,14 @@ impl Sink for ArchiveSink {
         // group (a retry while the archive fails), and a partition revoked and assigned again
         // meanwhile must count as moved since its unit was taken.
         let (taken_at, dead_letters) = (io.consumer.positioned().epoch(), io.dead_letters_mark());
-        let units: Vec<(i32, PartitionBuffer)> = parts
+        let mut units: Vec<(i32, PartitionBuffer)> = parts
             .into_iter()
             .filter_map(|p| self.buffers.get_mut(&p).map(std::mem::take).filter(|b| b.messages > 0).map(|b| (p, b)))
             .collect();
         if let Some(encoding) = self.encoding.take() {
-            let encoded = if units.is_empty() && !now {
+            let outcome = if units.is_empty() && !now {
                 match encoding.done.try_recv() {
-                    Ok(encoded) => encoded,
+                    Ok(outcome) => outcome,
                     Err(mpsc::TryRecvError::Empty) => {
                         self.encoding = Some(encoding);
                         return Ok(());
@@ -287,27 +317,46 @@ impl Sink for ArchiveSink {
             } else {
                 encoding.done.recv().context("the Parquet encoder stopped unexpectedly")?
             };
-            self.commit(encoded?, encoding.taken_at, encoding.dead_letters, io)?;
+            self.commit(outcome?, encoding.taken_at, io)?;
+            // That commit may have served the group: a unit whose partition moved meanwhile
+            // is not written (no revoke waited for it); its owner reads it again.
+            units.retain(|(p, _)| {
+                let held = !io.consumer.positioned().stale(*p, taken_at) && self.buffers.contains_key(p);
+                if !held {
+                    tracing::info!(
+                        partition = p,
+                        "the partition moved before its unit was written; its new owner reads it again"
+                    );
+                }
+                held
+            });
         }
         if units.is_empty() {
             return Ok(());
         }
+        // The units' dead letters reach Kafka before their offsets can be recorded as done.
+        io.flush_dead_letters_to(dead_letters)?;
         if now {
-            let encoded = self.encoders.install(|| encode_units(&self.opts, &units))?;
-            return self.commit(encoded, taken_at, dead_letters, io);
+            let outcome = self.encoders.install(|| encode_and_write(&self.opts, &self.archive, &units))?;
+            return self.commit(outcome, taken_at, io);
         }
         let (tx, done) = mpsc::sync_channel(1);
         let ready = Arc::new(AtomicBool::new(false));
-        let (opts, set) = (self.opts.clone(), ready.clone());
+        let (opts, archive, set) = (self.opts.clone(), self.archive.clone(), ready.clone());
+        // Counted from now: no poll serves the group between here and the spawn.
+        let under_way = self.writes.begin();
         self.encoders.spawn(move || {
-            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_units(&opts, &units)))
-                .unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)"))
-                });
-            let _ = tx.send(encoded);
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_and_write(&opts, &archive, &units)))
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)"))
+                    });
+            let _ = tx.send(outcome);
             set.store(true, Ordering::Release);
+            // Ends after the outcome is sent: whoever sees none under way finds it.
+            drop(under_way);
         });
-        self.encoding = Some(Encoding { taken_at, dead_letters, done, ready });
+        self.encoding = Some(Encoding { taken_at, done, ready });
         Ok(())
     }
 
