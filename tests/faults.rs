@@ -132,13 +132,7 @@ fn a_revoke_waits_for_the_insert_under_way_and_nothing_is_counted_twice() {
     relay.slow(400);
     std::thread::sleep(Duration::from_secs(3));
     let mut second = spawn(&args, &second_log);
-    let waited = "waited for the counters insert under way before giving partitions up";
-    wait_until_logged(Duration::from_secs(90), "the first member's revoke to wait for its insert", &first_log, || {
-        std::fs::read_to_string(&first_log).unwrap_or_default().contains(waited)
-    });
-    wait_until_logged(Duration::from_secs(90), "the second member to hold partitions", &second_log, || {
-        holds_partitions(&second_log)
-    });
+    wait_for_a_revoke_that_waited(&first_log, &second_log, "counters insert");
     relay.slow(0);
     assert!(feed.wait().unwrap().success());
     let marks = kafka.watermarks(&topic, 4);

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cdrflow_archive::Archive;
@@ -18,65 +17,25 @@ use common::*;
 
 const BUCKET: &str = "rebalance-archive";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// moto's S3 server in its own process, with one bucket.
-struct S3Server {
-    port: u16,
-    child: Child,
-}
-
-impl S3Server {
-    fn start(log: &std::path::Path) -> S3Server {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("moto_server runs (deploy/local/test.sh installs it: pip install 'moto[server]')");
-        wait_until(Duration::from_secs(30), "moto_server to listen", || http_get(port, "/").is_some());
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "PUT /{BUCKET} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
-        S3Server { port, child }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        sigkill(&mut self.child);
-    }
-}
-
-fn s3_env(port: u16) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "cdrflow-test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "cdrflow-test-secret".into()),
-        ("CDRFLOW_CALLER_KEY", "test-caller-key-0123456789".into()),
-    ]
+/// The worker's environment: the archive's store (through `port`) and the caller key.
+fn env(port: u16) -> Vec<(&'static str, String)> {
+    let mut env = S3Server::env(port);
+    env.push(("CDRFLOW_CALLER_KEY", "test-caller-key-0123456789".into()));
+    env
 }
 
 #[test]
 fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s3 = S3Server::start(&d.join("moto.log"));
+    let s3 = S3Server::start(&d.join("moto.log"), BUCKET);
     let relay = Relay::start(s3.port);
     let kafka = Kafka::shared();
     let topic = kafka.topic("ingest-revoke-while-writing", 4);
     let truth = d.join("truth.jsonl");
     let mut feed = stream_feed(&kafka.bootstrap, &topic, 24_000, 53, 2_000, 0.0, &truth, &d.join("generate.log"));
     let out = format!("s3://{BUCKET}/archive");
-    let env = s3_env(relay.port);
+    let env = env(relay.port);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let args = |port: u16| {
         ingest_args(
@@ -102,17 +61,11 @@ fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice(
     relay.slow(400);
     std::thread::sleep(Duration::from_secs(2));
     let mut second = spawn_with_env(&args(free_port()), &second_log, &env);
-    let waited = "waited for the archive write under way before giving partitions up";
-    wait_until_logged(Duration::from_secs(90), "the first member's revoke to wait for its write", &first_log, || {
-        std::fs::read_to_string(&first_log).unwrap_or_default().contains(waited)
-    });
-    wait_until_logged(Duration::from_secs(90), "the second member to hold partitions", &second_log, || {
-        holds_partitions(&second_log)
-    });
+    wait_for_a_revoke_that_waited(&first_log, &second_log, "archive write");
     relay.slow(0);
     assert!(feed.wait().unwrap().success());
     let marks = kafka.watermarks(&topic, 4);
-    for (k, v) in s3_env(s3.port) {
+    for (k, v) in S3Server::env(s3.port) {
         // SAFETY: this test is alone in its binary's process, and nothing else in it reads
         // the environment meanwhile.
         unsafe { std::env::set_var(k, v) };

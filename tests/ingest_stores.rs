@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use cdrflow_archive::Archive;
@@ -15,53 +15,6 @@ use common::*;
 
 const KEY: &str = "test-caller-key-0123456789";
 const BUCKET: &str = "hotline-archive";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// An S3 server in its own process (moto: state in memory, gone when it stops).
-struct S3Server {
-    port: u16,
-    child: Child,
-}
-
-impl S3Server {
-    fn start(log: &std::path::Path) -> S3Server {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("moto_server runs (deploy/local/test.sh installs it: pip install 'moto[server]')");
-        wait_until(Duration::from_secs(30), "moto_server to listen", || http_get(port, "/").is_some());
-        // Create the bucket: an S3 CreateBucket is a PUT on /BUCKET.
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "PUT /{BUCKET} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
-        S3Server { port, child }
-    }
-
-    fn env(endpoint_port: u16) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", format!("http://127.0.0.1:{endpoint_port}")),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "cdrflow-test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "cdrflow-test-secret".into()),
-        ]
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        sigkill(&mut self.child);
-    }
-}
 
 /// `cdrflow ingest` of `topic` into `out` as `group` (each test its own: they may run at once).
 fn ingest_args(bootstrap: &str, topic: &str, group: &str, out: &str, metrics_port: u16) -> Vec<String> {
@@ -132,7 +85,7 @@ fn finish(
 #[test]
 fn an_s3_archive_survives_the_store_going_away() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&dir.path().join("moto.log"));
+    let s3 = S3Server::start(&dir.path().join("moto.log"), BUCKET);
     let relay = Relay::start(s3.port);
     let kafka = Kafka::shared();
     let topic = kafka.topic("ingest-s3", 4);

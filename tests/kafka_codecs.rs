@@ -121,7 +121,3 @@ fn every_codec_from_the_java_producer_is_read_by_both_workers_exactly() {
     assert_eq!(got.call_ids.len() as u64, summary.valid_messages, "each once");
     assert_same_counters(&stored_as_truth(&rt, &ch, None), &read_truth(&truth_path));
 }
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}

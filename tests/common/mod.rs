@@ -886,3 +886,69 @@ impl Drop for TestDir {
         }
     }
 }
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An S3 server in its own process (moto's `moto_server`, PyPI: state in memory, gone when
+/// it stops), with one bucket.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start(log: &Path, bucket: &str) -> S3Server {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("moto_server runs (deploy/local/test.sh installs it: pip install 'moto[server]')");
+        wait_until(Duration::from_secs(30), "moto_server to listen", || http_get(port, "/").is_some());
+        // Create the bucket: an S3 CreateBucket is a PUT on /BUCKET.
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+        S3Server { port, child }
+    }
+
+    /// The environment of a client of the server at `endpoint_port` (it, or a relay to it).
+    pub fn env(endpoint_port: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{endpoint_port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "cdrflow-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "cdrflow-test-secret".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        sigkill(&mut self.child);
+    }
+}
+
+/// A second member joined while the first member's sink was writing beside its reading
+/// thread: waits until the first member's log shows its revoke waiting for the `what`
+/// (`PositionStore::revoking`), then until the second member holds partitions.
+pub fn wait_for_a_revoke_that_waited(first_log: &Path, second_log: &Path, what: &str) {
+    let waited = format!("waited for the {what} under way before giving partitions up");
+    wait_until_logged(
+        Duration::from_secs(90),
+        &format!("the first member's revoke to wait for its {what}"),
+        first_log,
+        || std::fs::read_to_string(first_log).unwrap_or_default().contains(&waited),
+    );
+    wait_until_logged(Duration::from_secs(90), "the second member to hold partitions", second_log, || {
+        holds_partitions(second_log)
+    });
+}
