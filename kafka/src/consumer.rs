@@ -20,7 +20,8 @@
 //!    position from the sink, re-reads exactly that work. Because callbacks and message
 //!    handling share one thread, no message of a revoked partition is handled after the
 //!    revoke (one read ahead of it is dropped unhandled: [`Positioned`]). A sink whose
-//!    writes run on a thread of their own (the aggregator's inserts) is asked first
+//!    writes run beside the worker's thread (the aggregator's inserts, the archive's
+//!    writes on the encoders' pool) is asked first
 //!    ([`PositionStore::revoking`]) and the callback returns only once none is under way,
 //!    so no flush for a revoked partition can be under way when it is given up.
 //! 3. **Flush.** A worker writes a unit (data + the offsets it covers) to the sink in one
@@ -54,8 +55,9 @@ pub trait PositionStore: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// These partitions are being revoked: returns once no write of the sink that may
     /// cover them is under way beside the worker's thread, so that their next owner reads
-    /// positions such a write has already moved (the aggregator's inserts run on a thread of
-    /// their own). Called from inside `poll`, before the partitions are given up.
+    /// positions such a write has already moved (the aggregator's inserts and the archive's
+    /// writes run beside it: [`WritesUnderWay`]). Called from inside `poll`, before the
+    /// partitions are given up.
     fn revoking(&self, _partitions: &[i32]) {}
 }
 
