@@ -202,7 +202,7 @@ impl ArchiveSink {
                 io.consumer.commit_for_monitoring(&next);
             }
             Err(e) => {
-                units.retain(|unit| self.still_held(unit, taken_at, io));
+                units.retain(|unit| self.still_held(unit.manifest.partition, taken_at, io));
                 io.stats.sink_error("archive_write");
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -211,7 +211,7 @@ impl ArchiveSink {
                 );
                 for unit in units {
                     // Checked again: a retry before it may have served a rebalance.
-                    if self.still_held(&unit, taken_at, io) {
+                    if self.still_held(unit.manifest.partition, taken_at, io) {
                         write_unit(&self.archive, io, &mut self.buffers, unit)?;
                     }
                 }
@@ -220,11 +220,11 @@ impl ArchiveSink {
         Ok(())
     }
 
-    /// Whether a unit's partition is still held as when the unit was taken: one positioned
-    /// again since (revoked after the batch's write failed, or while an earlier unit's write
-    /// was retried) has its unit abandoned, and its owner reads it again from the archive.
-    fn still_held(&self, unit: &EncodedUnit, taken_at: u64, io: &Io<'_>) -> bool {
-        let p = unit.manifest.partition;
+    /// Whether partition `p` is still held as when its unit was taken: one positioned again
+    /// since (revoked while the previous batch's write was retried, after the batch's write
+    /// failed, or while an earlier unit's write was retried) has its unit abandoned, and its
+    /// owner reads it again from the archive.
+    fn still_held(&self, p: i32, taken_at: u64, io: &Io<'_>) -> bool {
         let held = !io.consumer.positioned().stale(p, taken_at) && self.buffers.contains_key(&p);
         if !held {
             tracing::info!(
@@ -320,16 +320,7 @@ impl Sink for ArchiveSink {
             self.commit(outcome?, encoding.taken_at, io)?;
             // That commit may have served the group: a unit whose partition moved meanwhile
             // is not written (no revoke waited for it); its owner reads it again.
-            units.retain(|(p, _)| {
-                let held = !io.consumer.positioned().stale(*p, taken_at) && self.buffers.contains_key(p);
-                if !held {
-                    tracing::info!(
-                        partition = p,
-                        "the partition moved before its unit was written; its new owner reads it again"
-                    );
-                }
-                held
-            });
+            units.retain(|(p, _)| self.still_held(*p, taken_at, io));
         }
         if units.is_empty() {
             return Ok(());
