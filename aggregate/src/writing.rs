@@ -6,7 +6,7 @@
 //! and more against a cluster, where a quorum insert waits for a second replica. So a flush
 //! takes every partition's unit, hands the units, encoded, to the writer's thread
 //! ([`Writer`]), and the worker goes back to reading. The exactly-once protocol
-//! ([`crate::worker`]'s `flush` states it) is kept whole:
+//! (`crate::worker`'s `take_units` states it) is kept whole:
 //!
 //! - **One flush at a time.** The next flush first takes this one's outcome (waiting for it
 //!   if need be), so a partition's units land in order and the position check before each
@@ -161,7 +161,7 @@ impl Drop for Writer {
 /// One attempt at inserting a shard's units as one insert. Every partition's position is
 /// read back first (from the rows at or after its unit's start only:
 /// [`ClickHouse::positions_of_units`]), and each unit is kept, dropped as landed already, or
-/// dropped with its partition to rewind, as [`crate::worker`]'s `flush` says. Each failed
+/// dropped with its partition to rewind, as `crate::worker`'s `take_units` says. Each failed
 /// attempt counts as a sink error, whichever request of it failed.
 pub(crate) fn attempt(
     rt: &tokio::runtime::Runtime,
