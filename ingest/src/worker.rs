@@ -54,11 +54,54 @@ struct PartitionBuffer {
     /// Rejected among them.
     rejected: u64,
     /// The valid CDRs.
-    rows: Vec<ArchivedCdr>,
+    rows: Rows,
     /// Rough size of `rows`.
     bytes: usize,
     /// When the first message of this unit arrived.
     opened: Option<Instant>,
+}
+
+/// A unit's rows, in chunks of at most [`Rows::CHUNK`].
+///
+/// One vector per unit grew by doubling: each step copied every row so far to a new block
+/// and faulted its pages in, so a unit touched about twice its size in fresh memory, on
+/// the reading thread (a quarter of that thread's page faults, and as many bytes copied,
+/// were in the vector's growth: `benches/RESULTS.md` §17). Here only the first chunk grows,
+/// up to ~1 MiB; rows past it go to new chunks of their own, and a full chunk is never
+/// moved.
+#[derive(Debug, Default)]
+struct Rows {
+    /// Full chunks, then the one being filled.
+    chunks: Vec<Vec<ArchivedCdr>>,
+    /// Rows in all chunks.
+    len: usize,
+}
+
+impl Rows {
+    /// Rows per chunk: ~1 MiB of them. The first chunk grows to it as a vector does, so a
+    /// quiet partition's unit of a few rows takes a few rows' room.
+    const CHUNK: usize = 4096;
+
+    #[inline]
+    fn push(&mut self, row: ArchivedCdr) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < Self::CHUNK => last.push(row),
+            _ => {
+                let mut chunk = Vec::with_capacity(if self.chunks.is_empty() { 16 } else { Self::CHUNK });
+                chunk.push(row);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ArchivedCdr> {
+        self.chunks.iter().flatten()
+    }
 }
 
 struct ArchivePositions {
@@ -387,7 +430,7 @@ fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Resul
     let mut jobs: Vec<(usize, String, u8, Vec<&ArchivedCdr>)> = Vec::new();
     for (u, (_, buf)) in units.iter().enumerate() {
         let mut groups: BTreeMap<(i64, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
-        for r in &buf.rows {
+        for r in buf.rows.iter() {
             groups.entry((r.cdr.start_ms.div_euclid(DAY_MS), r.cdr.region.0)).or_default().push(r);
         }
         jobs.extend(groups.into_iter().map(|((day, region), rows)| (u, utc_date(day * DAY_MS), region, rows)));
@@ -477,4 +520,32 @@ fn write_unit(
 fn written(stats: &WorkerStats, unit: &EncodedUnit) {
     stats.units.fetch_add(1, Ordering::Relaxed);
     stats.written.fetch_add(unit.files.len() as u64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdrflow_schemas::LineRegistry;
+
+    #[test]
+    fn rows_come_back_in_the_order_pushed_across_chunks_none_over_a_chunk() {
+        let decoder = Decoder::new(LineRegistry::builtin(), Pseudonymiser::check_only());
+        let cdr = decoder
+            .decode_json(
+                br#"{"call_id":"38-1","region":38,"dialled":"122","start":"2022-02-14T09:00:00Z",
+                    "end":"2022-02-14T09:03:12Z","disposition":"busy"}"#,
+            )
+            .expect("a valid CDR");
+        for n in [0, 1, Rows::CHUNK - 1, Rows::CHUNK, Rows::CHUNK + 1, 3 * Rows::CHUNK + 7] {
+            let mut rows = Rows::default();
+            for offset in 0..n as i64 {
+                rows.push(ArchivedCdr { partition: 5, offset, cdr: cdr.clone() });
+            }
+            assert_eq!(rows.len(), n);
+            let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>(), "{n} rows");
+            assert!(rows.chunks.iter().all(|c| !c.is_empty() && c.len() <= Rows::CHUNK), "{n} rows");
+            assert_eq!(rows.chunks.len(), n.div_ceil(Rows::CHUNK), "{n} rows");
+        }
+    }
 }
