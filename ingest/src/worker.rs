@@ -73,8 +73,6 @@ struct PartitionBuffer {
 struct Rows {
     /// Full chunks, then the one being filled.
     chunks: Vec<Vec<ArchivedCdr>>,
-    /// Rows in all chunks.
-    len: usize,
 }
 
 impl Rows {
@@ -92,11 +90,11 @@ impl Rows {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
+    /// Every chunk but the last is full.
     fn len(&self) -> usize {
-        self.len
+        self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * Self::CHUNK + last.len())
     }
 
     fn iter(&self) -> impl Iterator<Item = &ArchivedCdr> {
