@@ -227,7 +227,7 @@ impl ArchiveSink {
     /// go in one [`Archive::write_units`]: each step of the commit protocol once for all of
     /// them, so a batch costs five syncs, not six per unit (`benches/RESULTS.md` §14).
     fn commit(&mut self, outcome: Written, taken_at: u64, io: &mut Io<'_>) -> Result<()> {
-        let Written { mut units, write } = outcome;
+        let Written { units, write } = outcome;
         match write {
             Ok(took) => {
                 io.stats.last_write_us.store(took.as_micros() as u64, Ordering::Relaxed);
@@ -243,7 +243,6 @@ impl ArchiveSink {
                 io.consumer.commit_for_monitoring(&next);
             }
             Err(e) => {
-                units.retain(|unit| self.still_held(unit.manifest.partition, taken_at, io));
                 io.stats.sink_error("archive_write");
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -251,7 +250,8 @@ impl ArchiveSink {
                     "writing the archive failed; retrying unit by unit"
                 );
                 for unit in units {
-                    // Checked again: a retry before it may have served a rebalance.
+                    // Checked at its turn: a rebalance may have come since the write
+                    // failed, or during a retry before it.
                     if self.still_held(unit.manifest.partition, taken_at, io) {
                         write_unit(&self.archive, io, &mut self.buffers, unit)?;
                     }
