@@ -158,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn delta_encoded_instants_and_offsets_read_back_whatever_their_order_and_stats_skip_hashes_and_categories() {
+    fn instants_and_offsets_delta_encoded_read_back_and_stats_and_zstd_only_where_they_help() {
         // Instants and offsets are written as differences: rising, falling, equal, far
         // apart, before 1970 and missing must all come back as they went in.
         let lines = LineRegistry::builtin();
@@ -199,6 +199,11 @@ mod tests {
             // which they cannot prune.
             let unprunable = name == "caller_hash" || crate::encode::CATEGORIES.contains(&name.as_str());
             assert_eq!(column.statistics().is_some(), !unprunable, "{name}");
+            // zstd on every column but those it does not shrink.
+            let plain = ["region", "caller_hash", "kafka_partition", "kafka_offset"].contains(&name.as_str());
+            let codec = column.compression();
+            let zstd = matches!(codec, parquet::basic::Compression::ZSTD(_));
+            assert_eq!((zstd, codec == parquet::basic::Compression::UNCOMPRESSED), (!plain, plain), "{name}");
         }
         let back = read_file(file, &lines).unwrap();
         assert_eq!(back.len(), rows.len());
