@@ -643,45 +643,57 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
-/// Every message of `topic` (a dead-letter topic), read until it is quiet for 3 s.
+/// Every message of `topic` (a dead-letter topic): each partition read from its start up to
+/// its high watermark as it stood when called, however slowly the broker answers (a reader
+/// that stopped at the first quiet spell could miss the last dead letters on a loaded
+/// machine and blame the worker). Panics, naming the partitions, if they are not all read
+/// within 120 s.
 pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
     use rdkafka::Message;
     use rdkafka::message::Headers;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
         .set("fetch.message.max.bytes", "10485760")
         .create()
         .unwrap();
-    let parts = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap().topics()[0].partitions().len() as i32;
+    let parts = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap().topics()[0].partitions().len() as i32;
     let mut tpl = rdkafka::TopicPartitionList::new();
+    // The next offset each partition must reach.
+    let mut left: HashMap<i32, i64> = HashMap::new();
     for p in 0..parts {
+        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        if high > low {
+            left.insert(p, high);
+        }
         tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
     }
     c.assign(&tpl).unwrap();
-    let (mut out, mut idle) = (Vec::new(), 0);
-    while idle < 10 {
-        match c.poll(Duration::from_millis(300)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(DeadLetter {
-                    headers,
-                    key: m.key().unwrap_or_default().to_vec(),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                });
-            }
-            _ => idle += 1,
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "dead letters of {topic} not all read in 120 s: partitions (next offset to reach) {left:?}"
+        );
+        let Some(Ok(m)) = c.poll(Duration::from_millis(300)) else { continue };
+        if left.get(&m.partition()).is_some_and(|&high| m.offset() + 1 >= high) {
+            left.remove(&m.partition());
         }
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(DeadLetter {
+            headers,
+            key: m.key().unwrap_or_default().to_vec(),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
     }
     out
 }
