@@ -166,7 +166,7 @@ pub(crate) const CATEGORIES: &[&str] =
 /// larger, not smaller, while compressing them cost 9–10 % of the Parquet encoder's
 /// instructions: `caller_hash` is the widest column, and each compressed column of each
 /// file makes and drops its zstd contexts (`benches/RESULTS.md` §18).
-pub(crate) const UNCOMPRESSED: &[&str] = &["region", "caller_hash", "kafka_partition", "kafka_offset"];
+const UNCOMPRESSED: &[&str] = &["region", "caller_hash", "kafka_partition", "kafka_offset"];
 
 /// Columns written without a dictionary.
 const HIGH_CARDINALITY: &[&str] = &["call_id", "linked_id", "caller_hash", "start", "answer", "end", "kafka_offset"];
