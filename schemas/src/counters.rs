@@ -80,28 +80,85 @@ pub struct Counters {
 }
 
 /// Calls by topic, sorted by name. A cell sees a dozen topics or so, so this is a short
-/// sorted list, searched by a scan that compares lengths before bytes: per call that is
-/// cheaper than a B-tree's byte comparisons on the way down, and a cell's topics take one
-/// allocation instead of a node each. Topics are short slugs, kept inline.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TopicCounts(Vec<(CompactString, u64)>);
+/// sorted list, searched by a scan: per call that is cheaper than a B-tree's byte
+/// comparisons on the way down, and a cell's topics take one allocation instead of a node
+/// each. Each entry keeps its name's [`NameKey`] beside it, so the scan compares three
+/// words per entry and never decodes a name; names are short slugs, kept inline.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TopicCounts(Vec<Topic>);
+
+/// One topic of a [`TopicCounts`].
+#[derive(Clone, PartialEq, Eq)]
+struct Topic {
+    /// Its name's key: what the scan compares.
+    key: NameKey,
+    /// Its name.
+    name: CompactString,
+    /// Its calls.
+    calls: u64,
+}
+
+/// A name's length and its first and last eight bytes (zero-padded when shorter): for a
+/// name of up to 16 bytes, equal keys mean equal names, so the scan needs nothing else;
+/// a longer name is compared in full once its key matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl NameKey {
+    #[inline(always)]
+    fn of(name: &str) -> NameKey {
+        let b = name.as_bytes();
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
+        match b.len() {
+            8.. => NameKey { len: b.len(), head: word(0), tail: word(b.len() - 8) },
+            len => {
+                let mut head = [0u8; 8];
+                head[..len].copy_from_slice(b);
+                NameKey { len, head: u64::from_le_bytes(head), tail: 0 }
+            }
+        }
+    }
+
+    /// Whether this key's name, `mine`, is `other` (whose key is `key`).
+    #[inline(always)]
+    fn names(self, mine: &str, key: NameKey, other: &str) -> bool {
+        self == key && (self.len <= 16 || mine == other)
+    }
+}
 
 impl TopicCounts {
     /// Adds `n` calls to `topic`.
     #[inline]
     pub fn add(&mut self, topic: &str, n: u64) {
-        match self.0.iter_mut().find(|(k, _)| same(k, topic)) {
-            Some((_, calls)) => *calls += n,
-            None => self.set(topic, n),
+        let key = NameKey::of(topic);
+        match self.0.iter_mut().find(|t| t.key.names(&t.name, key, topic)) {
+            Some(t) => t.calls += n,
+            None => self.insert(key, topic, n),
         }
     }
 
     /// Sets `topic`'s calls to `n`.
     pub fn set(&mut self, topic: &str, n: u64) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(topic)) {
-            Ok(i) => self.0[i].1 = n,
-            Err(i) => self.0.insert(i, (CompactString::from(topic), n)),
+        let key = NameKey::of(topic);
+        match self.0.iter_mut().find(|t| t.key.names(&t.name, key, topic)) {
+            Some(t) => t.calls = n,
+            None => self.insert(key, topic, n),
         }
+    }
+
+    /// Puts a topic not yet counted in its place by name.
+    #[cold]
+    fn insert(&mut self, key: NameKey, topic: &str, calls: u64) {
+        if self.0.capacity() == 0 {
+            // Most cells see a handful of topics: one allocation for them all.
+            self.0.reserve_exact(8);
+        }
+        let at = self.0.partition_point(|t| t.name.as_str() < topic);
+        self.0.insert(at, Topic { key, name: CompactString::from(topic), calls });
     }
 
     /// `topic`'s calls, if any were counted.
@@ -110,22 +167,23 @@ impl TopicCounts {
     }
 
     fn calls(&self, topic: &str) -> Option<&u64> {
-        self.0.iter().find(|(k, _)| same(k, topic)).map(|(_, n)| n)
+        let key = NameKey::of(topic);
+        self.0.iter().find(|t| t.key.names(&t.name, key, topic)).map(|t| &t.calls)
     }
 
     /// The topics and their calls, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&CompactString, &u64)> {
-        self.0.iter().map(|(k, n)| (k, n))
+        self.0.iter().map(|t| (&t.name, &t.calls))
     }
 
     /// The topics, by name.
     pub fn keys(&self) -> impl Iterator<Item = &CompactString> {
-        self.0.iter().map(|(k, _)| k)
+        self.0.iter().map(|t| &t.name)
     }
 
     /// Their calls, in [`TopicCounts::keys`] order.
     pub fn values(&self) -> impl Iterator<Item = &u64> {
-        self.0.iter().map(|(_, n)| n)
+        self.0.iter().map(|t| &t.calls)
     }
 
     /// How many topics.
@@ -139,20 +197,9 @@ impl TopicCounts {
     }
 }
 
-/// `a == b` for short names, without a call to `memcmp`: a cell's topics mostly differ in
-/// length, so the comparison that remains is the one that matches, and for a name of 8 to
-/// 16 bytes it is two overlapping word loads.
-#[inline(always)]
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
-    match a.len() {
-        8..=16 => word(a, 0) == word(b, 0) && word(a, a.len() - 8) == word(b, b.len() - 8),
-        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
-        _ => a == b,
+impl std::fmt::Debug for TopicCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -283,7 +330,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn same_is_equality_at_every_length_and_position() {
+    fn name_keys_tell_names_apart_at_every_length_and_position() {
+        let same = |a: &str, b: &str| NameKey::of(a).names(a, NameKey::of(b), b);
         for len in 0..40 {
             let a: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
             assert!(same(&a, &a.clone()));
@@ -294,6 +342,8 @@ mod tests {
                 assert!(!same(&a, &b), "{a:?} {b:?}");
             }
             assert!(!same(&a, &format!("{a}x")) && !same(&format!("{a}x"), &a));
+            // Zero padding must not make a short name equal to one ending in NUL bytes.
+            assert!(!same(&a, &format!("{a}\0")) && !same(&format!("{a}\0"), &a));
         }
     }
 
