@@ -1,7 +1,7 @@
 //! The rollup of one Kafka partition since its last flush, and the calls it already counted.
 
 use cdrflow_schemas::{Cdr, Counters, HourKey, LineRegistry, classify};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// One (region, line, hour) cell of a rollup.
 #[derive(Debug, Default, Clone)]
@@ -71,14 +71,22 @@ impl PartitionRollup {
 /// start hour seen: what lets the aggregator skip re-sent CDRs (see
 /// [`cdrflow_schemas::versions`]). Filled from ClickHouse when the partition is assigned,
 /// then kept up to date as calls are counted; dropped with the partition on revoke.
+///
+/// A set of keys answers "counted already?" in one lookup; beside it, the keys of each
+/// hour, so that the hour that leaves the window takes its own keys out of the set and
+/// nothing else is visited. (A single map of keys to hours, swept when an hour left, visited
+/// all 48 hours of keys every hour: 48 visits per call, which cost more than the rest of
+/// the rollup; `benches/RESULTS.md` §19.)
 #[derive(Debug)]
 pub struct CountedCalls {
-    /// Every key in the window, with its call's start hour (hours since the epoch).
-    keys: FxHashMap<u64, i32>,
+    /// Every key in the window.
+    keys: FxHashSet<u64>,
+    /// The keys of each hour held (hours since the epoch), by hour, oldest first.
+    hours: Vec<(i32, Vec<u64>)>,
+    /// Where in `hours` the last call's hour was: the next call's, mostly.
+    last: usize,
     /// The newest start hour seen (hours since the epoch).
     newest_hour: i32,
-    /// No key's hour is older than this: a sweep that could evict nothing is skipped.
-    oldest_held: i32,
     /// The window, in hours.
     window_hours: i32,
 }
@@ -87,9 +95,10 @@ impl CountedCalls {
     /// An empty window of `window_hours`.
     pub fn new(window_hours: u32) -> Self {
         CountedCalls {
-            keys: FxHashMap::default(),
+            keys: FxHashSet::default(),
+            hours: Vec::new(),
+            last: 0,
             newest_hour: i32::MIN,
-            oldest_held: i32::MAX,
             window_hours: i32::try_from(window_hours).unwrap_or(i32::MAX),
         }
     }
@@ -97,36 +106,51 @@ impl CountedCalls {
     /// Records that `call` (started in `hour`, seconds) is counted; `false` if it already
     /// was.
     ///
-    /// One map holds each key with its hour: a call costs one lookup. When a new hour pushes
-    /// the oldest held one out of the window, the map is swept; a sweep visits every key,
-    /// but comes once an hour, not once a call (and never while a window is loaded in
-    /// order of hours, which evicts nothing).
+    /// When a call's hour is the newest yet, the hours more than the window behind it are
+    /// forgotten, oldest first, each with its keys; a call older than the window is still
+    /// held until then.
     #[inline]
     pub fn first_time(&mut self, call: u64, hour: i64) -> bool {
         let hour = hour.div_euclid(3600).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        match self.keys.entry(call) {
-            std::collections::hash_map::Entry::Occupied(_) => return false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(hour);
-            }
+        if !self.keys.insert(call) {
+            return false;
         }
-        self.oldest_held = self.oldest_held.min(hour);
+        self.hour_of(hour).push(call);
         if hour > self.newest_hour {
             self.newest_hour = hour;
             let oldest = hour.saturating_sub(self.window_hours);
-            if self.oldest_held < oldest {
-                let mut held = i32::MAX;
-                self.keys.retain(|_, h| {
-                    let keep = *h >= oldest;
-                    if keep {
-                        held = held.min(*h);
+            let gone = self.hours.partition_point(|(h, _)| *h < oldest);
+            if gone > 0 {
+                for (_, keys) in self.hours.drain(..gone) {
+                    for key in keys {
+                        self.keys.remove(&key);
                     }
-                    keep
-                });
-                self.oldest_held = held;
+                }
+                self.last = 0;
             }
         }
         true
+    }
+
+    /// The keys of `hour`, made if new, in their place by hour.
+    #[inline]
+    fn hour_of(&mut self, hour: i32) -> &mut Vec<u64> {
+        if self.hours.get(self.last).is_none_or(|(h, _)| *h != hour) {
+            self.last = match self.hours.binary_search_by_key(&hour, |(h, _)| *h) {
+                Ok(at) => at,
+                Err(at) => {
+                    // A new newest hour holds about as many calls as the hour before it;
+                    // a late one, a few.
+                    let like = match at == self.hours.len() {
+                        true => self.hours.last().map_or(0, |(_, keys)| keys.len()),
+                        false => 0,
+                    };
+                    self.hours.insert(at, (hour, Vec::with_capacity(like)));
+                    at
+                }
+            };
+        }
+        &mut self.hours[self.last].1
     }
 
     /// Calls in the window.

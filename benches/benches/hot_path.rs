@@ -12,7 +12,7 @@ use std::hint::black_box;
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_benches::hot_path_inputs::{avro_writer, cdrs, decoder, feed};
+use cdrflow_benches::hot_path_inputs::{avro_writer, cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
@@ -119,19 +119,31 @@ fn rollup(c: &mut Criterion) {
     let cdrs = cdrs();
     let mut g = c.benchmark_group("rollup");
     g.throughput(Throughput::Elements(cdrs.len() as u64));
-    // What the aggregator does per valid CDR: key the call, check its window, add it.
+    // What the aggregator does per valid CDR: key the call, check its window, add it. The
+    // window is a long-running aggregator's (`window_in_steady_state`); the second bench
+    // starts from an empty one, whose map grows as it goes.
+    let update = |r: PartitionRollup, w: CountedCalls| {
+        let (mut r, mut w) = (r, w);
+        for c in &cdrs {
+            let call = call_key(&black_box(c).call_id);
+            if w.first_time(call, c.utc_hour()) {
+                r.add(c, call, &lines);
+            }
+        }
+        (r, w)
+    };
     g.bench_function("update", |b| {
         b.iter_batched(
+            || (PartitionRollup::default(), window_in_steady_state(&cdrs)),
+            |(r, w)| update(r, w),
+            // One window at a time: each holds 48 hours of calls.
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("update_empty_window", |b| {
+        b.iter_batched(
             || (PartitionRollup::default(), CountedCalls::new(48)),
-            |(mut r, mut w)| {
-                for c in &cdrs {
-                    let call = call_key(&black_box(c).call_id);
-                    if w.first_time(call, c.utc_hour()) {
-                        r.add(c, call, &lines);
-                    }
-                }
-                (r, w)
-            },
+            |(r, w)| update(r, w),
             BatchSize::SmallInput,
         )
     });

@@ -10,9 +10,9 @@ use std::hint::black_box;
 
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
-use cdrflow_benches::hot_path_inputs::{cdrs, decoder, feed};
+use cdrflow_benches::hot_path_inputs::{cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::versions::call_key;
-use cdrflow_schemas::{CsvFeed, Format, LineRegistry};
+use cdrflow_schemas::{Cdr, CsvFeed, Format, LineRegistry};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -37,19 +37,14 @@ fn main() {
                 }
             }
         }
-        "rollup" => {
+        "rollup" | "rollup_empty_window" => {
             let cdrs = cdrs();
             records = cdrs.len();
+            // The window of a long-running aggregator; `rollup_empty_window`: one that
+            // starts empty, and grows its map as it goes.
             for _ in 0..times {
-                let (mut r, mut w) = (PartitionRollup::default(), CountedCalls::new(48));
-                for c in &cdrs {
-                    let call = call_key(&black_box(c).call_id);
-                    if w.first_time(call, c.utc_hour()) {
-                        r.add(c, call, &lines);
-                    }
-                }
-                sink += r.rows.len();
-                std::mem::forget((r, w));
+                let window = if step == "rollup" { window_in_steady_state(&cdrs) } else { CountedCalls::new(48) };
+                sink += rollup_pass(&cdrs, window, &lines);
             }
         }
         "arrow" | "parquet" => {
@@ -76,8 +71,24 @@ fn main() {
                 }
             }
         }
-        other => panic!("unknown step {other:?}: json, csv, rollup, arrow or parquet"),
+        other => panic!("unknown step {other:?}: json, csv, rollup, rollup_empty_window, arrow or parquet"),
     }
     // The records of one pass (the script divides by them), and what was made of them.
     println!("records {records} result {sink}");
+}
+
+/// One pass of the rollup over `cdrs`, apart so that a profiler can count it alone
+/// (`valgrind --tool=callgrind --toggle-collect='*rollup_pass*'`). Returns the cells.
+#[inline(never)]
+fn rollup_pass(cdrs: &[Cdr], mut w: CountedCalls, lines: &LineRegistry) -> usize {
+    let mut r = PartitionRollup::default();
+    for c in cdrs {
+        let call = call_key(&black_box(c).call_id);
+        if w.first_time(call, c.utc_hour()) {
+            r.add(c, call, lines);
+        }
+    }
+    let cells = r.rows.len();
+    std::mem::forget((r, w));
+    cells
 }

@@ -3,7 +3,7 @@
 # that does not drift with the neighbours of a shared VM, where criterion's wall-clock
 # figures move ±30 % between runs. Use it to compare two builds of one step:
 #
-#   benches/scripts/instructions.sh                 # json csv rollup arrow parquet
+#   benches/scripts/instructions.sh                 # json csv rollup rollup_empty_window arrow parquet
 #   ROWS=3200 benches/scripts/instructions.sh parquet   # Parquet files of 3 200 rows each
 #
 # Each step runs over the criterion benches' 20 000 records once and three times
@@ -20,13 +20,23 @@ command -v valgrind >/dev/null || {
 }
 cargo build --release -q -p cdrflow-benches --example steps
 bin="$repo/target/release/examples/steps"
-# "<instructions> <records>" of one run, or nothing if it failed.
+# "<instructions> <records>" of one run, or nothing if it failed. The rollup's passes each
+# start from a window made for them (steps.rs), so only the function that rolls up is
+# counted (callgrind's toggle); the other steps count the whole run.
 count() {
-    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
-        awk '/I *refs/ { gsub(",", "", $4); ir = $4 } /^records / { n = $2 } END { if (ir && n) print ir, n }' || true
+    case "$1" in
+    rollup*)
+        valgrind --tool=callgrind --toggle-collect='*rollup_pass*' --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+            awk '/Collected :/ { ir = $4 } /^records / { n = $2 } END { if (ir && n) print ir, n }' || true
+        ;;
+    *)
+        valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+            awk '/I *refs/ { gsub(",", "", $4); ir = $4 } /^records / { n = $2 } END { if (ir && n) print ir, n }' || true
+        ;;
+    esac
 }
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(json csv rollup arrow parquet)
+[ ${#steps[@]} -gt 0 ] || steps=(json csv rollup rollup_empty_window arrow parquet)
 for step in "${steps[@]}"; do
     read -r once records <<<"$(count "$step" 1)"
     read -r thrice _ <<<"$(count "$step" 3)"

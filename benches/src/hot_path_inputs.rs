@@ -1,6 +1,7 @@
 //! The hot-path benches' inputs, shared by the criterion benches (`benches/hot_path.rs`) and
 //! the instruction counts (`examples/steps.rs`), so both measure the same records.
 
+use cdrflow_aggregate::rollup::CountedCalls;
 use cdrflow_feed::{AvroWriter, FeedOptions, Generator, Message};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::{Cdr, Decoder, Format, LineRegistry, Pseudonymiser};
@@ -50,4 +51,27 @@ pub fn decoder() -> Decoder {
 pub fn cdrs() -> Vec<Cdr> {
     let d = decoder();
     feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
+}
+
+/// The aggregator's re-send window (48 hours) as a long-running aggregator holds it when
+/// `cdrs` arrive: full of the calls of the 48 hours before them, counted at the same hourly
+/// rate as `cdrs`. Rolling `cdrs` up then evicts those hours one by one as their own hours
+/// begin, as an aggregator does every hour. (A window that starts empty evicts nothing and
+/// grows its map as it goes: `rollup/update_empty_window` measures that, an aggregator's
+/// first hours.)
+pub fn window_in_steady_state(cdrs: &[Cdr]) -> CountedCalls {
+    let mut window = CountedCalls::new(48);
+    let (Some(first), Some(last)) = (cdrs.iter().map(Cdr::utc_hour).min(), cdrs.iter().map(Cdr::utc_hour).max()) else {
+        return window;
+    };
+    let per_hour = cdrs.len() as u64 / ((last - first) / 3600 + 1) as u64;
+    let mut key = u64::MAX;
+    for hours_before in (1..=48).rev() {
+        for _ in 0..per_hour {
+            // Keys no call of `cdrs` has (a call key is XXH3 of its id).
+            window.first_time(key, first - hours_before * 3600);
+            key -= 1;
+        }
+    }
+    window
 }
