@@ -39,7 +39,8 @@ impl PartitionRollup {
     #[inline]
     pub fn add(&mut self, cdr: &Cdr, call: u64, lines: &LineRegistry) {
         let (key, out_of_hours) = classify(cdr, lines);
-        let cell = self.rows.entry(key).or_default();
+        // Room for sixteen calls at once: growing from four took up to three reallocations.
+        let cell = self.rows.entry(key).or_insert_with(|| Cell { calls: Vec::with_capacity(16), ..Cell::default() });
         cell.counters.record(cdr, lines.line(cdr.line), out_of_hours);
         cell.calls.push(call);
     }
