@@ -23,7 +23,6 @@ use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rustc_hash::FxHashMap;
 
-use crate::clickhouse::encoder::{Unit, encode};
 use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
@@ -162,7 +161,14 @@ pub fn run(opts: AggregateOptions, stop: &'static AtomicBool, stats: Arc<WorkerS
     };
     tracing::info!(group = src.group, topic = src.topic, clickhouse = opts.clickhouse.url, "aggregator started");
     let src = src.clone();
-    let writer = Writer::start(opts.clickhouse.clone(), src.group.clone(), src.topic.clone(), stats.clone(), inserts)?;
+    let writer = Writer::start(
+        opts.clickhouse.clone(),
+        src.group.clone(),
+        src.topic.clone(),
+        src.lines.clone(),
+        stats.clone(),
+        inserts,
+    )?;
     let mut sink = ClickHouseSink { opts, rt, ch, store, layout, state, writer, writing: None };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
@@ -269,7 +275,7 @@ impl Sink for ClickHouseSink {
                 // After the outcome: its retry may serve the group, and a partition revoked
                 // and assigned again meanwhile is not the one whose unit is taken now.
                 let taken_at = io.consumer.positioned().epoch();
-                let shards = take_units(&self.opts, &self.layout, io, &mut self.state)?;
+                let shards = take_units(&self.layout, io, &mut self.state)?;
                 if !shards.is_empty() {
                     self.writer.send(shards)?;
                     self.writing = Some(taken_at);
@@ -337,7 +343,7 @@ fn apply(change: GroupChange, state: &mut State) {
 ///   ([`rewind`]).
 ///
 /// A partition revoked while waiting leaves the insert too (its new owner re-reads it).
-fn take_units(opts: &AggregateOptions, layout: &Layout, io: &mut Io<'_>, state: &mut State) -> Result<Vec<ShardUnits>> {
+fn take_units(layout: &Layout, io: &mut Io<'_>, state: &mut State) -> Result<Vec<ShardUnits>> {
     state.last_flush = Instant::now();
     if state.unflushed == 0 {
         return Ok(Vec::new());
@@ -350,14 +356,13 @@ fn take_units(opts: &AggregateOptions, layout: &Layout, io: &mut Io<'_>, state: 
     for p in pending {
         let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
         state.unflushed -= rollup.messages;
-        let unit = Unit { group: &opts.source.group, topic: &opts.source.topic, partition: p, flushed_at };
-        let rows = encode(&unit, &rollup, &opts.source.lines);
         let first = rollup.first_offset.unwrap_or(rollup.last_offset);
         shards.entry(layout.shard_of(p)).or_default().push(UnitRows {
             partition: p,
             first,
             last: rollup.last_offset,
-            rows,
+            flushed_at,
+            rollup,
         });
     }
     Ok(shards.into_iter().map(|(shard, units)| ShardUnits { shard, units }).collect())
@@ -385,7 +390,8 @@ fn insert_units(
         // insert before the next attempt (its new owner re-reads them).
         let first = shard.units[0].partition;
         let ours: Vec<i32> = shard.units.iter().map(|u| u.partition).collect();
-        let attempt = || crate::writing::attempt(rt, ch, group, topic, &mut shard, &mut rewinds, stats);
+        let lines = &opts.source.lines;
+        let attempt = || crate::writing::attempt(rt, ch, (group, topic, lines), &mut shard, &mut rewinds, stats);
         let outcome = consumer.retry_paused(first, "writing counters to ClickHouse", stop, attempt, |change| {
             apply(change, state);
             ours.iter().all(|p| state.partitions.contains_key(p))

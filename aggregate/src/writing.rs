@@ -4,7 +4,7 @@
 //! writing the part). When the worker's thread made it itself, reading stopped meanwhile —
 //! during a catch-up with 500 ms flushes, 17–19 % of the time (`benches/RESULTS.md` §16),
 //! and more against a cluster, where a quorum insert waits for a second replica. So a flush
-//! takes every partition's unit, hands the units, encoded, to the writer's thread
+//! takes every partition's unit, hands the units to the writer's thread, which encodes them
 //! ([`Writer`]), and the worker goes back to reading. The exactly-once protocol
 //! (`crate::worker`'s `take_units` states it) is kept whole:
 //!
@@ -32,10 +32,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use cdrflow_kafka::{WorkerStats, WriteUnderWay, WritesUnderWay};
 
-use crate::clickhouse::encoder::CounterRow;
-use crate::clickhouse::{ClickHouse, ClickHouseConfig};
+use cdrflow_schemas::LineRegistry;
 
-/// One partition's unit, encoded.
+use crate::clickhouse::encoder::{Unit, encode};
+use crate::clickhouse::{ClickHouse, ClickHouseConfig};
+use crate::rollup::PartitionRollup;
+
+/// One partition's unit: its rollup, encoded as rows of `counters_log` by the insert
+/// itself (borrowed from the rollup: [`encode`]), on the writer's thread.
 pub(crate) struct UnitRows {
     /// Its partition.
     pub partition: i32,
@@ -43,8 +47,10 @@ pub(crate) struct UnitRows {
     pub first: i64,
     /// The last offset it covers.
     pub last: i64,
-    /// Its rows of `counters_log`.
-    pub rows: Vec<CounterRow>,
+    /// When the flush was made, UTC seconds.
+    pub flushed_at: u32,
+    /// Its counters.
+    pub rollup: PartitionRollup,
 }
 
 /// The units of one shard of `counters_log`, inserted as one insert.
@@ -85,6 +91,7 @@ impl Writer {
         cfg: ClickHouseConfig,
         group: String,
         topic: String,
+        lines: Arc<LineRegistry>,
         stats: Arc<WorkerStats>,
         under_way: Arc<WritesUnderWay>,
     ) -> Result<Self> {
@@ -103,7 +110,7 @@ impl Writer {
                         .into_iter()
                         .map(|mut shard| {
                             let mut rewinds = Vec::new();
-                            let result = attempt(&rt, &ch, &group, &topic, &mut shard, &mut rewinds, &stats);
+                            let result = attempt(&rt, &ch, (&group, &topic, &lines), &mut shard, &mut rewinds, &stats);
                             ShardOutcome { shard, rewinds, result }
                         })
                         .collect();
@@ -166,8 +173,7 @@ impl Drop for Writer {
 pub(crate) fn attempt(
     rt: &tokio::runtime::Runtime,
     ch: &ClickHouse,
-    group: &str,
-    topic: &str,
+    (group, topic, lines): (&str, &str, &LineRegistry),
     shard: &mut ShardUnits,
     rewinds: &mut Vec<(i32, i64)>,
     stats: &WorkerStats,
@@ -196,8 +202,15 @@ pub(crate) fn attempt(
             return Ok(0);
         }
         let positions_ms = started.elapsed().as_millis() as u64;
-        let rows: usize = units.iter().map(|u| u.rows.len()).sum();
-        rt.block_on(ch.insert_unit(units.iter().flat_map(|u| &u.rows)))?;
+        let encoded: Vec<_> = units
+            .iter()
+            .flat_map(|u| {
+                let unit = Unit { group, topic, partition: u.partition, flushed_at: u.flushed_at };
+                encode(&unit, &u.rollup, lines)
+            })
+            .collect();
+        let rows = encoded.len();
+        rt.block_on(ch.insert_unit(encoded))?;
         tracing::debug!(
             shard = id,
             partitions = units.len(),

@@ -1,22 +1,26 @@
 //! A partition's rollup → rows of `counters_log` (see `schemas/sql/migrations/001_counters.sql`).
 
+use std::sync::LazyLock;
+
 use cdrflow_schemas::{Counters, LineRegistry, Regions};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::rollup::PartitionRollup;
 
-/// One row of `counters_log`.
-#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize, PartialEq, Eq)]
+/// One row of `counters_log` (and of `counters_rebuilt`), borrowed from a rollup's cell: a
+/// flush copies no counter, allocates no string, and serializes the breakdowns' arrays
+/// straight from the cell's counters ([`Breakdown`]). Fields in the table's column order.
+#[derive(Debug, Clone, Copy, clickhouse::Row, Serialize)]
 #[allow(missing_docs)]
-pub struct CounterRow {
-    pub consumer_group: String,
-    pub topic: String,
+pub struct CounterRow<'a> {
+    pub consumer_group: &'a str,
+    pub topic: &'a str,
     pub kafka_partition: u16,
     pub first_offset: u64,
     pub last_offset: u64,
     pub flushed_at: u32,
     pub region: u8,
-    pub line: String,
+    pub line: &'a str,
     pub hour: u32,
     pub local_hour: u32,
     pub offered: u64,
@@ -31,13 +35,63 @@ pub struct CounterRow {
     pub talk_sum_ms: u64,
     pub transferred_out: u64,
     pub out_of_hours: u64,
-    pub topic_names: Vec<String>,
-    pub topic_calls: Vec<u64>,
-    pub age_band_names: Vec<String>,
-    pub age_band_calls: Vec<u64>,
-    pub channel_names: Vec<String>,
-    pub channel_calls: Vec<u64>,
-    pub call_ids: Vec<u64>,
+    pub topic_names: Breakdown<'a>,
+    pub topic_calls: Breakdown<'a>,
+    pub age_band_names: Breakdown<'a>,
+    pub age_band_calls: Breakdown<'a>,
+    pub channel_names: Breakdown<'a>,
+    pub channel_calls: Breakdown<'a>,
+    pub call_ids: &'a [u64],
+}
+
+/// One array of a cell's breakdowns (its topics', age bands' or channels' names or calls,
+/// those with calls only, in the counters' order), serialized from the counters as it is
+/// written.
+#[derive(Debug, Clone, Copy)]
+pub struct Breakdown<'a> {
+    counters: &'a Counters,
+    part: Part,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    TopicNames,
+    TopicCalls,
+    AgeBandNames,
+    AgeBandCalls,
+    ChannelNames,
+    ChannelCalls,
+}
+
+impl<'a> Breakdown<'a> {
+    fn of(counters: &'a Counters, part: Part) -> Self {
+        Breakdown { counters, part }
+    }
+}
+
+impl Serialize for Breakdown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.counters;
+        match self.part {
+            Part::TopicNames => s.collect_seq(c.by_topic.keys().map(|k| k.as_str())),
+            Part::TopicCalls => s.collect_seq(c.by_topic.values()),
+            Part::AgeBandNames => seq(s, || c.named_age_bands().map(|(k, _)| k)),
+            Part::AgeBandCalls => seq(s, || c.named_age_bands().map(|(_, n)| n)),
+            Part::ChannelNames => seq(s, || c.named_channels().map(|(k, _)| k)),
+            Part::ChannelCalls => seq(s, || c.named_channels().map(|(_, n)| n)),
+        }
+    }
+}
+
+/// The items of `items()` as a sequence whose length is written first (RowBinary's arrays
+/// need it; a filtered iterator does not know it in advance, so it is counted first).
+fn seq<S: serde::Serializer, I: Iterator<Item: Serialize>>(s: S, items: impl Fn() -> I) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut out = s.serialize_seq(Some(items().count()))?;
+    for item in items() {
+        out.serialize_element(&item)?;
+    }
+    out.end()
 }
 
 /// Which flush a row belongs to.
@@ -64,19 +118,20 @@ struct Place<'a> {
     local_hour: i64,
 }
 
-fn row(unit: &Unit<'_>, at: Place<'_>, c: &Counters, calls: &[u64]) -> CounterRow {
+/// The counters of a unit with no valid CDR: its checkpoint row's.
+static NO_CALLS: LazyLock<Counters> = LazyLock::new(Counters::default);
+
+fn row<'a>(unit: &Unit<'a>, at: Place<'a>, c: &'a Counters, calls: &'a [u64]) -> CounterRow<'a> {
     let Place { first, last, region, line, hour, local_hour } = at;
-    let (age_band_names, age_band_calls) = c.named_age_bands().map(|(k, n)| (k.to_owned(), n)).unzip();
-    let (channel_names, channel_calls) = c.named_channels().map(|(k, n)| (k.to_owned(), n)).unzip();
     CounterRow {
-        consumer_group: unit.group.to_owned(),
-        topic: unit.topic.to_owned(),
+        consumer_group: unit.group,
+        topic: unit.topic,
         kafka_partition: unit.partition as u16,
         first_offset: first as u64,
         last_offset: last as u64,
         flushed_at: unit.flushed_at,
         region,
-        line: line.to_owned(),
+        line,
         hour: hour as u32,
         local_hour: local_hour as u32,
         offered: c.offered,
@@ -91,35 +146,97 @@ fn row(unit: &Unit<'_>, at: Place<'_>, c: &Counters, calls: &[u64]) -> CounterRo
         talk_sum_ms: c.talk_sum_ms,
         transferred_out: c.transferred_out,
         out_of_hours: c.out_of_hours,
-        topic_names: c.by_topic.keys().map(|k| k.to_string()).collect(),
-        topic_calls: c.by_topic.values().copied().collect(),
-        age_band_names,
-        age_band_calls,
-        channel_names,
-        channel_calls,
-        call_ids: calls.to_vec(),
+        topic_names: Breakdown::of(c, Part::TopicNames),
+        topic_calls: Breakdown::of(c, Part::TopicCalls),
+        age_band_names: Breakdown::of(c, Part::AgeBandNames),
+        age_band_calls: Breakdown::of(c, Part::AgeBandCalls),
+        channel_names: Breakdown::of(c, Part::ChannelNames),
+        channel_calls: Breakdown::of(c, Part::ChannelCalls),
+        call_ids: calls,
     }
 }
 
 /// The rows of one flush: one per (region, line, hour) touched, all carrying the unit's
 /// offset range and the keys of the calls it counted; a unit with no valid CDR gets one
 /// checkpoint row (region 0, zeros).
-pub fn encode(unit: &Unit<'_>, rollup: &PartitionRollup, lines: &LineRegistry) -> Vec<CounterRow> {
+pub fn encode<'a>(unit: &Unit<'a>, rollup: &'a PartitionRollup, lines: &'a LineRegistry) -> Vec<CounterRow<'a>> {
     let first = rollup.first_offset.unwrap_or(rollup.last_offset);
     let last = rollup.last_offset;
     if rollup.rows.is_empty() {
         let checkpoint = Place { first, last, region: 0, line: "", hour: 0, local_hour: 0 };
-        return vec![row(unit, checkpoint, &Counters::default(), &[])];
+        return vec![row(unit, checkpoint, &NO_CALLS, &[])];
     }
-    let mut keys: Vec<_> = rollup.rows.keys().copied().collect();
-    keys.sort_unstable();
-    keys.into_iter()
-        .map(|k| {
+    let mut cells: Vec<_> = rollup.rows.iter().collect();
+    cells.sort_unstable_by_key(|(k, _)| **k);
+    cells
+        .into_iter()
+        .map(|(k, cell)| {
             let region = Regions::get().by_code(k.region.0).expect("validated region");
             let local_hour = k.hour + i64::from(region.offset_seconds(k.hour));
-            let cell = &rollup.rows[&k];
             let at = Place { first, last, region: k.region.0, line: &lines.line(k.line).id, hour: k.hour, local_hour };
             row(unit, at, &cell.counters, &cell.calls)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::Cell;
+    use cdrflow_schemas::{HourKey, RegionCode};
+    use serde_json::json;
+
+    #[test]
+    fn a_row_carries_its_cells_breakdowns_with_calls_only_names_beside_calls() {
+        let lines = LineRegistry::builtin();
+        let line = lines.by_number("122").expect("a built-in line");
+        let mut c = Counters { offered: 5, answered: 3, ..Counters::default() };
+        c.by_age_band = [0, 2, 0, 0, 0, 3];
+        c.by_channel = [4, 0, 1, 0];
+        c.by_topic.add("housing", 2);
+        c.by_topic.add("covid", 3);
+        let mut r = PartitionRollup::default();
+        r.saw(10);
+        r.saw(11);
+        let hour = 1_700_000_000 / 3600 * 3600;
+        r.rows.insert(HourKey { region: RegionCode(38), line, hour }, Cell { counters: c, calls: vec![7, 9] });
+        let unit = Unit { group: "g", topic: "t", partition: 3, flushed_at: 5 };
+        let rows = encode(&unit, &r, &lines);
+        assert_eq!(rows.len(), 1);
+        let v = serde_json::to_value(rows[0]).unwrap();
+        let (bands, channels) = (Counters::age_band_names(), Counters::channel_names());
+        assert_eq!(
+            [&v["consumer_group"], &v["topic"], &v["kafka_partition"], &v["first_offset"], &v["last_offset"]],
+            [&json!("g"), &json!("t"), &json!(3), &json!(10), &json!(11)]
+        );
+        assert_eq!(
+            [&v["region"], &v["line"], &v["hour"], &v["offered"]],
+            [&json!(38), &json!(lines.line(line).id), &json!(hour), &json!(5)]
+        );
+        assert_eq!(v["topic_names"], json!(["covid", "housing"]));
+        assert_eq!(v["topic_calls"], json!([3, 2]));
+        assert_eq!(v["age_band_names"], json!([bands[1], bands[5]]));
+        assert_eq!(v["age_band_calls"], json!([2, 3]));
+        assert_eq!(v["channel_names"], json!([channels[0], channels[2]]));
+        assert_eq!(v["channel_calls"], json!([4, 1]));
+        assert_eq!(v["call_ids"], json!([7, 9]));
+
+        // A unit with no valid CDR: one checkpoint row, every array empty.
+        let mut empty = PartitionRollup::default();
+        empty.saw(12);
+        let rows = encode(&unit, &empty, &lines);
+        let v = serde_json::to_value(rows[0]).unwrap();
+        assert_eq!([&v["region"], &v["first_offset"], &v["last_offset"]], [&json!(0), &json!(12), &json!(12)]);
+        for array in [
+            "topic_names",
+            "topic_calls",
+            "age_band_names",
+            "age_band_calls",
+            "channel_names",
+            "channel_calls",
+            "call_ids",
+        ] {
+            assert_eq!(v[array], json!([]), "{array}");
+        }
+    }
 }

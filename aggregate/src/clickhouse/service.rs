@@ -469,14 +469,14 @@ impl ClickHouse {
     }
 
     /// Inserts one flush unit: one INSERT, one block, one part (see the module docs).
-    pub async fn insert_unit<'r>(&self, rows: impl IntoIterator<Item = &'r CounterRow>) -> Result<()> {
+    pub async fn insert_unit<'a>(&self, rows: impl IntoIterator<Item = CounterRow<'a>>) -> Result<()> {
         let mut ins = self
             .client
-            .insert_unescaped::<CounterRow>(&self.table("counters_log"))
+            .insert_unescaped::<CounterRow<'static>>(&self.table("counters_log"))
             .await?
             .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
         for r in rows {
-            ins.write(r).await.map_err(|e| explain(e, &self.cfg, "inserting counters"))?;
+            ins.write(&r).await.map_err(|e| explain(e, &self.cfg, "inserting counters"))?;
         }
         ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting counters"))
     }
@@ -777,11 +777,11 @@ impl ClickHouse {
     }
 
     /// Inserts a rebuild's rows as ONE block (one part), however many there are.
-    pub async fn insert_rebuild(&self, rows: &[CounterRow]) -> Result<()> {
+    pub async fn insert_rebuild(&self, rows: &[CounterRow<'_>]) -> Result<()> {
         let block = (rows.len() + 1).max(1_048_576).to_string();
         let client = self.client.clone().with_setting("max_insert_block_size", block);
         let mut ins = client
-            .insert_unescaped::<CounterRow>(&self.table("counters_rebuilt"))
+            .insert_unescaped::<CounterRow<'static>>(&self.table("counters_rebuilt"))
             .await?
             .with_timeouts(Some(Duration::from_secs(60)), Some(Duration::from_secs(600)));
         for r in rows {
