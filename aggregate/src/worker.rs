@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
-use crate::writing::{ShardOutcome, ShardUnits, UnitRows, Writer};
+use crate::writing::{PartitionUnit, ShardOutcome, ShardUnits, Writer};
 
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
@@ -350,14 +350,14 @@ fn take_units(layout: &Layout, io: &mut Io<'_>, state: &mut State) -> Result<Vec
     }
     io.flush_dead_letters()?;
     let flushed_at = jiff::Timestamp::now().as_second() as u32;
-    let mut shards: std::collections::BTreeMap<u32, Vec<UnitRows>> = std::collections::BTreeMap::new();
+    let mut shards: std::collections::BTreeMap<u32, Vec<PartitionUnit>> = std::collections::BTreeMap::new();
     let mut pending: Vec<i32> = state.partitions.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
     pending.sort_unstable();
     for p in pending {
         let Some(rollup) = state.partitions.get_mut(&p).map(std::mem::take) else { continue };
         state.unflushed -= rollup.messages;
         let first = rollup.first_offset.unwrap_or(rollup.last_offset);
-        shards.entry(layout.shard_of(p)).or_default().push(UnitRows {
+        shards.entry(layout.shard_of(p)).or_default().push(PartitionUnit {
             partition: p,
             first,
             last: rollup.last_offset,

@@ -31,7 +31,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use cdrflow_kafka::{WorkerStats, WriteUnderWay, WritesUnderWay};
-
 use cdrflow_schemas::LineRegistry;
 
 use crate::clickhouse::encoder::{Unit, encode};
@@ -40,7 +39,7 @@ use crate::rollup::PartitionRollup;
 
 /// One partition's unit: its rollup, encoded as rows of `counters_log` by the insert
 /// itself (borrowed from the rollup: [`encode`]), on the writer's thread.
-pub(crate) struct UnitRows {
+pub(crate) struct PartitionUnit {
     /// Its partition.
     pub partition: i32,
     /// The first offset it covers.
@@ -58,7 +57,7 @@ pub(crate) struct ShardUnits {
     /// The shard (0 when `counters_log` is not distributed).
     pub shard: u32,
     /// Its units, in partition order.
-    pub units: Vec<UnitRows>,
+    pub units: Vec<PartitionUnit>,
 }
 
 /// How a shard's one attempt ended.
