@@ -134,31 +134,34 @@ impl TopicCounts {
     /// Adds `n` calls to `topic`.
     #[inline]
     pub fn add(&mut self, topic: &str, n: u64) {
-        let key = NameKey::of(topic);
-        match self.0.iter_mut().find(|t| t.key.names(&t.name, key, topic)) {
-            Some(t) => t.calls += n,
-            None => self.insert(key, topic, n),
-        }
+        *self.calls_mut(topic) += n;
     }
 
     /// Sets `topic`'s calls to `n`.
     pub fn set(&mut self, topic: &str, n: u64) {
+        *self.calls_mut(topic) = n;
+    }
+
+    /// `topic`'s calls, a new topic put in its place by name with none.
+    #[inline]
+    fn calls_mut(&mut self, topic: &str) -> &mut u64 {
         let key = NameKey::of(topic);
-        match self.0.iter_mut().find(|t| t.key.names(&t.name, key, topic)) {
-            Some(t) => t.calls = n,
-            None => self.insert(key, topic, n),
+        match self.0.iter().position(|t| t.key.names(&t.name, key, topic)) {
+            Some(at) => &mut self.0[at].calls,
+            None => self.insert(key, topic),
         }
     }
 
     /// Puts a topic not yet counted in its place by name.
     #[cold]
-    fn insert(&mut self, key: NameKey, topic: &str, calls: u64) {
+    fn insert(&mut self, key: NameKey, topic: &str) -> &mut u64 {
         if self.0.capacity() == 0 {
             // Most cells see a handful of topics: one allocation for them all.
             self.0.reserve_exact(8);
         }
         let at = self.0.partition_point(|t| t.name.as_str() < topic);
-        self.0.insert(at, Topic { key, name: CompactString::from(topic), calls });
+        self.0.insert(at, Topic { key, name: CompactString::from(topic), calls: 0 });
+        &mut self.0[at].calls
     }
 
     /// `topic`'s calls, if any were counted.
