@@ -146,10 +146,16 @@ impl TopicCounts {
     #[inline]
     fn calls_mut(&mut self, topic: &str) -> &mut u64 {
         let key = NameKey::of(topic);
-        match self.0.iter().position(|t| t.key.names(&t.name, key, topic)) {
+        match self.position(key, topic) {
             Some(at) => &mut self.0[at].calls,
             None => self.insert(key, topic),
         }
+    }
+
+    /// Where `topic` (whose key is `key`) is, if counted.
+    #[inline]
+    fn position(&self, key: NameKey, topic: &str) -> Option<usize> {
+        self.0.iter().position(|t| t.key.names(&t.name, key, topic))
     }
 
     /// Puts a topic not yet counted in its place by name.
@@ -170,8 +176,7 @@ impl TopicCounts {
     }
 
     fn calls(&self, topic: &str) -> Option<&u64> {
-        let key = NameKey::of(topic);
-        self.0.iter().find(|t| t.key.names(&t.name, key, topic)).map(|t| &t.calls)
+        self.position(NameKey::of(topic), topic).map(|at| &self.0[at].calls)
     }
 
     /// The topics and their calls, by name.
