@@ -233,7 +233,8 @@ pub fn normalise_number(s: &str) -> Option<compact_str::CompactString> {
     std::str::from_utf8(&buf[..n]).ok().map(compact_str::CompactString::from)
 }
 
-fn normalise_into(s: &str, buf: &mut [u8; 20]) -> Option<usize> {
+/// [`normalise_number`] into `buf`, without making a string: the number of digits written.
+pub(crate) fn normalise_into(s: &str, buf: &mut [u8; 20]) -> Option<usize> {
     let mut n = 0;
     for (i, b) in s.bytes().enumerate() {
         match b {

@@ -10,7 +10,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::line::normalise_number;
+use crate::line::normalise_into;
 
 /// Environment variable holding the key itself.
 pub const KEY_ENV: &str = "CDRFLOW_CALLER_KEY";
@@ -109,10 +109,11 @@ impl Pseudonymiser {
     /// number. Equivalent spellings (`+7 912 …`, `8912…`) give the same pseudonym.
     #[inline]
     pub fn hash(&self, number: &str) -> Option<CallerHash> {
-        let norm = normalise_number(number)?;
+        let mut digits = [0u8; 20];
+        let n = normalise_into(number, &mut digits)?;
         let Some(keyed) = &self.keyed else { return Some(CallerHash([0; 16])) };
         let mut mac = keyed.clone();
-        mac.update(norm.as_bytes());
+        mac.update(&digits[..n]);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);

@@ -332,7 +332,7 @@ fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Opt
         ));
     }
     let ok = if slug {
-        s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        s.bytes().all(|b| SLUG[b as usize])
     } else {
         !has_control(&s)
     };
@@ -343,14 +343,85 @@ fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Opt
     Ok(Some(CompactString::from(s.as_ref())))
 }
 
-/// Whether a text holds a control character (`char::is_control`), ASCII checked bytewise.
+/// The bytes of a slug: `[a-z0-9_-]`.
+static SLUG: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-');
+        b += 1;
+    }
+    t
+};
+
+/// Whether a text holds a control character (`char::is_control`: U+0000–U+001F and
+/// U+007F–U+009F). Its UTF-8 holds one only if it holds a byte below 0x20, the byte 0x7F,
+/// or 0xC2 (the lead byte of U+0080–U+00BF); texts without any of the three, almost all,
+/// are cleared eight bytes at a time, the others are checked character by character.
 #[inline]
 fn has_control(s: &str) -> bool {
-    if s.is_ascii() { s.bytes().any(|b| b < 0x20 || b == 0x7f) } else { s.chars().any(char::is_control) }
+    may_hold_control(s.as_bytes()) && s.chars().any(char::is_control)
+}
+
+/// Whether `b` holds a byte below 0x20, 0x7F or 0xC2.
+#[inline]
+fn may_hold_control(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is zero, or (with `below`) below 0x20: a byte's borrow can
+    // only set bits above the first such byte, so the test as a whole is exact.
+    let any = |w: u64| {
+        let del = w ^ (ONES * 0x7f);
+        let c2 = w ^ (ONES * 0xc2);
+        ((w.wrapping_sub(ONES * 0x20) & !w) | (del.wrapping_sub(ONES) & !del) | (c2.wrapping_sub(ONES) & !c2)) & HIGHS
+            != 0
+    };
+    if b.len() < 8 {
+        return b.iter().any(|&c| c < 0x20 || c == 0x7f || c == 0xc2);
+    }
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        if any(word(at)) {
+            return true;
+        }
+        at += 8;
+    }
+    // The last eight bytes, overlapping the words already read.
+    at != b.len() && any(word(b.len() - 8))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slug_bytes_are_the_slug_alphabet() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+            assert_eq!(super::SLUG[b as usize], want, "{b:#04x}");
+        }
+    }
+
+    #[test]
+    fn has_control_finds_a_control_at_every_position_of_every_length() {
+        // The word-at-a-time test reads whole words, then the last eight bytes.
+        let controls = ['\0', '\u{1f}', '\n', '\u{7f}', '\u{80}', '\u{9f}'];
+        let plain = ['a', ' ', '~', '\u{a0}', '©', 'я', '\u{2028}', '\u{c0}'];
+        for len in 0..40 {
+            for &fill in &plain {
+                let text: String = std::iter::repeat_n(fill, len).collect();
+                assert!(!super::has_control(&text), "{text:?}");
+                for at in 0..len {
+                    for c in controls {
+                        let mut chars: Vec<char> = text.chars().collect();
+                        chars[at] = c;
+                        let text: String = chars.into_iter().collect();
+                        assert!(super::has_control(&text), "{text:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn has_control_agrees_with_char_is_control() {
         for c in (0..0x200).filter_map(char::from_u32).chain(['\u{2028}', '\u{feff}', 'я']) {
