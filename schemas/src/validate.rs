@@ -377,7 +377,12 @@ fn may_hold_control(b: &[u8]) -> bool {
             != 0
     };
     if b.len() < 8 {
-        return b.iter().any(|&c| c < 0x20 || c == 0x7f || c == 0xc2);
+        if b.len() < 4 {
+            return b.iter().any(|&c| c < 0x20 || c == 0x7f || c == 0xc2);
+        }
+        // The first four bytes and the last four (overlapping) in one word.
+        let half = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes")) as u64;
+        return any(half(0) | half(b.len() - 4) << 32);
     }
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
     let mut at = 0;
