@@ -283,7 +283,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// A string body from `i` (after the opening quote) to the closing quote, if it needs no
 /// unescaping and holds no control character; the index after the closing quote.
-#[inline]
+#[inline(always)]
 fn plain_string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
     let rest = &b[i..];
     let len = special_byte(rest)?;
@@ -331,7 +331,7 @@ fn scalar(b: &[u8], i: usize) -> Option<usize> {
 /// A non-negative integer in JSON's grammar (`0|[1-9][0-9]*`) of at most 18 digits, which
 /// cannot overflow, not followed by a fraction or an exponent. A negative or longer one goes
 /// to serde's path (`None`), which decides it as it always did.
-#[inline]
+#[inline(always)]
 fn integer(b: &[u8], i: usize) -> Option<(i64, usize)> {
     let mut j = i;
     let mut n: i64 = 0;
