@@ -368,8 +368,8 @@ fn has_control(s: &str) -> bool {
 fn may_hold_control(b: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `w` is zero, or (with `below`) below 0x20: a byte's borrow can
-    // only set bits above the first such byte, so the test as a whole is exact.
+    // Whether some byte of `w` is below 0x20, or is 0x7F or 0xC2 (zero after the XOR): a
+    // borrow can only set bits above a byte that matched, so each term is exact as a whole.
     let any = |w: u64| {
         let del = w ^ (ONES * 0x7f);
         let c2 = w ^ (ONES * 0xc2);
