@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use crate::cdr::{AgeBand, Channel, Disposition};
 use crate::time::{LastDate, parse_rfc3339_ms, parse_utc_z_ms};
 use crate::validate::Draft;
+use crate::word::{bytes_below, bytes_equal};
 
 /// The record's fields as a draft, or `None` when serde's path must decide.
 #[inline]
@@ -293,19 +294,10 @@ fn plain_string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
 /// The first `"`, `\\` or control byte (< 0x20), eight bytes at a time.
 #[inline]
 fn special_byte(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 8) {
         let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        // A byte's high bit is set where it is zero (after the XOR) or below 0x20; the
-        // lowest set bit of each term is exact, so the lowest of all is the first match.
-        let quote = w ^ (ONES * b'"' as u64);
-        let backslash = w ^ (ONES * b'\\' as u64);
-        let found = ((quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (w.wrapping_sub(ONES * 0x20) & !w))
-            & HIGHS;
+        let found = bytes_equal(w, b'"') | bytes_equal(w, b'\\') | bytes_below(w, 0x20);
         if found != 0 {
             return Some(i + found.trailing_zeros() as usize / 8);
         }

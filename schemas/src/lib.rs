@@ -32,6 +32,7 @@ pub mod sql;
 pub mod time;
 pub mod validate;
 pub mod versions;
+mod word;
 
 pub use asterisk_csv::{CsvFeed, encode_asterisk_csv};
 pub use cdr::{AgeBand, Cdr, Channel, Disposition, SCHEMA_VERSION};

@@ -331,11 +331,7 @@ fn label(s: Option<Cow<'_, str>>, field: &'static str, slug: bool) -> Result<Opt
             format!("{} bytes, limit {}", s.len(), max_len::LABEL),
         ));
     }
-    let ok = if slug {
-        s.bytes().all(|b| SLUG[b as usize])
-    } else {
-        !has_control(&s)
-    };
+    let ok = if slug { s.bytes().all(|b| SLUG[b as usize]) } else { !has_control(&s) };
     if !ok {
         let what = if slug { "must be a slug of a-z, 0-9, _ and -" } else { "control character" };
         return Err(Rejection::field(Reason::InvalidValue, field, what));
@@ -366,16 +362,8 @@ fn has_control(s: &str) -> bool {
 /// Whether `b` holds a byte below 0x20, 0x7F or 0xC2.
 #[inline]
 fn may_hold_control(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether some byte of `w` is below 0x20, or is 0x7F or 0xC2 (zero after the XOR): a
-    // borrow can only set bits above a byte that matched, so each term is exact as a whole.
-    let any = |w: u64| {
-        let del = w ^ (ONES * 0x7f);
-        let c2 = w ^ (ONES * 0xc2);
-        ((w.wrapping_sub(ONES * 0x20) & !w) | (del.wrapping_sub(ONES) & !del) | (c2.wrapping_sub(ONES) & !c2)) & HIGHS
-            != 0
-    };
+    use crate::word::{bytes_below, bytes_equal};
+    let any = |w: u64| bytes_below(w, 0x20) | bytes_equal(w, 0x7f) | bytes_equal(w, 0xc2) != 0;
     if b.len() < 8 {
         if b.len() < 4 {
             return b.iter().any(|&c| c < 0x20 || c == 0x7f || c == 0xc2);
