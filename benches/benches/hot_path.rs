@@ -1,7 +1,7 @@
 //! Criterion benches of each step of the hot path, on inputs from the synthetic national
 //! feed (not one repeated record), each reporting elements/s and bytes/s:
 //! JSON decode+validate, Asterisk CSV decode+validate, Avro decode+validate, pseudonymise, rollup update,
-//! Arrow append, Parquet encode (zstd), ClickHouse row encoding.
+//! Arrow append (of rows in and out of the cache), Parquet encode (zstd), ClickHouse row encoding.
 //!
 //! ```sh
 //! cargo bench -p cdrflow-benches --bench hot_path
@@ -166,6 +166,26 @@ fn archive(c: &mut Criterion) {
     let mut g = c.benchmark_group("archive");
     g.throughput(Throughput::Elements(rows.len() as u64));
     g.bench_function("arrow_append", |b| b.iter(|| record_batch(black_box(&refs), &lines).unwrap().num_rows()));
+    // As an ingest worker appends them: the rows of one date and region, which the
+    // partition's other dates and regions interleave at irregular gaps (one row in five
+    // here, chosen by a hash of its place), decoded long enough before that they are out of
+    // the cache. Five such files in turn over 256 k rows (~70 MB, more than this machine's
+    // 32 MiB of L3) make each pass find its rows cold.
+    let pool: Vec<ArchivedCdr> = rows.iter().cycle().take(256 * 1024).cloned().collect();
+    let file_of = |i: usize| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 5;
+    let files: Vec<Vec<&ArchivedCdr>> =
+        (0..5).map(|k| pool.iter().enumerate().filter(|(i, _)| file_of(*i) == k).map(|(_, r)| r).collect()).collect();
+    g.throughput(Throughput::Elements((pool.len() / files.len()) as u64));
+    let mut next = 0;
+    g.bench_function("arrow_append_rows_out_of_cache", |b| {
+        b.iter(|| {
+            next = (next + 1) % files.len();
+            record_batch(black_box(&files[next]), &lines).unwrap().num_rows()
+        })
+    });
+    drop(files);
+    drop(pool);
+    g.throughput(Throughput::Elements(rows.len() as u64));
     let batch = record_batch(&refs, &lines).unwrap();
     g.bench_function("parquet_encode_zstd", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));
     // The same rows as the small files a catch-up writes (a unit of ~2 500 rows per
