@@ -55,15 +55,45 @@ fn digits<const N: usize>(b: &[u8]) -> Option<u32> {
 /// wall-clock time read as UTC. `None` if it is not exactly that shape or not a real time.
 #[inline]
 pub fn parse_wall_seconds(b: &[u8]) -> Option<i64> {
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    parse_wall_seconds_cached(b, &mut LastDate::default())
+}
+
+/// [`parse_wall_seconds`], the date's day number taken from `last` when it is the date
+/// read last (a call's start, answer and end mostly share one).
+#[inline]
+pub fn parse_wall_seconds_cached(b: &[u8], last: &mut LastDate) -> Option<i64> {
+    if b.len() < 19 || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let (y, mo, d) = (digits::<4>(b)? as i64, digits::<2>(&b[5..])?, digits::<2>(&b[8..])?);
+    let days = date_days(b, last)?;
     let (h, mi, s) = (digits::<2>(&b[11..])?, digits::<2>(&b[14..])?, digits::<2>(&b[17..])?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+    if h > 23 || mi > 59 || s > 59 {
         return None;
     }
-    Some(days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60 + s) as i64)
+    Some(days * 86_400 + (h * 3600 + mi * 60 + s) as i64)
+}
+
+/// The day number of the `YYYY-MM-DD` that `b` (of at least ten bytes) starts with, from
+/// `last` when it is the date read last, else read, checked and kept in `last`; `None` if it
+/// is not a real date.
+#[inline(always)]
+fn date_days(b: &[u8], last: &mut LastDate) -> Option<i64> {
+    let date: &[u8; 10] = b[..10].try_into().expect("ten bytes");
+    if let Some(days) = last.days
+        && last.date == *date
+    {
+        return Some(days);
+    }
+    if date[4] != b'-' || date[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (digits::<4>(date)? as i64, digits::<2>(&date[5..])?, digits::<2>(&date[8..])?);
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    *last = LastDate { date: *date, days: Some(days) };
+    Some(days)
 }
 
 /// Parses an RFC 3339 instant into UTC milliseconds: the fast path takes
@@ -108,21 +138,7 @@ pub fn parse_utc_z_ms(b: &[u8; 20], last: &mut LastDate) -> Option<i64> {
     if b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
         return None;
     }
-    let days = match last.days {
-        Some(days) if last.date == b[..10] => days,
-        _ => {
-            if b[4] != b'-' || b[7] != b'-' {
-                return None;
-            }
-            let (y, mo, d) = (digits::<4>(b)? as i64, digits::<2>(&b[5..])?, digits::<2>(&b[8..])?);
-            if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
-                return None;
-            }
-            let days = days_from_civil(y, mo, d);
-            *last = LastDate { date: b[..10].try_into().expect("ten bytes"), days: Some(days) };
-            days
-        }
-    };
+    let days = date_days(b, last)?;
     let (h, mi, s) = (digits::<2>(&b[11..])?, digits::<2>(&b[14..])?, digits::<2>(&b[17..])?);
     if h > 23 || mi > 59 || s > 59 {
         return None;
@@ -214,6 +230,31 @@ mod tests {
                 match parse_utc_z_ms(&text, &mut last) {
                     Some(ms) => prop_assert_eq!(Some(ms), general, "{:?}", String::from_utf8_lossy(&text)),
                     None => prop_assert!(flip.is_some() && i == 1, "a plain instant is read: {:?}", String::from_utf8_lossy(&text)),
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Asterisk's wall-clock times: with the date of the one before kept or not, the
+        /// same seconds, or the same refusal, whatever the bytes.
+        #[test]
+        fn cached_wall_times_are_the_uncached_ones(
+            secs in EARLY..LATE,
+            later in 0i64..200_000,
+            flip in proptest::option::of((0usize..19, any::<u8>())),
+        ) {
+            let mut last = LastDate::default();
+            for (i, t) in [secs, secs + later].into_iter().enumerate() {
+                let mut text = [0u8; 19];
+                format_wall(t, b' ', &mut text);
+                if i == 1 && let Some((at, byte)) = flip {
+                    text[at] = byte;
+                }
+                let uncached = parse_wall_seconds(&text);
+                prop_assert_eq!(parse_wall_seconds_cached(&text, &mut last), uncached, "{:?}", String::from_utf8_lossy(&text));
+                if flip.is_none() {
+                    prop_assert_eq!(uncached, Some(t));
                 }
             }
         }
