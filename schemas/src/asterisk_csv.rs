@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::cdr::{AgeBand, Cdr, Channel, Disposition};
 use crate::region::{RegionCode, Regions};
 use crate::reject::{Reason, Rejection};
-use crate::time::{format_wall, parse_wall_seconds};
+use crate::time::{LastDate, format_wall, parse_wall_seconds_cached};
 use crate::validate::{Decoder, Draft};
 
 /// Where a CSV feed's region comes from: its configuration names it, or the PBX is
@@ -78,10 +78,171 @@ const UNREAD: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 15;
 /// Splits one CSV line into at most 18 fields, strictly: a quoted field must close, and
 /// only a comma or the end may follow its closing quote. A field in [`UNREAD`] is kept as
 /// written between its quotes, doubled quotes and all.
-fn split(line: &str) -> Result<(usize, [Cow<'_, str>; FIELDS_MAX]), String> {
+///
+/// A line of up to [`Marks::BYTES`] bytes (every line a PBX writes) is scanned once, sixteen
+/// bytes at a time, for its commas and quotes ([`Marks`]); the fields are then cut at those
+/// marks. A longer line looks each one up with `memchr`, as every line did before: eighteen
+/// look-ups a line, whose set-up cost more than the scan (`benches/RESULTS.md` §22).
+fn split(line: &str) -> Result<Fields<'_>, String> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut fields: [Cow<'_, str>; FIELDS_MAX] = Default::default();
+    if u32::try_from(line.len()).is_err() {
+        return Err(format!("a line of {} bytes", line.len()));
+    }
+    match Marks::of(line.as_bytes(), LINE) {
+        Some(marks) => split_at(line, &marks),
+        None => split_at(line, &Memchr(line.as_bytes(), LINE)),
+    }
+}
+
+/// One line's fields: where each lies in the line, and the few whose doubled quotes were
+/// undone (a name with quotes in it), which need a string of their own.
+#[derive(Debug, PartialEq)]
+struct Fields<'l> {
+    /// The line, without its line end.
+    line: &'l str,
+    /// How many fields it has.
+    n: usize,
+    /// Each field's bytes in `line` (a quoted one's, between its quotes); empty past `n`.
+    at: [(u32, u32); FIELDS_MAX],
+    /// The fields unquoted into strings of their own, by position.
+    unquoted: Vec<(usize, String)>,
+}
+
+impl<'l> Fields<'l> {
+    /// Field `i` (empty past the last).
+    #[inline]
+    fn get(&self, i: usize) -> &str {
+        if let Some((_, s)) = self.unquoted.iter().find(|(j, _)| *j == i) {
+            return s;
+        }
+        let (a, b) = self.at[i];
+        &self.line[a as usize..b as usize]
+    }
+
+    /// Field `i`, borrowed from the line where it can be.
+    #[inline]
+    fn take(&mut self, i: usize) -> Cow<'l, str> {
+        if let Some(k) = self.unquoted.iter().position(|(j, _)| *j == i) {
+            return Cow::Owned(self.unquoted.swap_remove(k).1);
+        }
+        let (a, b) = self.at[i];
+        Cow::Borrowed(&self.line[a as usize..b as usize])
+    }
+}
+
+impl std::ops::Index<usize> for Fields<'_> {
+    type Output = str;
+    #[inline]
+    fn index(&self, i: usize) -> &str {
+        self.get(i)
+    }
+}
+
+/// Where the next of one of two bytes is in a text, at or after a position.
+trait Find {
+    /// The next of byte `which` (0 or 1) at or after `from`.
+    fn next(&self, which: usize, from: usize) -> Option<usize>;
+}
+
+/// The bytes a line is split at: its commas and its quotes.
+const LINE: [u8; 2] = [b',', b'"'];
+const COMMA: usize = 0;
+const QUOTE: usize = 1;
+
+/// Where two bytes are in a text, one bit per byte (bit `i % 64` of word `i / 64`), each
+/// byte's apart.
+struct Marks {
+    bits: [[u64; Marks::WORDS]; 2],
+}
+
+impl Marks {
+    const WORDS: usize = 8;
+    /// The longest text marked; a longer one is searched with `memchr`.
+    const BYTES: usize = Marks::WORDS * 64;
+
+    /// Where `bytes` are in `b`, if it is at most [`Marks::BYTES`] long.
+    #[inline]
+    fn of(b: &[u8], bytes: [u8; 2]) -> Option<Marks> {
+        if b.len() > Marks::BYTES {
+            return None;
+        }
+        let mut m = Marks { bits: [[0; Marks::WORDS]; 2] };
+        let chunks = b.chunks_exact(16);
+        let rest = chunks.remainder();
+        let mut put = |k: usize, chunk: &[u8; 16]| {
+            let found = marks16(chunk, bytes);
+            for (bits, f) in m.bits.iter_mut().zip(found) {
+                bits[k / 4] |= u64::from(f) << (16 * (k % 4));
+            }
+        };
+        let whole = chunks.len();
+        for (k, chunk) in chunks.enumerate() {
+            put(k, chunk.try_into().expect("sixteen bytes"));
+        }
+        if !rest.is_empty() {
+            // Zeros past the end are not what is looked for: a zero byte marks nothing.
+            let mut last = [0u8; 16];
+            last[..rest.len()].copy_from_slice(rest);
+            let found = marks16(&last, bytes).map(|f| f & ((1u16 << rest.len()) - 1));
+            for (bits, f) in m.bits.iter_mut().zip(found) {
+                bits[whole / 4] |= u64::from(f) << (16 * (whole % 4));
+            }
+        }
+        Some(m)
+    }
+}
+
+impl Find for Marks {
+    #[inline]
+    fn next(&self, which: usize, from: usize) -> Option<usize> {
+        let bits = &self.bits[which];
+        let mut w = from / 64;
+        let mut word = *bits.get(w)? & (!0u64 << (from % 64));
+        loop {
+            if word != 0 {
+                return Some(w * 64 + word.trailing_zeros() as usize);
+            }
+            w += 1;
+            word = *bits.get(w)?;
+        }
+    }
+}
+
+/// Where each of two bytes is among sixteen, a bit each: two compares and two move-masks
+/// (SSE2, which every x86-64 has).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn marks16(chunk: &[u8; 16], bytes: [u8; 2]) -> [u16; 2] {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the sixteen bytes `chunk`
+    // borrows, unaligned.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        bytes.map(|byte| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as u16)
+    }
+}
+
+/// Where each of two bytes is among sixteen, a bit each.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn marks16(chunk: &[u8; 16], bytes: [u8; 2]) -> [u16; 2] {
+    bytes.map(|byte| chunk.iter().enumerate().fold(0u16, |m, (i, &x)| m | u16::from(x == byte) << i))
+}
+
+/// A text too long to mark: each look-up is a `memchr`.
+struct Memchr<'a>(&'a [u8], [u8; 2]);
+
+impl Find for Memchr<'_> {
+    fn next(&self, which: usize, from: usize) -> Option<usize> {
+        memchr::memchr(self.1[which], self.0.get(from..)?).map(|k| from + k)
+    }
+}
+
+/// [`split`], with the marks found by `find`.
+#[inline]
+fn split_at<'l>(line: &'l str, find: &impl Find) -> Result<Fields<'l>, String> {
+    let mut f = Fields { line, n: 0, at: [(0, 0); FIELDS_MAX], unquoted: Vec::new() };
     let b = line.as_bytes();
     let (mut i, mut n) = (0, 0);
     loop {
@@ -93,23 +254,20 @@ fn split(line: &str) -> Result<(usize, [Cow<'_, str>; FIELDS_MAX]), String> {
             let mut j = start;
             let mut owned: Option<String> = None;
             loop {
-                match memchr_quote(&b[j..]) {
+                match find.next(QUOTE, j) {
                     None => return Err(format!("field {} ({}): unterminated quote", n + 1, NAMES[n])),
-                    Some(k) => {
-                        let q = j + k;
+                    Some(q) => {
                         if b.get(q + 1) == Some(&b'"') {
                             if UNREAD & 1 << n == 0 {
                                 owned.get_or_insert_with(String::new).push_str(&line[j..=q]);
                             }
                             j = q + 2;
                         } else {
-                            fields[n] = match owned {
-                                Some(mut s) => {
-                                    s.push_str(&line[j..q]);
-                                    Cow::Owned(s)
-                                }
-                                None => Cow::Borrowed(&line[start..q]),
-                            };
+                            if let Some(mut s) = owned {
+                                s.push_str(&line[j..q]);
+                                f.unquoted.push((n, s));
+                            }
+                            f.at[n] = (start as u32, q as u32);
                             i = q + 1;
                             break;
                         }
@@ -123,8 +281,8 @@ fn split(line: &str) -> Result<(usize, [Cow<'_, str>; FIELDS_MAX]), String> {
                 Some(_) => return Err(format!("field {} ({}): text after the closing quote", n, NAMES[n - 1])),
             }
         } else {
-            let end = memchr::memchr(b',', &b[i..]).map_or(b.len(), |k| i + k);
-            fields[n] = Cow::Borrowed(&line[i..end]);
+            let end = find.next(COMMA, i).unwrap_or(b.len());
+            f.at[n] = (i as u32, end as u32);
             n += 1;
             if end == b.len() {
                 break;
@@ -132,16 +290,8 @@ fn split(line: &str) -> Result<(usize, [Cow<'_, str>; FIELDS_MAX]), String> {
             i = end + 1;
         }
     }
-    Ok((n, fields))
-}
-
-fn take<'a>(f: &mut [Cow<'a, str>; FIELDS_MAX], i: usize) -> Cow<'a, str> {
-    std::mem::take(&mut f[i])
-}
-
-#[inline]
-fn memchr_quote(b: &[u8]) -> Option<usize> {
-    memchr::memchr(b'"', b)
+    f.n = n;
+    Ok(f)
 }
 
 /// The part of a field that `pick` finds, borrowed from the message where the field is.
@@ -161,7 +311,8 @@ impl Decoder {
     /// Decodes and validates one Asterisk `cdr_csv` line of this feed.
     pub fn decode_asterisk_csv(&self, msg: &[u8], feed: &CsvFeed) -> Result<Cdr, Rejection> {
         let text = self.check_bytes(msg)?;
-        let (n, mut f) = split(text).map_err(|m| Rejection::new(Reason::Malformed, None, m))?;
+        let mut f = split(text).map_err(|m| Rejection::new(Reason::Malformed, None, m))?;
+        let n = f.n;
         if n < FIELDS_MIN {
             return Err(Rejection::new(Reason::Malformed, None, format!("{n} fields; cdr_csv has 16 to 18")));
         }
@@ -184,11 +335,12 @@ impl Decoder {
         let subject = Regions::get().by_code(region.0).ok_or_else(|| {
             Rejection::field(Reason::UnknownRegion, "accountcode", format!("{region} is not a federal subject code"))
         })?;
-        let wall = |s: &str, field: &'static str| -> Result<Option<i64>, Rejection> {
+        let mut last_date = LastDate::default();
+        let mut wall = |s: &str, field: &'static str| -> Result<Option<i64>, Rejection> {
             if s.is_empty() {
                 return Ok(None);
             }
-            let local = parse_wall_seconds(s.as_bytes())
+            let local = parse_wall_seconds_cached(s.as_bytes(), &mut last_date)
                 .filter(|_| s.len() == 19 && s.as_bytes()[10] == b' ')
                 .ok_or_else(|| Rejection::field(Reason::BadTimestamp, field, "expected YYYY-MM-DD HH:MM:SS"))?;
             Ok(Some(subject.utc_ms_of_local(local)))
@@ -215,9 +367,9 @@ impl Decoder {
         }
         let duration = secs(&f[12], "duration")?;
         let billsec = secs(&f[13], "billsec")?;
-        let lastapp = take(&mut f, 7);
+        let lastapp = f.take(7);
         let in_queue = lastapp.eq_ignore_ascii_case("queue");
-        let disposition = match f[14].as_ref() {
+        let disposition = match &f[14] {
             "ANSWERED" => Disposition::Answered,
             "NO ANSWER" if in_queue => Disposition::Abandoned,
             "NO ANSWER" => Disposition::NoAnswer,
@@ -239,10 +391,10 @@ impl Decoder {
         }
 
         let mut draft = Draft {
-            call_id: if n > 16 && !f[16].is_empty() { take(&mut f, 16) } else { Cow::Owned(derived_call_id(text)) },
+            call_id: if n > 16 && !f[16].is_empty() { f.take(16) } else { Cow::Owned(derived_call_id(text)) },
             region: region.0,
-            dialled: take(&mut f, 2),
-            caller: Some(take(&mut f, 1)),
+            dialled: f.take(2),
+            caller: Some(f.take(1)),
             start_ms: start,
             answer_ms: answer,
             end_ms: end,
@@ -250,12 +402,12 @@ impl Decoder {
             talk_ms: Some(billsec),
             disposition: Some(disposition),
             channel: Some(Channel::Voice),
-            operator_id: part(take(&mut f, 6), operator),
-            queue_id: if in_queue { part(take(&mut f, 8), first_argument) } else { None },
+            operator_id: part(f.take(6), operator),
+            queue_id: if in_queue { part(f.take(8), first_argument) } else { None },
             ..Draft::default()
         };
         if n == 18 {
-            match take(&mut f, 17) {
+            match f.take(17) {
                 Cow::Borrowed(uf) => userfield(uf, &mut draft, Cow::Borrowed)?,
                 Cow::Owned(uf) => userfield(&uf, &mut draft, |v| Cow::Owned(v.to_owned()))?,
             }
@@ -275,32 +427,66 @@ fn derived_call_id(line: &str) -> String {
     format!("csv-{}", hex::encode(&digest[..12]))
 }
 
+/// The bytes `userfield` is split at: between pairs, and between a key and its value.
+const PAIRS: [u8; 2] = [b';', b'='];
+const SEMICOLON: usize = 0;
+const EQUALS: usize = 1;
+
 /// Reads `userfield`'s `key=value;…` pairs into `d`; `keep` keeps a value (borrowed from the
-/// message where the field is).
+/// message where the field is). Empty pairs are skipped; a pair's key ends at its first `=`.
 fn userfield<'a, 'u>(uf: &'u str, d: &mut Draft<'a>, keep: impl Fn(&'u str) -> Cow<'a, str>) -> Result<(), Rejection> {
-    for pair in uf.split(';').filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            return Err(Rejection::field(Reason::Malformed, "userfield", "expected key=value pairs separated by ;"));
-        };
-        let v = keep(v);
-        match k {
-            "topic" => d.topic = Some(v),
-            "transfer" => d.transfer_to = Some(v),
-            "linked" => d.linked_id = Some(v),
-            "age" => {
-                d.age_band = Some(
-                    AgeBand::from_code(&v)
-                        .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "age: not an age band"))?,
-                )
-            }
-            "channel" => {
-                d.channel = Some(
-                    Channel::from_code(&v)
-                        .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "channel: not a channel"))?,
-                )
-            }
-            _ => {}
+    match Marks::of(uf.as_bytes(), PAIRS) {
+        Some(marks) => pairs(uf, &marks, d, keep),
+        None => pairs(uf, &Memchr(uf.as_bytes(), PAIRS), d, keep),
+    }
+}
+
+/// [`userfield`], with the marks found by `find`.
+#[inline]
+fn pairs<'a, 'u>(
+    uf: &'u str,
+    find: &impl Find,
+    d: &mut Draft<'a>,
+    keep: impl Fn(&'u str) -> Cow<'a, str>,
+) -> Result<(), Rejection> {
+    let mut i = 0;
+    while i < uf.len() {
+        let end = find.next(SEMICOLON, i).unwrap_or(uf.len());
+        if end > i {
+            let Some(eq) = find.next(EQUALS, i).filter(|&eq| eq < end) else {
+                return Err(Rejection::field(
+                    Reason::Malformed,
+                    "userfield",
+                    "expected key=value pairs separated by ;",
+                ));
+            };
+            pair(&uf[i..eq], keep(&uf[eq + 1..end]), d)?;
         }
+        i = end + 1;
+    }
+    Ok(())
+}
+
+/// Reads one of `userfield`'s pairs into `d`; unknown keys are ignored.
+#[inline]
+fn pair<'a>(k: &str, v: Cow<'a, str>, d: &mut Draft<'a>) -> Result<(), Rejection> {
+    match k {
+        "topic" => d.topic = Some(v),
+        "transfer" => d.transfer_to = Some(v),
+        "linked" => d.linked_id = Some(v),
+        "age" => {
+            d.age_band = Some(
+                AgeBand::from_code(&v)
+                    .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "age: not an age band"))?,
+            )
+        }
+        "channel" => {
+            d.channel = Some(
+                Channel::from_code(&v)
+                    .ok_or_else(|| Rejection::field(Reason::InvalidValue, "userfield", "channel: not a channel"))?,
+            )
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -398,17 +584,125 @@ mod tests {
 
     #[test]
     fn splits_quotes_escapes_and_bare_values() {
-        let (n, f) = split(r#""",79123456789,"a ""quoted"" name","d ""x""",,"x""#).unwrap();
-        assert_eq!(n, 6);
-        assert_eq!(f[1], "79123456789");
-        assert_eq!(f[2], r#"a "quoted" name"#, "a field the decoder reads is unquoted");
-        assert_eq!(f[3], r#"d ""x"""#, "one it never reads is kept as written");
-        assert_eq!(f[4], "");
-        assert_eq!(f[5], "x");
+        let mut f = split(r#""",79123456789,"a ""quoted"" name","d ""x""",,"x""#).unwrap();
+        assert_eq!(f.n, 6);
+        assert_eq!(&f[1], "79123456789");
+        assert_eq!(&f[2], r#"a "quoted" name"#, "a field the decoder reads is unquoted");
+        assert_eq!(&f[3], r#"d ""x"""#, "one it never reads is kept as written");
+        assert_eq!(&f[4], "");
+        assert_eq!(&f[5], "x");
+        assert_eq!((f.take(2), f.take(1)), (Cow::Owned(r#"a "quoted" name"#.into()), Cow::Borrowed("79123456789")));
+        assert_eq!(&f[6], "", "a field past the last is empty");
         assert!(split(r#""",1,2,"d ""x"#).unwrap_err().contains("unterminated"), "its quoting is still checked");
         assert!(split(r#""open,1"#).unwrap_err().contains("unterminated"));
         assert!(split(r#""a"b,1"#).unwrap_err().contains("after the closing quote"));
         assert!(split(&"x,".repeat(18)).unwrap_err().contains("more than"));
+    }
+
+    /// Splits `line` both ways: cut at its [`Marks`], and at what `memchr` finds.
+    fn both_ways(line: &str) -> [Result<Fields<'_>, String>; 2] {
+        let marks = Marks::of(line.as_bytes(), LINE).expect("a line short enough to mark");
+        [split_at(line, &marks), split_at(line, &Memchr(line.as_bytes(), LINE))]
+    }
+
+    #[test]
+    fn the_fuzz_corpus_splits_the_same_at_marks_and_with_memchr() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode_asterisk_csv");
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            let Ok(line) = std::str::from_utf8(&bytes) else { continue };
+            if line.len() <= Marks::BYTES {
+                let [marks, memchr] = both_ways(line);
+                assert_eq!(marks, memchr, "{line:?}");
+                n += 1;
+            }
+        }
+        assert!(n >= 50, "only {n} corpus lines were split: is {} there?", dir.display());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Commas and quotes at every place, in every number, around chunk and word
+        /// boundaries, with multi-byte text between them.
+        #[test]
+        fn lines_split_the_same_at_marks_and_with_memchr(line in "[,\"a я]{0,400}") {
+            proptest::prop_assume!(line.len() <= Marks::BYTES);
+            let [marks, memchr] = both_ways(&line);
+            proptest::prop_assert_eq!(marks, memchr);
+        }
+
+        #[test]
+        fn marks_find_what_memchr_finds_from_every_place(line in "[,\"a я]{0,400}") {
+            proptest::prop_assume!(line.len() <= Marks::BYTES);
+            let b = line.as_bytes();
+            for bytes in [LINE, [b'"', b'a'], [b' ', 0xd1]] {
+                let marks = Marks::of(b, bytes).unwrap();
+                for from in 0..=b.len() + 1 {
+                    for which in [0, 1] {
+                        proptest::prop_assert_eq!(marks.next(which, from), Memchr(b, bytes).next(which, from), "{:?} from {}", bytes[which], from);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `userfield` as it was read with `str::split`: what [`pairs`] must agree with.
+    fn userfield_with_str_split<'u>(uf: &'u str, d: &mut Draft<'u>) -> Result<(), Rejection> {
+        for p in uf.split(';').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = p.split_once('=') else {
+                return Err(Rejection::field(
+                    Reason::Malformed,
+                    "userfield",
+                    "expected key=value pairs separated by ;",
+                ));
+            };
+            pair(k, Cow::Borrowed(v), d)?;
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Pairs, empty pairs, keys without values, values with `=`, known keys with good
+        /// and bad values, and text too long to mark.
+        #[test]
+        fn userfield_reads_what_str_split_reads(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("topic=vaccination".to_owned()),
+                    proptest::strategy::Just("age=40_60".to_owned()),
+                    proptest::strategy::Just("channel=sms".to_owned()),
+                    "(topic|age|channel|transfer|linked|x)=[a-z0-9_=я]{0,12}",
+                    "[;=a я]{0,8}",
+                ],
+                0..12,
+            ),
+            long in proptest::option::of(0usize..600),
+        ) {
+            let mut uf = parts.join(";");
+            if let Some(n) = long {
+                uf = format!("linked={};{uf}", "я".repeat(n));
+            }
+            let (mut marked, mut split) = (Draft::default(), Draft::default());
+            let got = userfield(&uf, &mut marked, Cow::Borrowed);
+            let want = userfield_with_str_split(&uf, &mut split);
+            proptest::prop_assert_eq!(&got, &want, "{:?}", uf);
+            proptest::prop_assert_eq!(format!("{marked:?}"), format!("{split:?}"), "{:?}", uf);
+        }
+    }
+
+    #[test]
+    fn a_line_too_long_to_mark_is_split_all_the_same() {
+        let field = format!("\"{}\"\"x\"", "я".repeat(300));
+        let line = format!("1,{field},{}", "2,".repeat(15)) + "end";
+        assert!(line.len() > Marks::BYTES && Marks::of(line.as_bytes(), LINE).is_none());
+        let f = split(&line).unwrap();
+        assert_eq!(f.n, 18);
+        assert_eq!(&f[1], format!("{}\"x", "я".repeat(300)));
+        assert_eq!(&f[17], "end");
     }
 
     #[test]
