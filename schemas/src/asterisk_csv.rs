@@ -168,26 +168,19 @@ impl Marks {
             return None;
         }
         let mut m = Marks { bits: [[0; Marks::WORDS]; 2] };
-        let chunks = b.chunks_exact(16);
-        let rest = chunks.remainder();
-        let mut put = |k: usize, chunk: &[u8; 16]| {
-            let found = marks16(chunk, bytes);
-            for (bits, f) in m.bits.iter_mut().zip(found) {
-                bits[k / 4] |= u64::from(f) << (16 * (k % 4));
-            }
-        };
-        let whole = chunks.len();
-        for (k, chunk) in chunks.enumerate() {
-            put(k, chunk.try_into().expect("sixteen bytes"));
+        let blocks = b.chunks_exact(64);
+        let rest = blocks.remainder();
+        let whole = blocks.len();
+        for (w, block) in blocks.enumerate() {
+            let found = marks64(block.try_into().expect("64 bytes"), bytes);
+            (m.bits[0][w], m.bits[1][w]) = (found[0], found[1]);
         }
         if !rest.is_empty() {
-            // Zeros past the end are not what is looked for: a zero byte marks nothing.
-            let mut last = [0u8; 16];
+            // Zeros past the end may be what is looked for: their bits are cleared.
+            let mut last = [0u8; 64];
             last[..rest.len()].copy_from_slice(rest);
-            let found = marks16(&last, bytes).map(|f| f & ((1u16 << rest.len()) - 1));
-            for (bits, f) in m.bits.iter_mut().zip(found) {
-                bits[whole / 4] |= u64::from(f) << (16 * (whole % 4));
-            }
+            let found = marks64(&last, bytes).map(|f| f & ((1u64 << rest.len()) - 1));
+            (m.bits[0][whole], m.bits[1][whole]) = (found[0], found[1]);
         }
         Some(m)
     }
@@ -209,25 +202,32 @@ impl Find for Marks {
     }
 }
 
-/// Where each of two bytes is among sixteen, a bit each: two compares and two move-masks
-/// (SSE2, which every x86-64 has).
+/// Where each of two bytes is among 64, a bit each: for each sixteen bytes, two compares
+/// and two move-masks (SSE2, which every x86-64 has).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn marks16(chunk: &[u8; 16], bytes: [u8; 2]) -> [u16; 2] {
+fn marks64(block: &[u8; 64], bytes: [u8; 2]) -> [u64; 2] {
     use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-    // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the sixteen bytes `chunk`
-    // borrows, unaligned.
-    unsafe {
-        let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-        bytes.map(|byte| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as u16)
+    let mut found = [0u64; 2];
+    for (k, chunk) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of every x86-64 CPU; the load reads the sixteen bytes of
+        // `chunk`, unaligned.
+        let bits = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            bytes.map(|byte| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as u16)
+        };
+        for (f, b) in found.iter_mut().zip(bits) {
+            *f |= u64::from(b) << (16 * k);
+        }
     }
+    found
 }
 
-/// Where each of two bytes is among sixteen, a bit each.
+/// Where each of two bytes is among 64, a bit each.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn marks16(chunk: &[u8; 16], bytes: [u8; 2]) -> [u16; 2] {
-    bytes.map(|byte| chunk.iter().enumerate().fold(0u16, |m, (i, &x)| m | u16::from(x == byte) << i))
+fn marks64(block: &[u8; 64], bytes: [u8; 2]) -> [u64; 2] {
+    bytes.map(|byte| block.iter().enumerate().fold(0u64, |m, (i, &x)| m | u64::from(x == byte) << i))
 }
 
 /// A text too long to mark: each look-up is a `memchr`.
