@@ -304,7 +304,8 @@ fn part<'a>(field: Cow<'a, str>, pick: fn(&str) -> Option<&str>) -> Option<Cow<'
 
 /// A queue's name: the first of `lastdata`'s arguments (`Queue(q122,t,,,300)` → `q122`).
 fn first_argument(lastdata: &str) -> Option<&str> {
-    lastdata.split(',').next().filter(|q| !q.is_empty())
+    let q = &lastdata[..lastdata.bytes().position(|c| c == b',').unwrap_or(lastdata.len())];
+    (!q.is_empty()).then_some(q)
 }
 
 impl Decoder {
@@ -417,8 +418,10 @@ impl Decoder {
 }
 
 fn operator(dstchannel: &str) -> Option<&str> {
-    let peer = dstchannel.split_once('/').map_or(dstchannel, |(_, p)| p);
-    let peer = peer.rsplit_once('-').map_or(peer, |(p, _)| p);
+    // Byte scans: a channel name is a few dozen bytes, too short for `memchr` to pay its way.
+    let from = dstchannel.bytes().position(|c| c == b'/').map_or(0, |slash| slash + 1);
+    let peer = &dstchannel[from..];
+    let peer = &peer[..peer.bytes().rposition(|c| c == b'-').unwrap_or(peer.len())];
     (!peer.is_empty()).then_some(peer)
 }
 
@@ -709,5 +712,16 @@ mod tests {
     fn operator_from_dstchannel() {
         assert_eq!(operator("SIP/op0042-0000002a"), Some("op0042"));
         assert_eq!(operator(""), None);
+        for (channel, peer) in [
+            ("op0042", Some("op0042")),
+            ("SIP/op-1-2", Some("op-1")),
+            ("PJSIP/a/b-c", Some("a/b")),
+            ("SIP/-1", None),
+            ("Local/оператор-1", Some("оператор")),
+        ] {
+            assert_eq!(operator(channel), peer, "{channel}");
+        }
+        assert_eq!(first_argument("q122,t,,,300"), Some("q122"));
+        assert_eq!((first_argument("q112"), first_argument(",t"), first_argument("")), (Some("q112"), None, None));
     }
 }
