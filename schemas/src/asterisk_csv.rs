@@ -79,7 +79,7 @@ const UNREAD: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 15;
 /// only a comma or the end may follow its closing quote. A field in [`UNREAD`] is kept as
 /// written between its quotes, doubled quotes and all.
 ///
-/// A line of up to [`Marks::BYTES`] bytes (every line a PBX writes) is scanned once, sixteen
+/// A line of up to [`Marks::BYTES`] bytes (every line a PBX writes) is scanned once, 64
 /// bytes at a time, for its commas and quotes ([`Marks`]); the fields are then cut at those
 /// marks. A longer line looks each one up with `memchr`, as every line did before: eighteen
 /// look-ups a line, whose set-up cost more than the scan (`benches/RESULTS.md` §22).
@@ -150,8 +150,8 @@ const LINE: [u8; 2] = [b',', b'"'];
 const COMMA: usize = 0;
 const QUOTE: usize = 1;
 
-/// Where two bytes are in a text, one bit per byte (bit `i % 64` of word `i / 64`), each
-/// byte's apart.
+/// Where each of two bytes is in a text: for each, one bit per byte of the text (bit
+/// `i % 64` of word `i / 64`).
 struct Marks {
     bits: [[u64; Marks::WORDS]; 2],
 }
