@@ -86,11 +86,10 @@ const UNREAD: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 15;
 fn split(line: &str) -> Result<Fields<'_>, String> {
     let line = line.strip_suffix('\n').unwrap_or(line);
     let line = line.strip_suffix('\r').unwrap_or(line);
-    if u32::try_from(line.len()).is_err() {
-        return Err(format!("a line of {} bytes", line.len()));
-    }
     match Marks::of(line.as_bytes(), LINE) {
         Some(marks) => split_at(line, &marks),
+        // Spans are kept as `u32`: only a line too long to mark can outgrow them.
+        None if u32::try_from(line.len()).is_err() => Err(format!("a line of {} bytes", line.len())),
         None => split_at(line, &Memchr(line.as_bytes(), LINE)),
     }
 }
