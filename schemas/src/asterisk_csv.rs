@@ -112,21 +112,26 @@ impl<'l> Fields<'l> {
     /// Field `i` (empty past the last).
     #[inline]
     fn get(&self, i: usize) -> &str {
-        if let Some((_, s)) = self.unquoted.iter().find(|(j, _)| *j == i) {
-            return s;
+        match self.unquoted.iter().find(|(j, _)| *j == i) {
+            Some((_, s)) => s,
+            None => self.span(i),
         }
-        let (a, b) = self.at[i];
-        &self.line[a as usize..b as usize]
     }
 
     /// Field `i`, borrowed from the line where it can be.
     #[inline]
     fn take(&mut self, i: usize) -> Cow<'l, str> {
-        if let Some(k) = self.unquoted.iter().position(|(j, _)| *j == i) {
-            return Cow::Owned(self.unquoted.swap_remove(k).1);
+        match self.unquoted.iter().position(|(j, _)| *j == i) {
+            Some(k) => Cow::Owned(self.unquoted.swap_remove(k).1),
+            None => Cow::Borrowed(self.span(i)),
         }
+    }
+
+    /// Field `i` as it lies in the line (between its quotes, if quoted).
+    #[inline]
+    fn span(&self, i: usize) -> &'l str {
         let (a, b) = self.at[i];
-        Cow::Borrowed(&self.line[a as usize..b as usize])
+        &self.line[a as usize..b as usize]
     }
 }
 
