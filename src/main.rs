@@ -5,6 +5,17 @@
 
 mod cmd;
 
+/// jemalloc is the whole process's allocator: Rust's, and, through its unprefixed `malloc`
+/// and `free`, librdkafka's (statically linked). With glibc's, the reading thread slept on
+/// the lock of the fetch thread's arena whenever it freed a message that thread had
+/// allocated (a third of its waits in a `perf` trace of its context switches), and a worker
+/// frees every message it reads that way; the decoded CDRs' strings, made on the decode
+/// threads and freed on the encoders', did the same. One ingest worker over 1 M CDRs: median
+/// 546 k msg/s with glibc's malloc, 614 k with jemalloc (`benches/RESULTS.md` §23).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 

@@ -1,6 +1,13 @@
 //! What the pipeline benches share: the Kafka broker and the bench's own topics, worker
 //! processes and their peak memory, waiting for a sink to catch up.
 
+/// The allocator the `cdrflow` binary runs with (`src/main.rs` says why), for every bench
+/// binary: the hot-path benches then measure the code as it runs, and `pipeline`'s raw
+/// consume, the peer the workers are held to, frees librdkafka's messages as they do.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod freshness;
 pub mod hot_path_inputs;
 
