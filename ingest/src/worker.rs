@@ -419,27 +419,44 @@ fn apply(change: GroupChange, buffers: &mut FxHashMap<i32, PartitionBuffer>) {
     }
 }
 
+/// A row with its sort key beside it: sorting a file's rows by start compares keys in one
+/// array, not through a pointer per row into rows read minutes apart (the sort through the
+/// pointers was ~5 % of the encoders' samples, `benches/RESULTS.md` §23).
+struct ByStart<'a> {
+    start_ms: i64,
+    offset: i64,
+    row: &'a ArchivedCdr,
+}
+
+/// A file's rows in order of start, then of offset. A unit is one partition's, so no two of
+/// its rows share an offset: the order is total, and an unstable sort gives the stable one's.
+fn in_order_of_start(mut keyed: Vec<ByStart<'_>>) -> Vec<&ArchivedCdr> {
+    keyed.sort_unstable_by_key(|k| (k.start_ms, k.offset));
+    keyed.into_iter().map(|k| k.row).collect()
+}
+
 /// Encodes units as Parquet, one file per date and region each, the files spread over
 /// every core (the pool it runs in); the units come back in the order given.
 fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Result<Vec<EncodedUnit>> {
     // One job per file: (unit, date, region, rows). Rows are grouped by UTC day number; the
     // date is spelled once per file, not once per row.
     const DAY_MS: i64 = 86_400_000;
-    let mut jobs: Vec<(usize, String, u8, Vec<&ArchivedCdr>)> = Vec::new();
+    let mut jobs: Vec<(usize, String, u8, Vec<ByStart<'_>>)> = Vec::new();
     for (u, (_, buf)) in units.iter().enumerate() {
-        let mut groups: BTreeMap<(i64, u8), Vec<&ArchivedCdr>> = BTreeMap::new();
+        let mut groups: BTreeMap<(i64, u8), Vec<ByStart<'_>>> = BTreeMap::new();
         for r in buf.rows.iter() {
-            groups.entry((r.cdr.start_ms.div_euclid(DAY_MS), r.cdr.region.0)).or_default().push(r);
+            let row = ByStart { start_ms: r.cdr.start_ms, offset: r.offset, row: r };
+            groups.entry((r.cdr.start_ms.div_euclid(DAY_MS), r.cdr.region.0)).or_default().push(row);
         }
         jobs.extend(groups.into_iter().map(|((day, region), rows)| (u, utc_date(day * DAY_MS), region, rows)));
     }
     let span = |buf: &PartitionBuffer| (buf.first_offset.unwrap_or(buf.last_offset), buf.last_offset);
     let files: Vec<(usize, UnitFile, Vec<u8>)> = jobs
         .into_par_iter()
-        .map(|(u, dt, region, mut rows)| {
+        .map(|(u, dt, region, keyed)| {
             let (p, buf) = &units[u];
             let (first, last) = span(buf);
-            rows.sort_by_key(|r| (r.cdr.start_ms, r.offset));
+            let rows = in_order_of_start(keyed);
             let batch = record_batch(&rows, &opts.source.lines)?;
             let meta = [
                 ("topic", opts.source.topic.clone()),
@@ -524,6 +541,30 @@ fn written(stats: &WorkerStats, unit: &EncodedUnit) {
 mod tests {
     use super::*;
     use cdrflow_schemas::LineRegistry;
+
+    #[test]
+    fn a_files_rows_go_in_order_of_start_then_offset() {
+        let decoder = Decoder::new(LineRegistry::builtin(), Pseudonymiser::check_only());
+        // Starts within a few seconds of each other, many shared, in an order a feed
+        // might deliver them (by end); offsets rising as read.
+        let mut x = 7u64;
+        let rows: Vec<ArchivedCdr> = (0..5_000i64)
+            .map(|offset| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let second = (x >> 59) as u32;
+                let json = format!(
+                    r#"{{"call_id":"38-{offset}","region":38,"dialled":"122","start":"2022-02-14T09:00:{second:02}Z","end":"2022-02-14T09:03:12Z","disposition":"busy"}}"#
+                );
+                ArchivedCdr { partition: 5, offset, cdr: decoder.decode_json(json.as_bytes()).expect("a valid CDR") }
+            })
+            .collect();
+        let keyed = rows.iter().rev().map(|r| ByStart { start_ms: r.cdr.start_ms, offset: r.offset, row: r }).collect();
+        let got: Vec<(i64, i64)> = in_order_of_start(keyed).iter().map(|r| (r.cdr.start_ms, r.offset)).collect();
+        let mut want: Vec<(i64, i64)> = rows.iter().map(|r| (r.cdr.start_ms, r.offset)).collect();
+        want.sort_by_key(|&(start, offset)| (start, offset));
+        assert_eq!(got, want);
+        assert!(got.windows(2).any(|w| w[0].0 == w[1].0), "starts shared, so offsets break ties");
+    }
 
     #[test]
     fn rows_come_back_in_the_order_pushed_across_chunks_none_over_a_chunk() {
