@@ -189,6 +189,10 @@ pub struct CatchUp {
     pub whole: Duration,
     /// When it was first seen consuming (since spawn) and how many it had consumed then.
     pub first_seen: Option<(Duration, u64)>,
+    /// When it was first seen to have read every message (since spawn; at the latest, when
+    /// caught up): what follows is its sink's last flush (the flush interval or unit age,
+    /// then the last write), not reading.
+    pub all_read: Option<Duration>,
     /// The share of the machine's cores busy (every process's work) from then to caught up.
     pub machine_busy: Option<f64>,
 }
@@ -206,6 +210,21 @@ impl CatchUp {
             _ => f64::NAN,
         }
     }
+
+    /// Messages per second from its first seen consuming to its last message read: the span
+    /// a raw consume times (first fetch to last message), without the sink's last flush;
+    /// `NaN` if not seen mid-run.
+    pub fn reading_rate(&self, total: i64) -> f64 {
+        match (self.first_seen, self.all_read) {
+            (Some((at, n)), Some(end)) if end > at => (total as f64 - n as f64) / (end - at).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+
+    /// From its last message read to caught up: the sink's last flush.
+    pub fn last_flush(&self) -> Duration {
+        self.all_read.map_or(Duration::ZERO, |end| self.whole.saturating_sub(end))
+    }
 }
 
 /// [`wait`], also watching the worker's `cdrflow_records_consumed_total` at `metrics`
@@ -214,22 +233,30 @@ pub fn wait_catch_up(
     w: &mut Child,
     started: Instant,
     metrics: &str,
+    total: u64,
     limit: Duration,
     mut done: impl FnMut() -> Result<bool>,
 ) -> Result<CatchUp> {
     let mut first_seen = None;
+    let mut all_read = None;
     let mut machine = None;
     wait(w, limit, || {
-        if first_seen.is_none()
+        if all_read.is_none()
             && let Some(n) = consumed(metrics).filter(|&n| n > 0)
         {
-            first_seen = Some((started.elapsed(), n));
-            machine = MachineTime::now();
+            if first_seen.is_none() {
+                first_seen = Some((started.elapsed(), n));
+                machine = MachineTime::now();
+            }
+            if n >= total {
+                all_read = Some(started.elapsed());
+            }
         }
         done()
     })?;
     let machine_busy = machine.and_then(|m| m.busy_since());
-    Ok(CatchUp { whole: started.elapsed(), first_seen, machine_busy })
+    let whole = started.elapsed();
+    Ok(CatchUp { whole, first_seen, all_read: all_read.or(Some(whole)), machine_busy })
 }
 
 /// The machine's CPU time so far, busy and in all, from `/proc/stat` (every process's).

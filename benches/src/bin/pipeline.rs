@@ -183,18 +183,36 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     let t = Instant::now();
     let cpu_before = cpu_seconds(std::process::id());
     let mut n = 0i64;
+    let mut first_message = None;
     while n < total {
         if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            first_message.get_or_insert_with(Instant::now);
             n += 1;
         }
         if t.elapsed() > Duration::from_secs(300) {
             bail!("raw consume stalled at {n}/{total}");
         }
     }
-    let raw = total as f64 / t.elapsed().as_secs_f64();
+    let t_raw = t.elapsed();
+    let raw = total as f64 / t_raw.as_secs_f64();
+    // From its first message to its last: the span a worker's reading rate covers (neither
+    // holds the first fetch's wait).
+    let raw_reading = first_message.map_or(f64::NAN, |f| (total - 1) as f64 / f.elapsed().as_secs_f64());
     let raw_cpu = cpu_seconds(std::process::id()).zip(cpu_before).map(|(after, before)| after - before);
     drop(c);
     println!("(a) raw consume (librdkafka, no work): {raw:>10.0} msg/s");
+    println!("    from its first message to its last: {raw_reading:>10.0} msg/s");
+    if t_raw < Duration::from_secs(3) {
+        // 1 M CDRs here: (a) 0.93 M msg/s; 4 M: 1.89 M msg/s (benches/RESULTS.md §23).
+        let wait = first_message.map_or(t_raw, |f| f.duration_since(t));
+        println!(
+            "    note: (a) took {:.2} s, {:.2} s of it before its first message: on a topic this short that wait \
+             weighs on (a), and the ratios to it below overstate the workers; give more CDRs (4000000) for a \
+             backlog's",
+            t_raw.as_secs_f64(),
+            wait.as_secs_f64()
+        );
+    }
     if let Some(cpu) = raw_cpu {
         println!("    CPU: {:.2} µs/msg (this process, all threads)", cpu * 1e6 / total as f64);
     }
@@ -231,7 +249,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
     )?;
     let archive = cdrflow_archive::Archive::open_dir(&out)?;
     let parts: Vec<i32> = (0..a.partitions as i32).collect();
-    let ingest = wait_catch_up(&mut w, t, INGEST_METRICS, Duration::from_secs(600), || {
+    let ingest = wait_catch_up(&mut w, t, INGEST_METRICS, total as u64, Duration::from_secs(600), || {
         Ok(caught_up(&ends, &archive.committed_positions(topic, &parts)?))
     })?;
     let rss = peak_rss_mib(w.id()).unwrap_or(f64::NAN);
@@ -244,6 +262,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         whole / raw
     );
     println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   b/a = {:.2}", steady / raw);
+    print_reading(&ingest, total, raw_reading, "b/a");
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
     print_cpu(&threads, total, ingest.machine_busy);
 
@@ -264,7 +283,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         &[("CDRFLOW_CALLER_KEY", "bench-key-0123456789abcdef")],
         None,
     )?;
-    let read = wait_catch_up(&mut w, t, INGEST_METRICS, Duration::from_secs(600), || {
+    let read = wait_catch_up(&mut w, t, INGEST_METRICS, total as u64, Duration::from_secs(600), || {
         Ok(cdrflow_benches::consumed(INGEST_METRICS).is_some_and(|n| n >= total as u64))
     })?;
     let threads = cpu_by_thread(w.id());
@@ -306,7 +325,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         &[],
         None,
     )?;
-    let caught = wait_catch_up(&mut w, t, AGGREGATE_METRICS, Duration::from_secs(600), || {
+    let caught = wait_catch_up(&mut w, t, AGGREGATE_METRICS, total as u64, Duration::from_secs(600), || {
         Ok(caught_up(&ends, &rt.block_on(ch.positions(&aggregate_group, topic))?))
     })?;
     let aggregate = caught.rate(total);
@@ -320,6 +339,7 @@ fn throughput(a: &Args, kafka: &mut Kafka, work: &Path) -> Result<()> {
         aggregate / raw
     );
     println!("    once consuming (start-up and group join excluded): {steady:>10.0} msg/s   c/a = {:.2}", steady / raw);
+    print_reading(&caught, total, raw_reading, "c/a");
     println!("    CPU used: {:.0} % of one core", busy * 100.0);
     print_cpu(&threads, total, caught.machine_busy);
     if !a.peers {
@@ -599,6 +619,18 @@ fn fresh_counters(a: &Args) -> Result<(ClickHouse, tokio::runtime::Runtime)> {
 /// machine was once it consumed: a worker below the raw rate on a machine near 100 % is
 /// bound by its CPU per message (the broker and ClickHouse share the cores here); one well
 /// below 100 % waits on something.
+/// A worker's reading rate, against the raw consume's over the same span (`raw_reading`:
+/// first message to last), and its sink's last flush, which the two rates above include:
+/// on a short topic that flush is much of the run.
+fn print_reading(c: &cdrflow_benches::CatchUp, total: i64, raw_reading: f64, ratio: &str) {
+    let reading = c.reading_rate(total);
+    println!(
+        "    reading (first consumed to last read): {reading:>10.0} msg/s   {ratio} = {:.2} (raw, the same span); then {:.2} s to its last flush",
+        reading / raw_reading,
+        c.last_flush().as_secs_f64()
+    );
+}
+
 fn print_cpu(threads: &std::collections::BTreeMap<String, f64>, total: i64, machine_busy: Option<f64>) {
     println!("    CPU by thread: {}", cpu_per_message(threads, total as u64));
     if let Some(b) = machine_busy {
