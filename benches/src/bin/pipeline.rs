@@ -616,10 +616,6 @@ fn fresh_counters(a: &Args) -> Result<(ClickHouse, tokio::runtime::Runtime)> {
     Ok((ch, rt))
 }
 
-/// Where a worker's CPU went, per message and thread over its whole run, and how busy the
-/// machine was once it consumed: a worker below the raw rate on a machine near 100 % is
-/// bound by its CPU per message (the broker and ClickHouse share the cores here); one well
-/// below 100 % waits on something.
 /// A worker's reading rate, against the raw consume's over the same span (`raw_reading`:
 /// first message to last), and its sink's last flush, which the two rates above include:
 /// on a short topic that flush is much of the run.
@@ -632,6 +628,10 @@ fn print_reading(c: &cdrflow_benches::CatchUp, total: i64, raw_reading: f64, rat
     );
 }
 
+/// Where a worker's CPU went, per message and thread over its whole run, and how busy the
+/// machine was once it consumed: a worker below the raw rate on a machine near 100 % is
+/// bound by its CPU per message (the broker and ClickHouse share the cores here); one well
+/// below 100 % waits on something.
 fn print_cpu(threads: &std::collections::BTreeMap<String, f64>, total: i64, machine_busy: Option<f64>) {
     println!("    CPU by thread: {}", cpu_per_message(threads, total as u64));
     if let Some(b) = machine_busy {
