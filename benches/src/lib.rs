@@ -192,7 +192,7 @@ pub struct CatchUp {
     /// When it was first seen to have read every message (since spawn; at the latest, when
     /// caught up): what follows is its sink's last flush (the flush interval or unit age,
     /// then the last write), not reading.
-    pub all_read: Option<Duration>,
+    pub all_read: Duration,
     /// The share of the machine's cores busy (every process's work) from then to caught up.
     pub machine_busy: Option<f64>,
 }
@@ -215,15 +215,15 @@ impl CatchUp {
     /// a raw consume times (first fetch to last message), without the sink's last flush;
     /// `NaN` if not seen mid-run.
     pub fn reading_rate(&self, total: i64) -> f64 {
-        match (self.first_seen, self.all_read) {
-            (Some((at, n)), Some(end)) if end > at => (total as f64 - n as f64) / (end - at).as_secs_f64(),
+        match self.first_seen {
+            Some((at, n)) if self.all_read > at => (total as f64 - n as f64) / (self.all_read - at).as_secs_f64(),
             _ => f64::NAN,
         }
     }
 
     /// From its last message read to caught up: the sink's last flush.
     pub fn last_flush(&self) -> Duration {
-        self.all_read.map_or(Duration::ZERO, |end| self.whole.saturating_sub(end))
+        self.whole.saturating_sub(self.all_read)
     }
 }
 
@@ -256,7 +256,7 @@ pub fn wait_catch_up(
     })?;
     let machine_busy = machine.and_then(|m| m.busy_since());
     let whole = started.elapsed();
-    Ok(CatchUp { whole, first_seen, all_read: all_read.or(Some(whole)), machine_busy })
+    Ok(CatchUp { whole, first_seen, all_read: all_read.unwrap_or(whole), machine_busy })
 }
 
 /// The machine's CPU time so far, busy and in all, from `/proc/stat` (every process's).
