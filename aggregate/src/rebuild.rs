@@ -12,6 +12,7 @@ use cdrflow_archive::read::read_for_counters;
 use cdrflow_schemas::versions::{call_key, supersedes};
 use cdrflow_schemas::{HourKey, LineRegistry, RegionCode};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 
 use crate::clickhouse::encoder::{Unit, encode};
 use crate::clickhouse::{CellSource, ClickHouse};
@@ -205,35 +206,55 @@ type Part = (Vec<ArchivedCdr>, Vec<u64>);
 
 /// Resolves the versions of the calls of one shard (`key % shards == shard`) of a date's
 /// rows and counts the latest of each: the shard's cells and how many versions lost.
+///
+/// A call's versions are found by its call key: a map of keys meets each row without
+/// reading it (the keys were computed as the files were read), and only when a key comes
+/// again are the two rows' call ids compared. Distinct calls whose keys collide are
+/// resolved by their ids in a second map, so the result is a map of ids' without its cost:
+/// hashing each id read every row's memory once more, at random. The rows that won are
+/// then counted in the order of the files, each asked for ahead of its turn.
 fn count_shard(parts: &[Part], shard: usize, shards: usize, lines: &LineRegistry) -> (PartitionRollup, u64) {
     let row = |(p, i): (u32, u32)| &parts[p as usize].0[i as usize];
-    let order = |at: (u32, u32)| {
-        let r = row(at);
-        (r.cdr.end_ms, r.partition, r.offset)
-    };
-    let mut best: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
-    best.reserve(parts.iter().map(|p| p.0.len()).sum::<usize>() / shards);
     let mut superseded = 0;
-    for (p, (rows, keys)) in parts.iter().enumerate() {
-        for (i, r) in rows.iter().enumerate().filter(|(i, _)| keys[*i] % shards as u64 == shard as u64) {
+    // Keeps the later of a call's version held and the one at `at`.
+    let mut latest = |held: &mut (u32, u32), at: (u32, u32)| {
+        superseded += 1;
+        let order = |at| {
+            let r = row(at);
+            (r.cdr.end_ms, r.partition, r.offset)
+        };
+        if supersedes(order(at), order(*held)) {
+            *held = at;
+        }
+    };
+    let mut by_key: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
+    by_key.reserve(parts.iter().map(|p| p.0.len()).sum::<usize>() / shards);
+    // Calls whose key an earlier call with another id holds in `by_key`.
+    let mut collided: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+    for (p, (_, keys)) in parts.iter().enumerate() {
+        for (i, &key) in keys.iter().enumerate().filter(|(_, k)| **k % shards as u64 == shard as u64) {
             let at = (p as u32, i as u32);
-            match best.entry(r.cdr.call_id.as_str()) {
-                std::collections::hash_map::Entry::Vacant(v) => {
+            match by_key.entry(key) {
+                Entry::Vacant(v) => {
                     v.insert(at);
                 }
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    superseded += 1;
-                    if supersedes(order(at), order(*o.get())) {
-                        o.insert(at);
+                Entry::Occupied(mut o) if row(*o.get()).cdr.call_id == row(at).cdr.call_id => latest(o.get_mut(), at),
+                Entry::Occupied(_) => match collided.entry(row(at).cdr.call_id.as_str()) {
+                    Entry::Vacant(v) => {
+                        v.insert(at);
                     }
-                }
+                    Entry::Occupied(mut o) => latest(o.get_mut(), at),
+                },
             }
         }
     }
-    let mut kept: Vec<(u32, u32)> = best.into_values().collect();
+    let mut kept: Vec<(u32, u32)> = by_key.into_values().chain(collided.into_values()).collect();
     kept.sort_unstable();
     let mut rollup = PartitionRollup::default();
-    for at in kept {
+    for (n, &at) in kept.iter().enumerate() {
+        if let Some(&ahead) = kept.get(n + cdrflow_archive::encode::PREFETCH_AHEAD) {
+            cdrflow_archive::encode::prefetch(row(ahead));
+        }
         rollup.add(&row(at).cdr, parts[at.0 as usize].1[at.1 as usize], lines);
     }
     (rollup, superseded)
@@ -435,4 +456,103 @@ pub async fn write(ch: &ClickHouse, sel: &Selection, rebuild: Rebuild, lines: &L
     let rows = encode(&unit, &cells, lines);
     ch.insert_rebuild(&rows).await?;
     Ok(Rebuilt { rebuild_id, cells: rows.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cdrflow_schemas::{Counters, CsvFeed, Decoder, Format, Pseudonymiser};
+
+    /// One date of files: 600 calls of one to three versions each (a correction may change
+    /// the call's end, disposition and hour), the versions of a call scattered over four
+    /// files, so a later file may hold an earlier version.
+    fn files_of_a_date(lines: &std::sync::Arc<LineRegistry>) -> Vec<Vec<ArchivedCdr>> {
+        let decoder = Decoder::new(lines.clone(), Pseudonymiser::ephemeral());
+        let mut files: Vec<Vec<ArchivedCdr>> = vec![Vec::new(); 4];
+        let mut x = 11u64;
+        for (offset, call) in (0..600u64).flat_map(|c| (0..=c % 3).map(move |_| c)).enumerate() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let (region, dialled) = ([38, 77, 50][call as usize % 3], ["122", "112", "117"][(x >> 20) as usize % 3]);
+            let (hour, minute, talk) = (5 + (x >> 30) % 3, (x >> 36) % 50, (x >> 44) % 500);
+            let start = format!("2022-02-14T{hour:02}:{minute:02}:00Z");
+            let json = match (x >> 54) % 2 {
+                0 => format!(
+                    r#"{{"call_id":"c-{call}","region":{region},"dialled":"{dialled}","start":"{start}","answer":"2022-02-14T{hour:02}:{minute:02}:05Z","end":"2022-02-14T{hour:02}:{:02}:{:02}Z","queue_wait_ms":5000,"talk_ms":{},"disposition":"answered","channel":"voice"}}"#,
+                    minute + 1 + talk / 60,
+                    talk % 60,
+                    (55 + talk) * 1000
+                ),
+                _ => format!(
+                    r#"{{"call_id":"c-{call}","region":{region},"dialled":"{dialled}","start":"{start}","end":"2022-02-14T{hour:02}:{minute:02}:{:02}Z","queue_wait_ms":{},"talk_ms":0,"disposition":"abandoned","channel":"voice"}}"#,
+                    talk % 60,
+                    talk % 60 * 1000
+                ),
+            };
+            let cdr = decoder.decode(Format::Json, &CsvFeed::FromAccountcode, json.as_bytes()).expect("a valid CDR");
+            let row = ArchivedCdr { partition: ((x >> 58) % 3) as i32, offset: offset as i64, cdr };
+            files[((x >> 60) % 4) as usize].push(row);
+        }
+        files
+    }
+
+    /// Every cell's counters and call keys, and the versions that lost.
+    type Counted = (BTreeMap<HourKey, (Counters, Vec<u64>)>, u64);
+
+    fn counted(rollup: PartitionRollup, superseded: u64) -> Counted {
+        let cells = rollup.rows.into_iter().map(|(k, mut c)| {
+            c.calls.sort_unstable();
+            (k, (c.counters, c.calls))
+        });
+        (cells.collect(), superseded)
+    }
+
+    /// The versions rule applied the plain way: each call's versions found by its id.
+    fn by_id(parts: &[Part], lines: &LineRegistry) -> Counted {
+        let mut latest: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+        let mut superseded = 0;
+        let row = |(p, i): (u32, u32)| &parts[p as usize].0[i as usize];
+        let order = |at| (row(at).cdr.end_ms, row(at).partition, row(at).offset);
+        for (p, (rows, _)) in parts.iter().enumerate() {
+            for (i, r) in rows.iter().enumerate() {
+                let at = (p as u32, i as u32);
+                let held = latest.entry(r.cdr.call_id.as_str()).or_insert(at);
+                if *held != at {
+                    superseded += 1;
+                    if supersedes(order(at), order(*held)) {
+                        *held = at;
+                    }
+                }
+            }
+        }
+        let mut rollup = PartitionRollup::default();
+        for (p, i) in latest.into_values() {
+            rollup.add(&row((p, i)).cdr, parts[p as usize].1[i as usize], lines);
+        }
+        counted(rollup, superseded)
+    }
+
+    #[test]
+    fn each_call_counts_its_latest_version_once_in_any_shards_even_when_keys_collide() {
+        let lines = LineRegistry::builtin();
+        let files = files_of_a_date(&lines);
+        // The call keys as read, then keys made to collide: distinct calls that share a
+        // key must still be told apart by their ids.
+        let keyings = [("as read", call_key as fn(&str) -> u64), ("two", |id| call_key(id) % 2), ("one", |_| 7)];
+        for (keying, key) in keyings {
+            let parts: Vec<Part> =
+                files.iter().map(|rows| (rows.clone(), rows.iter().map(|r| key(&r.cdr.call_id)).collect())).collect();
+            let expected = by_id(&parts, &lines);
+            assert_eq!(expected.1, 600, "every third call has two versions more");
+            for shards in 1..=3 {
+                let mut all = PartitionRollup::default();
+                let mut superseded = 0;
+                for shard in 0..shards {
+                    let (rollup, lost) = count_shard(&parts, shard, shards, &lines);
+                    all.absorb(rollup);
+                    superseded += lost;
+                }
+                assert_eq!(counted(all, superseded), expected, "{shards} shards, keys: {keying}");
+            }
+        }
+    }
 }

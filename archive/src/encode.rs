@@ -105,7 +105,8 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
     RecordBatch::try_new(arrow_schema(), columns).context("building the archive's record batch")
 }
 
-/// How many rows ahead of the one it appends [`record_batch`] asks for a row's memory.
+/// How many rows ahead of the one it appends [`record_batch`] asks for a row's memory
+/// ([`prefetch`]); the rebuild's count of the rows that won their call's versions does the same.
 ///
 /// An ingest worker encodes a unit's rows half a second or more after it decoded them, on
 /// another core, and each file takes the rows of one date and region, which the partition's
@@ -114,12 +115,12 @@ pub fn record_batch(rows: &[&ArchivedCdr], lines: &LineRegistry) -> Result<Recor
 /// cache lines) missed it at every line. Asked for ahead, the misses overlap: criterion's
 /// `archive/arrow_append_rows_out_of_cache` went from ~2.9 to ~5 M rows/s, alike for 4, 8
 /// and 16 rows ahead (`benches/RESULTS.md` §21).
-const PREFETCH_AHEAD: usize = 8;
+pub const PREFETCH_AHEAD: usize = 8;
 
 /// Asks the CPU to bring every cache line of `row` near: a hint, without effect on what the
 /// program computes.
 #[inline(always)]
-fn prefetch(row: &ArchivedCdr) {
+pub fn prefetch(row: &ArchivedCdr) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
