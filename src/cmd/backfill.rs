@@ -38,7 +38,6 @@ pub struct BackfillArgs {
 }
 
 pub fn run(a: BackfillArgs) -> Result<()> {
-    super::keep_freed_memory();
     let threads = match super::at_most_4_per_core(
         "--threads",
         a.threads,

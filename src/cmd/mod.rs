@@ -77,23 +77,6 @@ impl ClickHouseArgs {
     }
 }
 
-/// For the commands that recompute counters from the archive (`backfill`, `reconcile`): a
-/// date's rows are allocated, counted and freed, date after date. By default glibc hands
-/// large blocks back to the kernel on free (each read of a file then faults fresh, zeroed
-/// pages in again: 74 k page faults for 1 M rows) and keeps the heap's top only up to
-/// 128 KiB. Here blocks up to 32 MiB (glibc's most) come from the heap and freed memory is
-/// kept for the next date: 43 k faults, 13 % less time on one thread, the same peak memory
-/// (`benches/RESULTS.md` §16). Other platforms' allocators are left as they are.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets two of glibc's allocator parameters; it is called before
-    // the command starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 /// The cores of this machine.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

@@ -29,7 +29,6 @@ pub struct ReconcileArgs {
 }
 
 pub fn run(a: ReconcileArgs) -> Result<()> {
-    super::keep_freed_memory();
     let selection = a.selection.selection()?;
     let rt = super::runtime()?;
     let ch = a.clickhouse.connect(&rt)?;
