@@ -1,14 +1,18 @@
 //! Parquet files of the archive → CDRs again: the inverse of [`crate::encode`], for
 //! `cdrflow backfill` and `cdrflow reconcile`, which recompute counters from the archive.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, anyhow};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type};
+use arrow::array::{Array, AsArray, FixedSizeBinaryArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Int32Type, Int64Type, Schema, TimestampMillisecondType, UInt32Type,
+};
 use cdrflow_schemas::{AgeBand, CallerHash, Cdr, Channel, CompactString, Disposition, LineRegistry, RegionCode};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
-use crate::encode::ArchivedCdr;
+use crate::encode::{ArchivedCdr, CATEGORIES};
 
 /// Rows in a Parquet file, from its footer alone.
 pub fn row_count(bytes: bytes::Bytes) -> Result<u64> {
@@ -21,8 +25,8 @@ pub fn read_file(bytes: bytes::Bytes, lines: &LineRegistry) -> Result<Vec<Archiv
     read(bytes, lines, false)
 }
 
-/// Columns the counters and the versions rule do not use.
-const NOT_FOR_COUNTERS: [&str; 6] = ["linked_id", "dialled", "caller_hash", "answer", "operator_id", "queue_id"];
+/// Columns the counters and the versions rule do not use: [`read_for_counters`] skips them.
+pub const NOT_FOR_COUNTERS: [&str; 6] = ["linked_id", "dialled", "caller_hash", "answer", "operator_id", "queue_id"];
 
 /// The rows of one archive file with only what the counters ([`cdrflow_schemas::Counters`],
 /// the hour key) and the versions rule read: the other columns are not decoded, and their
@@ -32,9 +36,28 @@ pub fn read_for_counters(bytes: bytes::Bytes, lines: &LineRegistry) -> Result<Ve
     read(bytes, lines, true)
 }
 
+/// Reads the category columns ([`CATEGORIES`]) as the dictionaries they are written as,
+/// so that each distinct value is copied and converted once a file rather than once a row
+/// ([`Category`]); any file whose column is not plain text is read as it is.
 fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result<Vec<ArchivedCdr>> {
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes).context("not a whole Parquet file")?.with_batch_size(64 * 1024);
+    let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).context("not a whole Parquet file")?;
+    let file_schema = meta.schema();
+    let fields: Vec<Arc<Field>> = file_schema
+        .fields()
+        .iter()
+        .map(|f| match CATEGORIES.contains(&f.name().as_str()) && f.data_type() == &DataType::Utf8 {
+            true => Arc::new(
+                Field::new_dictionary(f.name(), DataType::Int32, DataType::Utf8, f.is_nullable())
+                    .with_metadata(f.metadata().clone()),
+            ),
+            false => f.clone(),
+        })
+        .collect();
+    let as_dictionaries = Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone()));
+    let meta =
+        ArrowReaderMetadata::try_new(meta.metadata().clone(), ArrowReaderOptions::new().with_schema(as_dictionaries))
+            .context("reading the file's category columns as dictionaries")?;
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta).with_batch_size(64 * 1024);
     if for_counters {
         let wanted: Vec<String> = builder
             .schema()
@@ -53,58 +76,132 @@ fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result
     Ok(out)
 }
 
+/// A column of a small vocabulary read as a dictionary: its distinct values converted once
+/// (`None`: a value cdrflow does not write, an error only for a row that holds it).
+struct Category<T> {
+    /// What the column holds, for errors.
+    what: &'static str,
+    /// Each row's place in `words` (null: no value).
+    keys: PrimitiveArray<Int32Type>,
+    /// The distinct values as written.
+    words: StringArray,
+    /// The same, converted.
+    values: Vec<Option<T>>,
+}
+
+impl<T: Clone> Category<T> {
+    fn of(b: &RecordBatch, name: &str, what: &'static str, convert: impl Fn(&str) -> Option<T>) -> Result<Self> {
+        let column = b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"))?;
+        let dictionary = column
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| anyhow!("column {name} is {}, not text in a dictionary", column.data_type()))?;
+        let words = dictionary
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| anyhow!("column {name}'s dictionary holds {}, not text", dictionary.values().data_type()))?
+            .clone();
+        let values = words.iter().map(|w| w.and_then(&convert)).collect();
+        Ok(Category { what, keys: dictionary.keys().clone(), words, values })
+    }
+
+    /// Row `i`'s value, `None` if it has none.
+    #[inline]
+    fn optional(&self, i: usize) -> Result<Option<T>> {
+        if self.keys.is_null(i) {
+            return Ok(None);
+        }
+        let k = self.keys.value(i) as usize;
+        match self.values.get(k) {
+            Some(Some(v)) => Ok(Some(v.clone())),
+            _ => {
+                let word = match k < self.words.len() && self.words.is_valid(k) {
+                    true => self.words.value(k),
+                    false => "",
+                };
+                Err(anyhow!("row {i}: {} {word:?} is not one cdrflow writes", self.what))
+            }
+        }
+    }
+
+    /// Row `i`'s value, which it must have.
+    #[inline]
+    fn required(&self, i: usize) -> Result<T> {
+        self.optional(i)?.ok_or_else(|| anyhow!("row {i}: no {}", self.what))
+    }
+}
+
 fn read_batch(b: &RecordBatch, lines: &LineRegistry, for_counters: bool, out: &mut Vec<ArchivedCdr>) -> Result<()> {
     let col = |name: &str| b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"));
     // A column the counters do not need: absent when read for them.
     let skipped = |name: &str| for_counters && NOT_FOR_COUNTERS.contains(&name);
-    let text = |name: &str| -> Result<_> { Ok(col(name)?.as_string::<i32>().clone()) };
-    let maybe_text =
-        |name: &str| -> Result<Option<arrow::array::StringArray>> { (!skipped(name)).then(|| text(name)).transpose() };
-    let (call_id, line, disposition) = (text("call_id")?, text("line")?, text("disposition")?);
-    let (linked_id, dialled) = (maybe_text("linked_id")?, maybe_text("dialled")?);
-    let (transfer_to, topic, age_band, channel) =
-        (text("transfer_to")?, text("topic")?, text("age_band")?, text("channel")?);
-    let (operator_id, queue_id) = (maybe_text("operator_id")?, maybe_text("queue_id")?);
-    let region = col("region")?.as_primitive::<Int32Type>().clone();
-    let caller =
-        (!skipped("caller_hash")).then(|| col("caller_hash").map(|c| c.as_fixed_size_binary().clone())).transpose()?;
-    let ts = |name: &str| -> Result<_> { Ok(col(name)?.as_primitive::<TimestampMillisecondType>().clone()) };
-    let (start, end) = (ts("start")?, ts("end")?);
-    let answer = (!skipped("answer")).then(|| ts("answer")).transpose()?;
-    let wait = col("queue_wait_ms")?.as_primitive::<UInt32Type>().clone();
-    let talk = col("talk_ms")?.as_primitive::<UInt32Type>().clone();
-    let partition = col("kafka_partition")?.as_primitive::<Int32Type>().clone();
-    let offset = col("kafka_offset")?.as_primitive::<Int64Type>().clone();
-    let opt = |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| CompactString::new(a.value(i)));
-    let maybe = |a: &Option<arrow::array::StringArray>, i: usize| a.as_ref().and_then(|a| opt(a, i));
+    let text = |name: &str| -> Result<StringArray> {
+        let c = col(name)?;
+        Ok(c.as_string_opt::<i32>().ok_or_else(|| anyhow!("column {name} is {}, not text", c.data_type()))?.clone())
+    };
+    fn number<T: ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Result<PrimitiveArray<T>> {
+        let c = b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"))?;
+        Ok(c.as_primitive_opt::<T>()
+            .ok_or_else(|| anyhow!("column {name} is {}, not {}", c.data_type(), T::DATA_TYPE))?
+            .clone())
+    }
+    let compact = |s: &str| Some(CompactString::new(s));
+    let category = |name: &str, what: &'static str| Category::of(b, name, what, compact);
+    let maybe_category = |name: &'static str| (!skipped(name)).then(|| category(name, name)).transpose();
+    let call_id = text("call_id")?;
+    let linked_id = (!skipped("linked_id")).then(|| text("linked_id")).transpose()?;
+    let line = Category::of(b, "line", "line", |id| lines.by_id(id))?;
+    let disposition = Category::of(b, "disposition", "disposition", Disposition::from_code)?;
+    let age_band = Category::of(b, "age_band", "age band", AgeBand::from_code)?;
+    let channel = Category::of(b, "channel", "channel", Channel::from_code)?;
+    let (transfer_to, topic) = (category("transfer_to", "transfer_to")?, category("topic", "topic")?);
+    let (dialled, operator_id, queue_id) =
+        (maybe_category("dialled")?, maybe_category("operator_id")?, maybe_category("queue_id")?);
+    let region = number::<Int32Type>(b, "region")?;
+    let caller: Option<FixedSizeBinaryArray> = (!skipped("caller_hash"))
+        .then(|| -> Result<_> {
+            let c = col("caller_hash")?;
+            let hashes = c.as_fixed_size_binary_opt();
+            Ok(hashes.ok_or_else(|| anyhow!("column caller_hash is {}, not 16 bytes", c.data_type()))?.clone())
+        })
+        .transpose()?;
+    if let Some(c) = caller.as_ref().filter(|c| c.value_length() != 16) {
+        anyhow::bail!("column caller_hash holds {} bytes a value, not 16", c.value_length());
+    }
+    let (start, end) = (number::<TimestampMillisecondType>(b, "start")?, number::<TimestampMillisecondType>(b, "end")?);
+    let answer = (!skipped("answer")).then(|| number::<TimestampMillisecondType>(b, "answer")).transpose()?;
+    let wait = number::<UInt32Type>(b, "queue_wait_ms")?;
+    let talk = number::<UInt32Type>(b, "talk_ms")?;
+    let partition = number::<Int32Type>(b, "kafka_partition")?;
+    let offset = number::<Int64Type>(b, "kafka_offset")?;
+    let maybe = |c: &Option<Category<CompactString>>, i: usize| -> Result<Option<CompactString>> {
+        c.as_ref().map_or(Ok(None), |c| c.optional(i))
+    };
     out.reserve(b.num_rows());
     for i in 0..b.num_rows() {
-        let bad = |what: &str, v: &str| anyhow!("row {i}: {what} {v:?} is not one cdrflow writes");
         let cdr = Cdr {
             call_id: CompactString::new(call_id.value(i)),
-            linked_id: maybe(&linked_id, i),
-            region: RegionCode(u8::try_from(region.value(i)).map_err(|_| bad("region", &region.value(i).to_string()))?),
-            line: lines.by_id(line.value(i)).ok_or_else(|| bad("line", line.value(i)))?,
-            dialled: dialled.as_ref().map_or_else(CompactString::default, |d| CompactString::new(d.value(i))),
+            linked_id: linked_id.as_ref().and_then(|a| a.is_valid(i).then(|| CompactString::new(a.value(i)))),
+            region: RegionCode(
+                u8::try_from(region.value(i))
+                    .map_err(|_| anyhow!("row {i}: region {} is not one cdrflow writes", region.value(i)))?,
+            ),
+            line: line.required(i)?,
+            dialled: maybe(&dialled, i)?.unwrap_or_default(),
             caller: caller
                 .as_ref()
-                .and_then(|c| c.is_valid(i).then(|| CallerHash(c.value(i).try_into().expect("16 bytes")))),
+                .and_then(|c| c.is_valid(i).then(|| CallerHash(c.value(i).try_into().expect("16 bytes, checked")))),
             start_ms: start.value(i),
             answer_ms: answer.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i))),
             end_ms: end.value(i),
             queue_wait_ms: wait.value(i),
             talk_ms: talk.value(i),
-            disposition: Disposition::from_code(disposition.value(i))
-                .ok_or_else(|| bad("disposition", disposition.value(i)))?,
-            transfer_to: opt(&transfer_to, i),
-            topic: opt(&topic, i),
-            age_band: match age_band.is_valid(i) {
-                true => Some(AgeBand::from_code(age_band.value(i)).ok_or_else(|| bad("age band", age_band.value(i)))?),
-                false => None,
-            },
-            channel: Channel::from_code(channel.value(i)).ok_or_else(|| bad("channel", channel.value(i)))?,
-            operator_id: maybe(&operator_id, i),
-            queue_id: maybe(&queue_id, i),
+            disposition: disposition.required(i)?,
+            transfer_to: transfer_to.optional(i)?,
+            topic: topic.optional(i)?,
+            age_band: age_band.optional(i)?,
+            channel: channel.required(i)?,
+            operator_id: maybe(&operator_id, i)?,
+            queue_id: maybe(&queue_id, i)?,
         };
         out.push(ArchivedCdr { partition: partition.value(i), offset: offset.value(i), cdr });
     }
@@ -213,5 +310,90 @@ mod tests {
                 (b.offset, b.cdr.start_ms, b.cdr.answer_ms, b.cdr.end_ms)
             );
         }
+    }
+
+    /// Rows with every line, disposition, channel and age band, and texts of a small
+    /// vocabulary present and missing, as a feed's corrections leave them.
+    fn varied_rows(lines: &std::sync::Arc<LineRegistry>) -> Vec<ArchivedCdr> {
+        let decoder = cdrflow_schemas::Decoder::new(lines.clone(), cdrflow_schemas::Pseudonymiser::ephemeral());
+        let json = br#"{"call_id":"c-1","region":38,"dialled":"122","caller":"+7 914 000-00-01","start":"2022-02-14T06:00:00Z","answer":"2022-02-14T06:00:12Z","end":"2022-02-14T06:03:12Z","disposition":"answered","channel":"voice"}"#;
+        let cdr =
+            decoder.decode(cdrflow_schemas::Format::Json, &cdrflow_schemas::CsvFeed::FromAccountcode, json).unwrap();
+        let some = |on: bool, s: String| on.then(|| CompactString::new(s));
+        (0..3_000usize)
+            .map(|i| {
+                let mut c = cdr.clone();
+                c.call_id = CompactString::new(format!("c-{i}"));
+                c.line = cdrflow_schemas::LineIdx((i % lines.lines().len()) as u16);
+                c.dialled = CompactString::new(["122", "112", "88001234567"][i % 3]);
+                c.disposition = Disposition::ALL[i % Disposition::ALL.len()];
+                c.channel = Channel::ALL[i / 7 % Channel::ALL.len()];
+                c.age_band = (i % 6 != 0).then(|| AgeBand::ALL[i / 11 % AgeBand::ALL.len()]);
+                c.topic = some(i % 5 != 0, format!("topic-{}", i % 9));
+                c.transfer_to = some(i % 13 == 0, "112".into());
+                c.operator_id = some(i % 4 != 0, format!("op-{}", i % 40));
+                c.queue_id = some(i % 2 == 0, format!("q-{}", i % 3));
+                ArchivedCdr { partition: 2, offset: i as i64, cdr: c }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn categories_read_as_dictionaries_come_back_the_same_from_any_writer() {
+        let lines = LineRegistry::builtin();
+        let rows = varied_rows(&lines);
+        let batch = record_batch(&rows.iter().collect::<Vec<_>>(), &lines).unwrap();
+        // As cdrflow writes them (dictionary pages), and as a writer that writes plain
+        // text (no dictionary) leaves them.
+        let plain = {
+            let mut out = Vec::new();
+            let props = parquet::file::properties::WriterProperties::builder().set_dictionary_enabled(false).build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            out
+        };
+        for (writer, file) in [("cdrflow", parquet_bytes(&batch, &[]).unwrap()), ("plain", plain)] {
+            let back = read_file(bytes::Bytes::from(file.clone()), &lines).unwrap();
+            assert_eq!(back.len(), rows.len(), "{writer}");
+            for (a, b) in rows.iter().zip(&back) {
+                assert_eq!(format!("{:?}", a.cdr), format!("{:?}", b.cdr), "{writer}");
+            }
+            let lean = read_for_counters(bytes::Bytes::from(file), &lines).unwrap();
+            for (a, b) in rows.iter().zip(&lean) {
+                let (a, b) = (&a.cdr, &b.cdr);
+                assert_eq!(
+                    (a.line, a.disposition, a.channel, a.age_band),
+                    (b.line, b.disposition, b.channel, b.age_band)
+                );
+                assert_eq!((&a.topic, &a.transfer_to), (&b.topic, &b.transfer_to), "{writer}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_or_a_column_type_cdrflow_does_not_write_is_an_error_naming_it() {
+        let lines = LineRegistry::builtin();
+        let rows = varied_rows(&lines);
+        let batch = record_batch(&rows.iter().collect::<Vec<_>>(), &lines).unwrap();
+        let with = |name: &str, column: arrow::array::ArrayRef| {
+            let at = batch.schema().index_of(name).unwrap();
+            let mut columns = batch.columns().to_vec();
+            columns[at] = column.clone();
+            let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[at] = Field::new(name, column.data_type().clone(), true);
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+            bytes::Bytes::from(parquet_bytes(&batch, &[]).unwrap())
+        };
+        let mut lines_written: Vec<&str> = vec!["122"; rows.len()];
+        lines_written[1_234] = "no-such-line";
+        let file = with("line", Arc::new(StringArray::from(lines_written)));
+        for read in [read_file, read_for_counters] {
+            let e = format!("{:#}", read(file.clone(), &lines).unwrap_err());
+            assert!(e.contains(r#"row 1234: line "no-such-line" is not one cdrflow writes"#), "{e}");
+        }
+        let file = with("region", Arc::new(StringArray::from(vec!["38"; rows.len()])));
+        let e = format!("{:#}", read_for_counters(file, &lines).unwrap_err());
+        assert!(e.contains("column region is Utf8, not Int32"), "{e}");
     }
 }

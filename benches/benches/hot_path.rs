@@ -1,7 +1,8 @@
 //! Criterion benches of each step of the hot path, on inputs from the synthetic national
 //! feed (not one repeated record), each reporting elements/s and bytes/s:
 //! JSON decode+validate, Asterisk CSV decode+validate, Avro decode+validate, pseudonymise, rollup update,
-//! Arrow append (of rows in and out of the cache), Parquet encode (zstd), ClickHouse row encoding.
+//! Arrow append (of rows in and out of the cache), Parquet encode (zstd), reading the archive for the
+//! counters (and parquet-rs's own decode of the same columns), ClickHouse row encoding.
 //!
 //! ```sh
 //! cargo bench -p cdrflow-benches --bench hot_path
@@ -12,6 +13,7 @@ use std::hint::black_box;
 use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_archive::read::{NOT_FOR_COUNTERS, read_for_counters};
 use cdrflow_benches::hot_path_inputs::{avro_writer, cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::versions::call_key;
@@ -193,6 +195,26 @@ fn archive(c: &mut Criterion) {
     let small: Vec<_> = refs.chunks(2_500).map(|c| record_batch(c, &lines).unwrap()).collect();
     g.bench_function("parquet_encode_zstd_2500_row_files", |b| {
         b.iter(|| small.iter().map(|s| parquet_bytes(black_box(s), &[]).unwrap().len()).sum::<usize>())
+    });
+    // Reading those files back as `backfill` does (the columns the counters use, into
+    // CDRs), and the peer: parquet-rs decoding the same columns into Arrow arrays and no
+    // further, as any Parquet reader would.
+    let files: Vec<bytes::Bytes> = small.iter().map(|s| parquet_bytes(s, &[]).unwrap().into()).collect();
+    g.bench_function("read_for_counters_2500_row_files", |b| {
+        b.iter(|| files.iter().map(|f| read_for_counters(black_box(f.clone()), &lines).unwrap().len()).sum::<usize>())
+    });
+    g.bench_function("read_peer_parquet_to_arrow_2500_row_files", |b| {
+        use parquet::arrow::{ProjectionMask, arrow_reader::ParquetRecordBatchReaderBuilder};
+        b.iter(|| {
+            let rows_read = |f: &bytes::Bytes| {
+                let builder = ParquetRecordBatchReaderBuilder::try_new(black_box(f.clone())).unwrap();
+                let wanted = builder.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+                let wanted = wanted.iter().map(String::as_str).filter(|n| !NOT_FOR_COUNTERS.contains(n));
+                let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
+                builder.with_projection(mask).build().unwrap().map(|b| b.unwrap().num_rows()).sum::<usize>()
+            };
+            files.iter().map(rows_read).sum::<usize>()
+        })
     });
     g.throughput(Throughput::Bytes(batch.get_array_memory_size() as u64));
     g.bench_function("parquet_encode_zstd_bytes", |b| b.iter(|| parquet_bytes(black_box(&batch), &[]).unwrap().len()));

@@ -10,6 +10,7 @@ use std::hint::black_box;
 
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
+use cdrflow_archive::read::read_for_counters;
 use cdrflow_benches::hot_path_inputs::{cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, CsvFeed, Format, LineRegistry};
@@ -71,7 +72,28 @@ fn main() {
                 }
             }
         }
-        other => panic!("unknown step {other:?}: json, csv, rollup, rollup_empty_window, arrow or parquet"),
+        "read" => {
+            // The archive read back for the counters, as `backfill` reads it, from files
+            // of `ROWS` rows (default 2 500).
+            let rows: Vec<ArchivedCdr> = cdrs()
+                .into_iter()
+                .enumerate()
+                .map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr })
+                .collect();
+            let refs: Vec<&ArchivedCdr> = rows.iter().collect();
+            records = rows.len();
+            let per_file: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(2_500);
+            let files: Vec<bytes::Bytes> = refs
+                .chunks(per_file)
+                .map(|c| parquet_bytes(&record_batch(c, &lines).unwrap(), &[]).unwrap().into())
+                .collect();
+            for _ in 0..times {
+                for f in &files {
+                    sink += read_for_counters(black_box(f.clone()), &lines).unwrap().len();
+                }
+            }
+        }
+        other => panic!("unknown step {other:?}: json, csv, rollup, rollup_empty_window, arrow, parquet or read"),
     }
     // The records of one pass (the script divides by them), and what was made of them.
     println!("records {records} result {sink}");

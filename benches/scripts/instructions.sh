@@ -5,6 +5,7 @@
 #
 #   benches/scripts/instructions.sh                 # json csv rollup rollup_empty_window arrow parquet
 #   ROWS=3200 benches/scripts/instructions.sh parquet   # Parquet files of 3 200 rows each
+#   benches/scripts/instructions.sh read                # the archive read back for the counters
 #
 # Each step runs over the criterion benches' 20 000 records once and three times
 # (benches/examples/steps.rs); the difference over two passes, per record, leaves out the
