@@ -31,8 +31,8 @@ pub struct BackfillArgs {
     /// those calls are gone (by default such a rebuild is refused).
     #[arg(long)]
     allow_empty: bool,
-    /// Read this many UTC dates of the archive at once (each thread holds one date's rows
-    /// in memory); 0: one per core.
+    /// Threads that read a date's files and count its calls (in as many shards, for the
+    /// same result); 0: one per core. A date's rows are held in memory until it is counted.
     #[arg(long, env = "CDRFLOW_BACKFILL_THREADS", default_value_t = 1)]
     threads: usize,
 }
