@@ -210,13 +210,13 @@ type Part = (Vec<ArchivedCdr>, Vec<u64>);
 /// A call's versions are found by its call key: a map of keys meets each row without
 /// reading it (the keys were computed as the files were read), and only when a key comes
 /// again are the two rows' call ids compared. Distinct calls whose keys collide are
-/// resolved by their ids in a second map, so the result is a map of ids' without its cost:
-/// hashing each id read every row's memory once more, at random. The rows that won are
-/// then counted in the order of the files, each asked for ahead of its turn.
+/// resolved by their ids in a second map, so the result is that of a map of ids, without
+/// its cost: hashing each id read every row's memory once more, at random. The rows that
+/// won are then counted in the order of the files, each asked for ahead of its turn.
 fn count_shard(parts: &[Part], shard: usize, shards: usize, lines: &LineRegistry) -> (PartitionRollup, u64) {
     let row = |(p, i): (u32, u32)| &parts[p as usize].0[i as usize];
     let mut superseded = 0;
-    // Keeps the later of a call's version held and the one at `at`.
+    // Of the version of a call held and the one at `at`, keeps the later; counts the other.
     let mut latest = |held: &mut (u32, u32), at: (u32, u32)| {
         superseded += 1;
         let order = |at| {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use arrow::array::{Array, AsArray, FixedSizeBinaryArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Int32Type, Int64Type, Schema, TimestampMillisecondType, UInt32Type,
 };
@@ -38,7 +38,8 @@ pub fn read_for_counters(bytes: bytes::Bytes, lines: &LineRegistry) -> Result<Ve
 
 /// Reads the category columns ([`CATEGORIES`]) as the dictionaries they are written as,
 /// so that each distinct value is copied and converted once a file rather than once a row
-/// ([`Category`]); any file whose column is not plain text is read as it is.
+/// ([`Category`]). A column of a type cdrflow does not write is read as it is, and then
+/// refused with its type named.
 fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result<Vec<ArchivedCdr>> {
     let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).context("not a whole Parquet file")?;
     let file_schema = meta.schema();
@@ -89,9 +90,21 @@ struct Category<T> {
     values: Vec<Option<T>>,
 }
 
+/// The column `name` of a batch.
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"))
+}
+
+/// The column `name` of a batch, which must hold numbers of type `T`.
+fn numbers<T: ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Result<PrimitiveArray<T>> {
+    let c = column(b, name)?;
+    let numbers = c.as_primitive_opt::<T>();
+    Ok(numbers.ok_or_else(|| anyhow!("column {name} is {}, not {}", c.data_type(), T::DATA_TYPE))?.clone())
+}
+
 impl<T: Clone> Category<T> {
     fn of(b: &RecordBatch, name: &str, what: &'static str, convert: impl Fn(&str) -> Option<T>) -> Result<Self> {
-        let column = b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"))?;
+        let column = column(b, name)?;
         let dictionary = column
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| anyhow!("column {name} is {}, not text in a dictionary", column.data_type()))?;
@@ -131,19 +144,12 @@ impl<T: Clone> Category<T> {
 }
 
 fn read_batch(b: &RecordBatch, lines: &LineRegistry, for_counters: bool, out: &mut Vec<ArchivedCdr>) -> Result<()> {
-    let col = |name: &str| b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"));
     // A column the counters do not need: absent when read for them.
     let skipped = |name: &str| for_counters && NOT_FOR_COUNTERS.contains(&name);
     let text = |name: &str| -> Result<StringArray> {
-        let c = col(name)?;
+        let c = column(b, name)?;
         Ok(c.as_string_opt::<i32>().ok_or_else(|| anyhow!("column {name} is {}, not text", c.data_type()))?.clone())
     };
-    fn number<T: ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Result<PrimitiveArray<T>> {
-        let c = b.column_by_name(name).ok_or_else(|| anyhow!("the file has no column {name}"))?;
-        Ok(c.as_primitive_opt::<T>()
-            .ok_or_else(|| anyhow!("column {name} is {}, not {}", c.data_type(), T::DATA_TYPE))?
-            .clone())
-    }
     let compact = |s: &str| Some(CompactString::new(s));
     let category = |name: &str, what: &'static str| Category::of(b, name, what, compact);
     let maybe_category = |name: &'static str| (!skipped(name)).then(|| category(name, name)).transpose();
@@ -156,10 +162,10 @@ fn read_batch(b: &RecordBatch, lines: &LineRegistry, for_counters: bool, out: &m
     let (transfer_to, topic) = (category("transfer_to", "transfer_to")?, category("topic", "topic")?);
     let (dialled, operator_id, queue_id) =
         (maybe_category("dialled")?, maybe_category("operator_id")?, maybe_category("queue_id")?);
-    let region = number::<Int32Type>(b, "region")?;
+    let region = numbers::<Int32Type>(b, "region")?;
     let caller: Option<FixedSizeBinaryArray> = (!skipped("caller_hash"))
         .then(|| -> Result<_> {
-            let c = col("caller_hash")?;
+            let c = column(b, "caller_hash")?;
             let hashes = c.as_fixed_size_binary_opt();
             Ok(hashes.ok_or_else(|| anyhow!("column caller_hash is {}, not 16 bytes", c.data_type()))?.clone())
         })
@@ -167,12 +173,13 @@ fn read_batch(b: &RecordBatch, lines: &LineRegistry, for_counters: bool, out: &m
     if let Some(c) = caller.as_ref().filter(|c| c.value_length() != 16) {
         anyhow::bail!("column caller_hash holds {} bytes a value, not 16", c.value_length());
     }
-    let (start, end) = (number::<TimestampMillisecondType>(b, "start")?, number::<TimestampMillisecondType>(b, "end")?);
-    let answer = (!skipped("answer")).then(|| number::<TimestampMillisecondType>(b, "answer")).transpose()?;
-    let wait = number::<UInt32Type>(b, "queue_wait_ms")?;
-    let talk = number::<UInt32Type>(b, "talk_ms")?;
-    let partition = number::<Int32Type>(b, "kafka_partition")?;
-    let offset = number::<Int64Type>(b, "kafka_offset")?;
+    let (start, end) =
+        (numbers::<TimestampMillisecondType>(b, "start")?, numbers::<TimestampMillisecondType>(b, "end")?);
+    let answer = (!skipped("answer")).then(|| numbers::<TimestampMillisecondType>(b, "answer")).transpose()?;
+    let wait = numbers::<UInt32Type>(b, "queue_wait_ms")?;
+    let talk = numbers::<UInt32Type>(b, "talk_ms")?;
+    let partition = numbers::<Int32Type>(b, "kafka_partition")?;
+    let offset = numbers::<Int64Type>(b, "kafka_offset")?;
     let maybe = |c: &Option<Category<CompactString>>, i: usize| -> Result<Option<CompactString>> {
         c.as_ref().map_or(Ok(None), |c| c.optional(i))
     };
