@@ -46,7 +46,7 @@ fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result
     let fields: Vec<Arc<Field>> = file_schema
         .fields()
         .iter()
-        .map(|f| match CATEGORIES.contains(&f.name().as_str()) && f.data_type() == &DataType::Utf8 {
+        .map(|f| match CATEGORIES.contains(&f.name().as_str()) && is_text(f.data_type()) {
             true => Arc::new(
                 Field::new_dictionary(f.name(), DataType::Int32, DataType::Utf8, f.is_nullable())
                     .with_metadata(f.metadata().clone()),
@@ -75,6 +75,15 @@ fn read(bytes: bytes::Bytes, lines: &LineRegistry, for_counters: bool) -> Result
         read_batch(&batch?, lines, for_counters, &mut out)?;
     }
     Ok(out)
+}
+
+/// Whether a column holds text, as itself or in a dictionary (of any width of keys).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 => true,
+        DataType::Dictionary(_, values) => values.as_ref() == &DataType::Utf8,
+        _ => false,
+    }
 }
 
 /// A column of a small vocabulary read as a dictionary: its distinct values converted once
@@ -346,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn categories_read_as_dictionaries_come_back_the_same_from_any_writer() {
+    fn categories_read_as_dictionaries_come_back_the_same_from_other_writers() {
         let lines = LineRegistry::builtin();
         let rows = varied_rows(&lines);
         let batch = record_batch(&rows.iter().collect::<Vec<_>>(), &lines).unwrap();
@@ -360,7 +369,32 @@ mod tests {
             w.close().unwrap();
             out
         };
-        for (writer, file) in [("cdrflow", parquet_bytes(&batch, &[]).unwrap()), ("plain", plain)] {
+        // And as a writer given Arrow dictionaries with one-byte keys leaves them (their
+        // type goes into the file's Arrow schema).
+        let narrow = {
+            let schema = batch.schema();
+            let mut fields = Vec::new();
+            let mut columns = Vec::new();
+            for (f, c) in schema.fields().iter().zip(batch.columns()) {
+                let (f, c) = match crate::encode::CATEGORIES.contains(&f.name().as_str()) {
+                    true => {
+                        let t = DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8));
+                        (Field::new(f.name(), t.clone(), f.is_nullable()), arrow::compute::cast(c, &t).unwrap())
+                    }
+                    false => (f.as_ref().clone(), c.clone()),
+                };
+                fields.push(f);
+                columns.push(c);
+            }
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+            let mut out = Vec::new();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            out
+        };
+        let files = [("cdrflow", parquet_bytes(&batch, &[]).unwrap()), ("plain", plain), ("narrow keys", narrow)];
+        for (writer, file) in files {
             let back = read_file(bytes::Bytes::from(file.clone()), &lines).unwrap();
             assert_eq!(back.len(), rows.len(), "{writer}");
             for (a, b) in rows.iter().zip(&back) {
