@@ -14,7 +14,7 @@ use cdrflow_aggregate::clickhouse::encoder::{Unit, encode};
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
 use cdrflow_archive::read::{NOT_FOR_COUNTERS, read_for_counters};
-use cdrflow_benches::hot_path_inputs::{avro_writer, cdrs, decoder, feed, window_in_steady_state};
+use cdrflow_benches::hot_path_inputs::{archived, avro_writer, cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{CsvFeed, Decoder, Format, LineRegistry, Pseudonymiser};
@@ -162,8 +162,7 @@ fn rollup(c: &mut Criterion) {
 
 fn archive(c: &mut Criterion) {
     let lines = LineRegistry::builtin();
-    let rows: Vec<ArchivedCdr> =
-        cdrs().into_iter().enumerate().map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr }).collect();
+    let rows = archived();
     let refs: Vec<&ArchivedCdr> = rows.iter().collect();
     let mut g = c.benchmark_group("archive");
     g.throughput(Throughput::Elements(rows.len() as u64));

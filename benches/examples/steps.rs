@@ -11,7 +11,7 @@ use std::hint::black_box;
 use cdrflow_aggregate::rollup::{CountedCalls, PartitionRollup};
 use cdrflow_archive::encode::{ArchivedCdr, parquet_bytes, record_batch};
 use cdrflow_archive::read::read_for_counters;
-use cdrflow_benches::hot_path_inputs::{cdrs, decoder, feed, window_in_steady_state};
+use cdrflow_benches::hot_path_inputs::{archived, cdrs, decoder, feed, window_in_steady_state};
 use cdrflow_schemas::versions::call_key;
 use cdrflow_schemas::{Cdr, CsvFeed, Format, LineRegistry};
 
@@ -49,16 +49,12 @@ fn main() {
             }
         }
         "arrow" | "parquet" => {
-            let rows: Vec<ArchivedCdr> = cdrs()
-                .into_iter()
-                .enumerate()
-                .map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr })
-                .collect();
+            let rows = archived();
             let refs: Vec<&ArchivedCdr> = rows.iter().collect();
             records = rows.len();
             let batch = record_batch(&refs, &lines).unwrap();
             // Rows per file (`ROWS`, default all): the ingest worker's files are smaller.
-            let per_file: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(rows.len());
+            let per_file = rows_per_file(rows.len());
             for _ in 0..times {
                 let mut at = 0;
                 while at < rows.len() {
@@ -75,14 +71,10 @@ fn main() {
         "read" => {
             // The archive read back for the counters, as `backfill` reads it, from files
             // of `ROWS` rows (default 2 500).
-            let rows: Vec<ArchivedCdr> = cdrs()
-                .into_iter()
-                .enumerate()
-                .map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr })
-                .collect();
+            let rows = archived();
             let refs: Vec<&ArchivedCdr> = rows.iter().collect();
             records = rows.len();
-            let per_file: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(2_500);
+            let per_file = rows_per_file(2_500);
             let files: Vec<bytes::Bytes> = refs
                 .chunks(per_file)
                 .map(|c| parquet_bytes(&record_batch(c, &lines).unwrap(), &[]).unwrap().into())
@@ -97,6 +89,11 @@ fn main() {
     }
     // The records of one pass (the script divides by them), and what was made of them.
     println!("records {records} result {sink}");
+}
+
+/// Rows per Parquet file: `ROWS` if set, else `default`.
+fn rows_per_file(default: usize) -> usize {
+    std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(default)
 }
 
 /// One pass of the rollup over `cdrs`, apart so that a profiler can count it alone

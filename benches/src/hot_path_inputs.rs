@@ -2,6 +2,7 @@
 //! the instruction counts (`examples/steps.rs`), so both measure the same records.
 
 use cdrflow_aggregate::rollup::CountedCalls;
+use cdrflow_archive::encode::ArchivedCdr;
 use cdrflow_feed::{AvroWriter, FeedOptions, Generator, Message};
 use cdrflow_schemas::avro;
 use cdrflow_schemas::{Cdr, Decoder, Format, LineRegistry, Pseudonymiser};
@@ -51,6 +52,11 @@ pub fn decoder() -> Decoder {
 pub fn cdrs() -> Vec<Cdr> {
     let d = decoder();
     feed(Format::Json).iter().filter_map(|m| d.decode_json(m).ok()).collect()
+}
+
+/// The same records as an ingest worker archives them: partition 0, offsets in order.
+pub fn archived() -> Vec<ArchivedCdr> {
+    cdrs().into_iter().enumerate().map(|(i, cdr)| ArchivedCdr { partition: 0, offset: i as i64, cdr }).collect()
 }
 
 /// The aggregator's re-send window (48 hours) as a long-running aggregator holds it when
