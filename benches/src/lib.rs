@@ -442,17 +442,29 @@ impl Totals {
 mod tests {
     use super::*;
 
+    /// The CPU time the calling thread has had.
+    fn thread_cpu() -> Duration {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which `t` is, and reads nothing else.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        assert_eq!(rc, 0, "the thread's CPU clock is read");
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
     #[test]
     fn cpu_is_told_by_thread_role_and_per_message() {
-        // Two numbered threads of one role burn CPU; the main thread waits for them.
+        // Two numbered threads of one role burn CPU; the main thread waits for them. Each
+        // burns until it has had 100 ms of a core, however long that takes: by the wall
+        // clock, on a machine other tests keep busy, it may get less than a third of it.
         let burn = |i: u32| {
             std::thread::Builder::new()
                 .name(format!("burn-{i}"))
                 .spawn(|| {
-                    let t = Instant::now();
                     let mut x = 1u64;
-                    while t.elapsed() < Duration::from_millis(150) {
-                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                    while thread_cpu() < Duration::from_millis(100) {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                        }
                     }
                     // Read while the thread is alive: an ended thread leaves /proc/PID/task.
                     cpu_by_thread(std::process::id())
