@@ -354,6 +354,16 @@ mod tests {
             .collect()
     }
 
+    /// `batch` as a Parquet file of parquet-rs's writer with `props` (its defaults if none),
+    /// not cdrflow's settings.
+    fn written_by_another(batch: &RecordBatch, props: Option<parquet::file::properties::WriterProperties>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), props).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
     #[test]
     fn categories_read_as_dictionaries_come_back_the_same_from_other_writers() {
         let lines = LineRegistry::builtin();
@@ -361,14 +371,10 @@ mod tests {
         let batch = record_batch(&rows.iter().collect::<Vec<_>>(), &lines).unwrap();
         // As cdrflow writes them (dictionary pages), and as a writer that writes plain
         // text (no dictionary) leaves them.
-        let plain = {
-            let mut out = Vec::new();
-            let props = parquet::file::properties::WriterProperties::builder().set_dictionary_enabled(false).build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
-            out
-        };
+        let plain = written_by_another(
+            &batch,
+            Some(parquet::file::properties::WriterProperties::builder().set_dictionary_enabled(false).build()),
+        );
         // And as a writer given Arrow dictionaries with one-byte keys leaves them (their
         // type goes into the file's Arrow schema).
         let narrow = {
@@ -386,12 +392,7 @@ mod tests {
                 fields.push(f);
                 columns.push(c);
             }
-            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
-            let mut out = Vec::new();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
-            out
+            written_by_another(&RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap(), None)
         };
         let files = [("cdrflow", parquet_bytes(&batch, &[]).unwrap()), ("plain", plain), ("narrow keys", narrow)];
         for (writer, file) in files {
