@@ -16,7 +16,7 @@
 # `ab` is for a machine whose speed drifts while it runs, as a shared VM's does (±30 % within
 # minutes here: benches/RESULTS.md §21, §26), where a baseline saved an hour before compares
 # two different machines. It builds the hot-path benches of REV (a commit, in a git worktree
-# under target/gate-ab/) and of the working tree as it is, then runs the two in turns,
+# at target/gate-ab/base) and of the working tree as it is, then runs the two in turns,
 # ROUNDS times (default 4; the order swaps every round), each bench for 1 s of warm-up and
 # 3 s of measurement, and compares criterion's central estimates round by round, each with
 # the one run beside it. A bench fails when the median of its rounds' ratios is more than
@@ -86,9 +86,13 @@ ab)
         echo "gate.sh ab: ROUNDS must be a whole number ≥ 1 and PCT a number (got '$rounds', '$pct')" >&2
         exit 2
     fi
-    tree="target/gate-ab/$base"
-    if [ ! -d "$tree" ]; then
-        git worktree prune
+    # One worktree, moved to REV: cargo tells a checkout's builds apart by their sources'
+    # times, and would take another REV's build, in another path, for this one's.
+    tree="target/gate-ab/base"
+    git worktree prune
+    if [ -d "$tree" ]; then
+        git -C "$tree" checkout -q --detach "$base"
+    else
         git worktree add --detach -q "$tree" "$base"
     fi
     mkdir -p target/gate-ab/bin
