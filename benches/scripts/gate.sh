@@ -71,7 +71,6 @@ PY
     ;;
 ab)
     rev="${2:-}"
-    pct="${3:-${CDRFLOW_BENCH_THRESHOLD_PCT:-10}}"
     rounds="${4:-4}"
     filter="${5:-}"
     if [ -z "$rev" ]; then
