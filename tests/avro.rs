@@ -103,6 +103,54 @@ fn sum_truths(a: &Path, b: &Path) -> BTreeMap<(u8, String, String), TruthRow> {
     out
 }
 
+/// Says which rejected records of `topic` (those not archived: `archived`, each row's source
+/// partition and offset) have no dead letter at `seen` (source partition, offset), whether
+/// ingest counted them, and what the ingest workers logged about their partitions'
+/// assignments and waits: what a failed run needs to be understood from its output alone.
+fn explain_missing_dead_letters(
+    bootstrap: &str,
+    topic: &str,
+    archived: &[(i32, i64)],
+    seen: &std::collections::HashSet<(String, String)>,
+    d: &Path,
+) {
+    let archived: std::collections::HashSet<(i32, i64)> = archived.iter().copied().collect();
+    let bad: Vec<(i32, i64)> = read_topic(bootstrap, topic)
+        .into_iter()
+        .map(|m| (m.partition, m.offset))
+        .filter(|at| !archived.contains(at))
+        .collect();
+    let missing: Vec<(i32, i64)> =
+        bad.iter().copied().filter(|(p, o)| !seen.contains(&(p.to_string(), o.to_string()))).collect();
+    eprintln!("{} source messages not archived (rejected)", bad.len());
+    eprintln!("bad records with no dead letter (partition, offset): {missing:?}");
+    // Whether ingest counted each as rejected (then its dead letter was lost on the way) or
+    // never handled it (then its unit's span has a hole the archive's row count cannot see).
+    let archive = cdrflow_archive::Archive::open_dir(&d.join("archive")).unwrap();
+    for (p, o) in &missing {
+        let units = archive.committed(topic, *p).unwrap();
+        let covering: Vec<String> = units
+            .iter()
+            .filter(|u| u.first_offset <= *o && *o <= u.last_offset)
+            .map(|u| format!("[{}, {}]: {} rows, {} rejected", u.first_offset, u.last_offset, u.rows, u.rejected))
+            .collect();
+        let rejected: u64 = units.iter().map(|u| u.rejected).sum();
+        let in_topic = bad.iter().filter(|(bp, _)| bp == p).count();
+        eprintln!(
+            "partition {p} offset {o}: committed units covering it {covering:?}; the partition's units record {rejected} rejected of its {in_topic} bad records"
+        );
+    }
+    for i in 0..5 {
+        let Ok(log) = std::fs::read_to_string(d.join(format!("ingest-{i}.log"))) else { continue };
+        eprintln!("--- ingest-{i}.log: assignments, revokes, waits, failures");
+        for l in log.lines().filter(|l| {
+            ["assigned", "revoked", "schema", "failed", "abandoned", "moved", "stopping"].iter().any(|w| l.contains(w))
+        }) {
+            eprintln!("{l}");
+        }
+    }
+}
+
 #[test]
 fn an_evolving_avro_feed_is_archived_and_counted_exactly_through_kills_and_a_registry_outage() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,6 +301,9 @@ fn an_evolving_avro_feed_is_archived_and_counted_exactly_through_kills_and_a_reg
         }
     }
     assert!(!dead.contains_key("unknown_schema") && !dead.contains_key("schema_mismatch"), "{dead:?}");
+    if dead != bad_by_reason {
+        explain_missing_dead_letters(&kafka.bootstrap, &topic, &archived.sources, &seen, d);
+    }
     assert_eq!(dead, bad_by_reason);
 
     // Onboarding sees what the workers saw.

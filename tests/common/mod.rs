@@ -468,6 +468,8 @@ pub struct ArchiveContents {
     /// Every text and binary value of every row, for scanning.
     pub texts: Vec<Vec<u8>>,
     pub parquet_files: usize,
+    /// Each row's source message: (Kafka partition, offset).
+    pub sources: Vec<(i32, i64)>,
 }
 
 /// Every Parquet file under a local archive directory, read back.
@@ -483,8 +485,14 @@ pub fn read_archive(dir: &Path) -> ArchiveContents {
 /// These Parquet files' contents, read back (panics on a file that is not whole).
 pub fn read_parquet_files(files: impl IntoIterator<Item = Vec<u8>>) -> ArchiveContents {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::DataType;
-    let mut out = ArchiveContents { rows: 0, call_ids: Default::default(), texts: Vec::new(), parquet_files: 0 };
+    use arrow::datatypes::{DataType, Int32Type, Int64Type};
+    let mut out = ArchiveContents {
+        rows: 0,
+        call_ids: Default::default(),
+        texts: Vec::new(),
+        parquet_files: 0,
+        sources: Vec::new(),
+    };
     for f in files {
         out.parquet_files += 1;
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(f))
@@ -498,6 +506,9 @@ pub fn read_parquet_files(files: impl IntoIterator<Item = Vec<u8>>) -> ArchiveCo
             for i in 0..ids.len() {
                 *out.call_ids.entry(ids.value(i).to_owned()).or_default() += 1;
             }
+            let partitions = batch.column_by_name("kafka_partition").unwrap().as_primitive::<Int32Type>();
+            let offsets = batch.column_by_name("kafka_offset").unwrap().as_primitive::<Int64Type>();
+            out.sources.extend(partitions.values().iter().copied().zip(offsets.values().iter().copied()));
             for col in batch.columns() {
                 match col.data_type() {
                     DataType::Utf8 => {
@@ -636,24 +647,33 @@ impl Relay {
     }
 }
 
-/// One dead letter: its headers and payload.
-pub struct DeadLetter {
+/// One message of a topic: where it is, its headers, key and payload.
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
     pub headers: HashMap<String, String>,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
 }
 
-/// Every message of `topic` (a dead-letter topic): each partition read from its start up to
-/// its high watermark as it stood when called, however slowly the broker answers (a reader
-/// that stopped at the first quiet spell could miss the last dead letters on a loaded
-/// machine and blame the worker). Panics, naming the partitions, if they are not all read
-/// within 120 s.
+/// A dead letter (its headers say why, and where its source message is).
+pub type DeadLetter = Record;
+
+/// Every message of `topic` (a dead-letter topic): [`read_topic`].
 pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
+    read_topic(bootstrap, topic)
+}
+
+/// Every message of `topic`: each partition read from its start up to its high watermark as
+/// it stood when called, however slowly the broker answers (a reader that stopped at the
+/// first quiet spell could miss the last messages on a loaded machine and blame the
+/// worker). Panics, naming the partitions, if they are not all read within 120 s.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
     use rdkafka::Message;
     use rdkafka::message::Headers;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlq-reader")
+        .set("group.id", "topic-reader")
         .set("enable.auto.commit", "false")
         .set("fetch.message.max.bytes", "10485760")
         .create()
@@ -675,7 +695,7 @@ pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
     while !left.is_empty() {
         assert!(
             Instant::now() < deadline,
-            "dead letters of {topic} not all read in 120 s: partitions (next offset to reach) {left:?}"
+            "messages of {topic} not all read in 120 s: partitions (next offset to reach) {left:?}"
         );
         let Some(Ok(m)) = c.poll(Duration::from_millis(300)) else { continue };
         if left.get(&m.partition()).is_some_and(|&high| m.offset() + 1 >= high) {
@@ -689,7 +709,9 @@ pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
                     .collect()
             })
             .unwrap_or_default();
-        out.push(DeadLetter {
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
             headers,
             key: m.key().unwrap_or_default().to_vec(),
             payload: m.payload().unwrap_or_default().to_vec(),
