@@ -656,11 +656,9 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-/// A dead letter (its headers say why, and where its source message is).
-pub type DeadLetter = Record;
-
-/// Every message of `topic` (a dead-letter topic): [`read_topic`].
-pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
+/// Every dead letter of `topic` (a dead-letter topic; each one's headers say why, and where
+/// its source message is): [`read_topic`].
+pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<Record> {
     read_topic(bootstrap, topic)
 }
 
