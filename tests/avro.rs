@@ -294,7 +294,7 @@ fn an_evolving_avro_feed_is_archived_and_counted_exactly_through_kills_and_a_reg
     // same message may be dead-lettered again by a worker killed before its unit was done).
     let mut dead: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
-    for l in read_dead_letters(&kafka.bootstrap, &format!("{topic}.dlq")) {
+    for l in read_topic(&kafka.bootstrap, &format!("{topic}.dlq")) {
         let at = (l.headers["cdrflow-source-partition"].clone(), l.headers["cdrflow-source-offset"].clone());
         if seen.insert(at) {
             *dead.entry(l.headers["cdrflow-reason"].clone()).or_default() += 1;

@@ -251,7 +251,7 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
 
     // Each hostile message is in the dead-letter topic once, with a reason (the oversized
     // one cut to its first 256 KiB, its size in a header); none reached a sink.
-    let dead = read_dead_letters(&kafka.bootstrap, &format!("{topic}.dlq"));
+    let dead = read_topic(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len(), "one dead letter per hostile message");
     for (i, (want, _)) in hostile.iter().enumerate() {
         let l = dead
@@ -346,7 +346,7 @@ fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
     wait_until(Duration::from_secs(120), "the archive to catch up", || archive_positions(&out, &topic, 2) == marks);
     assert!(sigterm(&mut ing));
     assert_eq!(read_archive(&out).rows, summary(&truth).valid_messages, "the good lines archived, once");
-    let dead = read_dead_letters(&kafka.bootstrap, &format!("{topic}.dlq"));
+    let dead = read_topic(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len());
     for (i, (want, line)) in hostile.iter().enumerate() {
         let l = dead.iter().find(|l| l.key == format!("h{i}").as_bytes()).unwrap();

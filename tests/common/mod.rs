@@ -656,12 +656,6 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
-/// Every dead letter of `topic` (a dead-letter topic; each one's headers say why, and where
-/// its source message is): [`read_topic`].
-pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<Record> {
-    read_topic(bootstrap, topic)
-}
-
 /// Every message of `topic`: each partition read from its start up to its high watermark as
 /// it stood when called, however slowly the broker answers (a reader that stopped at the
 /// first quiet spell could miss the last messages on a loaded machine and blame the
