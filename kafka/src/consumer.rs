@@ -507,7 +507,8 @@ impl WorkerConsumer {
     /// Runs `attempt` until it succeeds. After a failure, consumption is paused (memory
     /// stays bounded), the group is served while waiting with backoff (`on_change` sees
     /// every assignment change), and the unit is abandoned if `partition` is revoked.
-    /// Gives up with an error only when the process is stopping.
+    /// Gives up with an error only when the process is stopping, or when a message read
+    /// while waiting cannot be put back ([`WorkerConsumer::put_back`]).
     pub fn retry_paused<T>(
         &self,
         partition: i32,
@@ -536,19 +537,16 @@ impl WorkerConsumer {
                     }
                     // Waiting serves the group (heartbeats, rebalances). A partition assigned
                     // meanwhile is paused too; a message that still arrives is not handled
-                    // now but read again after the wait (a seek back to it), so nothing is
-                    // skipped — with the cooperative protocols a member gains partitions
-                    // without losing the one it is writing.
+                    // now but read again after the wait (a seek back to it, or the worker
+                    // stops: `put_back`), so nothing is skipped — with the cooperative
+                    // protocols a member gains partitions without losing the one it is writing.
                     match self.consumer.poll(backoff) {
                         Some(Ok(m)) => {
                             use rdkafka::Message;
                             let (p, o) = (m.partition(), m.offset());
                             drop(m);
-                            self.pause_partitions(&[p]);
-                            if let Err(e) =
-                                self.consumer.seek(&self.topic, p, Offset::Offset(o), Duration::from_secs(10))
-                            {
-                                tracing::error!(partition = p, offset = o, error = %e, "cannot seek back to a message read while waiting");
+                            if let Err(e) = self.put_back(p, o) {
+                                break Err(e);
                             }
                         }
                         Some(Err(e)) => self.poll_error(&e),
@@ -585,9 +583,53 @@ impl WorkerConsumer {
     }
 }
 
+impl WorkerConsumer {
+    /// Puts a message read while waiting back in front of its partition, to be read again
+    /// after the wait: the partition is paused and sought back to it. librdkafka has
+    /// already moved past it, so if the seek fails while the partition is still ours,
+    /// reading on would skip it (a hole in a unit): the worker stops instead, with an error,
+    /// and on restart reads on from the sink's positions. A partition no longer ours is its
+    /// new owner's to read.
+    fn put_back(&self, p: i32, o: i64) -> Result<()> {
+        self.pause_partitions(&[p]);
+        let seek = || self.consumer.seek(&self.topic, p, Offset::Offset(o), Duration::from_secs(10));
+        let held = || {
+            // If the assignment cannot be read, assume the partition is held: the safe side.
+            self.consumer.assignment().map_or(true, |a| a.find_partition(&self.topic, p).is_some())
+        };
+        seek_back(seek, held).with_context(|| {
+            format!(
+                "cannot seek partition {p} of {} back to offset {o}, a message read while the sink was failing; \
+                 stopping rather than skip it (a restart reads on from the sink's positions)",
+                self.topic
+            )
+        })
+    }
+}
+
+/// How often a failed seek back is tried again before the partition is checked.
+const SEEK_BACK_TRIES: usize = 3;
+
+/// Runs `seek` until it succeeds, at most [`SEEK_BACK_TRIES`] times; its last error only if
+/// the partition is still `held` after that (one no longer held is not ours to read).
+fn seek_back(mut seek: impl FnMut() -> KafkaResult<()>, held: impl Fn() -> bool) -> KafkaResult<()> {
+    let mut last = Ok(());
+    for attempt in 1..=SEEK_BACK_TRIES {
+        last = seek();
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, attempt, "seeking back to a message read while waiting failed"),
+        }
+    }
+    match held() {
+        true => last,
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Positioned;
+    use super::{KafkaError, KafkaResult, Positioned, SEEK_BACK_TRIES, seek_back};
 
     #[test]
     fn a_message_read_before_its_partition_was_positioned_again_is_stale_and_no_other() {
@@ -610,5 +652,47 @@ mod tests {
         positioned.mark(&[0, 9]);
         assert!(positioned.stale(0, after) && positioned.stale(9, after));
         assert!(!positioned.stale(1, after), "partition 1 was not positioned again");
+    }
+
+    /// A seek that fails a given number of times, then succeeds; counts its calls.
+    fn seek_failing(times: usize, calls: &std::cell::Cell<usize>) -> impl FnMut() -> KafkaResult<()> + '_ {
+        move || {
+            calls.set(calls.get() + 1);
+            match calls.get() <= times {
+                true => Err(KafkaError::Seek("Local: Timed out".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_seek_back_that_keeps_failing_on_a_partition_still_held_is_an_error() {
+        let calls = std::cell::Cell::new(0);
+        let r = seek_back(seek_failing(usize::MAX, &calls), || true);
+        assert!(matches!(r, Err(KafkaError::Seek(_))), "{r:?}");
+        assert_eq!(calls.get(), SEEK_BACK_TRIES);
+    }
+
+    #[test]
+    fn a_seek_back_that_fails_on_a_partition_given_up_is_no_error() {
+        // Its new owner reads the message from the sink's position.
+        let calls = std::cell::Cell::new(0);
+        assert!(seek_back(seek_failing(usize::MAX, &calls), || false).is_ok());
+        assert_eq!(calls.get(), SEEK_BACK_TRIES);
+    }
+
+    #[test]
+    fn a_seek_back_that_fails_and_then_works_is_no_error_and_not_repeated() {
+        for fails in 0..SEEK_BACK_TRIES {
+            let calls = std::cell::Cell::new(0);
+            let held_asked = std::cell::Cell::new(false);
+            let r = seek_back(seek_failing(fails, &calls), || {
+                held_asked.set(true);
+                true
+            });
+            assert!(r.is_ok(), "{fails} failures: {r:?}");
+            assert_eq!(calls.get(), fails + 1, "tried until it worked, not after");
+            assert!(!held_asked.get(), "a seek that worked needs no check");
+        }
     }
 }
