@@ -14,7 +14,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn counters_and_dashboards_equal_the_ground_truth() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let server = Server::shared();
     let ch = server.fresh_database("aggregate_e2e");
     let kafka = Kafka::shared();

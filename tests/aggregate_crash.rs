@@ -27,7 +27,7 @@ fn sigkilled_aggregator_and_a_clickhouse_restart_lose_and_double_nothing(
     http_port: u16,
     tcp_port: u16,
 ) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     // A private server, so that restarting it does not disturb other tests.
     let server = Server::private(&dir.path().join("ch"), http_port, tcp_port);
     let ch = server.fresh_database("aggregate_crash");

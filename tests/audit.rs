@@ -59,7 +59,7 @@ fn clickhouse(sql: &str) {
 
 #[test]
 fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let server = Server::shared();
     let ch = server.fresh_database("audit");
     let kafka = Kafka::shared();

@@ -153,7 +153,7 @@ fn explain_missing_dead_letters(
 
 #[test]
 fn an_evolving_avro_feed_is_archived_and_counted_exactly_through_kills_and_a_registry_outage() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let mut registry = Registry::start(&d.join("registry"), 18091);
     let kafka = Kafka::shared();

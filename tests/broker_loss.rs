@@ -14,7 +14,7 @@ use common::*;
 
 #[test]
 fn both_sinks_stay_exact_when_brokers_die_and_come_back() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let kafka = Kafka::private(&dir.path().join("kafka"), 19_092, 3);
     let server = Server::shared();
     let ch = server.fresh_database("broker_loss");

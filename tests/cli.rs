@@ -49,7 +49,7 @@ fn generate_writes_no_summary_beside_a_device_and_defaults_its_topic() {
     let o = cdrflow(&["generate", "--cdrs", "20", "--out", "/dev/null", "--truth", "/dev/null"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!std::path::Path::new("/dev/null.summary.json").exists(), "a summary was written beside /dev/null");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let summary = dir.path().join("s.json");
     let o = cdrflow(
         &[
@@ -121,7 +121,7 @@ fn commands_on_an_unmigrated_database_say_to_migrate() {
     let server = Server::shared();
     server.query("DROP DATABASE IF EXISTS t_never_migrated");
     let url = server.url();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let out = dir.path().join("r.html");
     for args in [
         vec!["report", "--region", "38", "--from", "2022-02-01", "--to", "2022-02-02", "--out", out.to_str().unwrap()],
@@ -141,7 +141,7 @@ fn the_demo_never_drops_a_database_it_did_not_create_and_honours_the_clickhouse_
     server.query("CREATE DATABASE IF NOT EXISTS t_not_the_demos");
     server.query("CREATE TABLE IF NOT EXISTS t_not_the_demos.precious (x UInt8) ENGINE = Memory");
     server.query("INSERT INTO t_not_the_demos.precious VALUES (7)");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let work = dir.path().join("demo");
     let o = cdrflow(&["demo", "--database", "t_not_the_demos", "--workdir", work.to_str().unwrap()], &[]);
     assert!(!o.status.success());
@@ -158,7 +158,7 @@ fn the_demo_never_drops_a_database_it_did_not_create_and_honours_the_clickhouse_
 
 #[test]
 fn config_check_names_every_missing_secret_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
@@ -175,7 +175,7 @@ fn config_check_names_every_missing_secret_at_once() {
 /// most every 30 s), a metric and an unready `/readyz` — not a flood of librdkafka's retries.
 #[test]
 fn an_unreachable_broker_gets_one_clear_error_not_a_flood() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.path().join("ingest.log");
     let args: Vec<String> = ["ingest", "--brokers", "127.0.0.1:1", "--out", dir.path().join("a").to_str().unwrap()]

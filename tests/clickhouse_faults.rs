@@ -12,7 +12,7 @@ use common::*;
 
 #[test]
 fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let server = Server::private_with_parts_limit(&d.join("ch"), 18125, 19002, 10);
     let ch = server.fresh_database("clickhouse_faults");

@@ -9,7 +9,7 @@ use std::process::Command;
 use common::*;
 
 fn demo(extra: &[&str]) -> (String, String) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let out = Command::new(BIN)
         .args(["demo", "--cdrs", "30000", "--partitions", "4", "--workdir"])
         .arg(dir.path().join("demo"))

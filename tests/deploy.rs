@@ -61,7 +61,7 @@ fn deploy_files_parse_and_every_command_in_them_runs() {
         assert!(sources.iter().any(|s| s.starts_with(want)), "{want} among {sources:?}");
     }
     for c in &commands {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TestDir::new();
         let root = dir.path();
         for (path, content) in c["files"].as_object().unwrap() {
             let p = PathBuf::from(local(root, path));
@@ -126,7 +126,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn config_check_accepts_the_example_and_names_each_mistake() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let example = std::fs::read_to_string(repo().join("deploy/cdrflow.example.toml")).unwrap();
     let good = write(dir.path(), "cdrflow.toml", &example);
     // The example names its secret files: without them, check says which is missing.
@@ -449,7 +449,7 @@ fn cluster_ddl_is_the_single_node_schema_in_the_cluster_layout() {
 #[test]
 fn kafka_tls_and_sasl_examples_pass_librdkafka_checks() {
     // A throwaway CA-signed pair, so librdkafka really loads certificates and keys.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let openssl = |args: &[&str]| {
         let o = Command::new("openssl").args(args).current_dir(d).output().expect("openssl (Debian's openssl package)");

@@ -50,7 +50,7 @@ fn assert_both_sinks_exact(
 
 #[test]
 fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let out = d.join("archive");
     let kafka = Kafka::shared();
@@ -109,7 +109,7 @@ fn a_group_of_three_rebalances_under_load_and_both_sinks_stay_exact() {
 /// equal to the ground truth.
 #[test]
 fn a_revoke_waits_for_the_insert_under_way_and_nothing_is_counted_twice() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let kafka = Kafka::shared();
     let topic = kafka.topic("revoke-while-inserting", 4);
@@ -157,7 +157,7 @@ fn a_revoke_waits_for_the_insert_under_way_and_nothing_is_counted_twice() {
 #[test]
 fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let out = d.join("archive");
     let kafka = Kafka::shared();
@@ -295,7 +295,7 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
 #[test]
 fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let out = d.join("archive");
     let kafka = Kafka::shared();

@@ -14,7 +14,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 #[test]
 fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let out = dir.path().join("archive");
     let kafka = Kafka::shared();
     let topic = kafka.topic("ingest-e2e", 4);
@@ -155,7 +155,7 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing_consumer_protocol() {
 /// Eleven workers SIGKILLed one after another while the feed streams, then one that catches
 /// up; every worker joins the group with `protocol`.
 fn sigkilled_ingest_workers_lose_and_duplicate_nothing(protocol: GroupProtocol) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let out = dir.path().join("archive");
     let kafka = Kafka::shared();
     let topic = kafka.topic("ingest-crash", 4);

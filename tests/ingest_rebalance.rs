@@ -26,7 +26,7 @@ fn env(port: u16) -> Vec<(&'static str, String)> {
 
 #[test]
 fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let d = dir.path();
     let s3 = S3Server::start(&d.join("moto.log"), BUCKET);
     let relay = Relay::start(s3.port);

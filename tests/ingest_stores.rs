@@ -84,7 +84,7 @@ fn finish(
 
 #[test]
 fn an_s3_archive_survives_the_store_going_away() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let s3 = S3Server::start(&dir.path().join("moto.log"), BUCKET);
     let relay = Relay::start(s3.port);
     let kafka = Kafka::shared();
@@ -166,7 +166,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_pauses_the_worker_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let out = dir.path().join("archive");
     let disk = Tmpfs::mount(&out, "400k");
     let kafka = Kafka::shared();

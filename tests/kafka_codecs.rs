@@ -50,7 +50,7 @@ fn produce_with_java(topic: &str, codec: &str, lines: &Path) {
 
 #[test]
 fn every_codec_from_the_java_producer_is_read_by_both_workers_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let kafka = Kafka::shared();
     let server = Server::shared();
     let ch = server.fresh_database("codecs");

@@ -15,7 +15,7 @@ use common::*;
 
 #[test]
 fn an_unreadable_batch_is_named_counted_and_never_skipped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let kafka = Kafka::private(&dir.path().join("kafka"), 29_292, 1);
     let topic = kafka.topic("unreadable", 1);
     for b in 0..3 {

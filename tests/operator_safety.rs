@@ -33,7 +33,7 @@ fn refused(o: &Output, want: &str) {
 
 #[test]
 fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_vacuously() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let server = Server::shared();
     let ch = server.fresh_database("operator_safety");
     let kafka = Kafka::shared();
@@ -181,7 +181,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// consumer properties the worker would really use.
 #[test]
 fn a_dry_run_touches_nothing_and_shows_the_effective_properties() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -231,7 +231,7 @@ fn a_dry_run_touches_nothing_and_shows_the_effective_properties() {
 /// held partition.
 #[test]
 fn a_worker_on_a_quiet_topic_is_ready_and_reports_lag_per_partition() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let server = Server::shared();
     server.fresh_database("quiet");
     let kafka = Kafka::shared();

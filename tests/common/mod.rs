@@ -889,9 +889,13 @@ impl Drop for Cluster {
     }
 }
 
-/// A test's temporary directory, kept (and named on stderr) when the test fails, so its
-/// logs can be read.
+/// A test's temporary directory, kept (and named on stderr) when the test fails, with the
+/// last lines of each log in it (`*.log`, one level of folders deep) printed: what a CI run,
+/// whose machine is gone afterwards, leaves to read.
 pub struct TestDir(Option<tempfile::TempDir>);
+
+/// Lines of each log a failed test prints.
+const LOG_TAIL: usize = 40;
 
 impl TestDir {
     pub fn new() -> TestDir {
@@ -908,7 +912,28 @@ impl Drop for TestDir {
         if std::thread::panicking()
             && let Some(d) = self.0.take()
         {
-            eprintln!("the failed test's files are kept in {}", d.keep().display());
+            let kept = d.keep();
+            eprintln!("the failed test's files are kept in {}", kept.display());
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(&kept)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .flat_map(|p| match p.is_dir() {
+                    true => std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).collect(),
+                    false => vec![p],
+                })
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- the last {} lines of {} ---", LOG_TAIL.min(lines.len()), log.display());
+                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }
