@@ -597,33 +597,47 @@ impl WorkerConsumer {
             // If the assignment cannot be read, assume the partition is held: the safe side.
             self.consumer.assignment().map_or(true, |a| a.find_partition(&self.topic, p).is_some())
         };
-        seek_back(seek, held).with_context(|| {
+        let sought = seek_back(seek, held).with_context(|| {
             format!(
                 "cannot seek partition {p} of {} back to offset {o}, a message read while the sink was failing; \
                  stopping rather than skip it (a restart reads on from the sink's positions)",
                 self.topic
             )
-        })
+        })?;
+        match sought {
+            true => tracing::info!(
+                partition = p,
+                offset = o,
+                "a message read while waiting is put back, to be read after the wait"
+            ),
+            false => tracing::info!(
+                partition = p,
+                offset = o,
+                "a message read while waiting was not put back: its partition is no longer ours"
+            ),
+        }
+        Ok(())
     }
 }
 
 /// How often a failed seek back is tried again before the partition is checked.
 const SEEK_BACK_TRIES: usize = 3;
 
-/// Runs `seek` until it succeeds, at most [`SEEK_BACK_TRIES`] times; its last error only if
-/// the partition is still `held` after that (one no longer held is not ours to read).
-fn seek_back(mut seek: impl FnMut() -> KafkaResult<()>, held: impl Fn() -> bool) -> KafkaResult<()> {
+/// Runs `seek` until it succeeds (`true`), at most [`SEEK_BACK_TRIES`] times; then its last
+/// error if the partition is still `held`, else `false` (one no longer held is not ours to
+/// read).
+fn seek_back(mut seek: impl FnMut() -> KafkaResult<()>, held: impl Fn() -> bool) -> KafkaResult<bool> {
     let mut last = Ok(());
     for attempt in 1..=SEEK_BACK_TRIES {
         last = seek();
         match &last {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(e) => tracing::warn!(error = %e, attempt, "seeking back to a message read while waiting failed"),
         }
     }
     match held() {
-        true => last,
-        false => Ok(()),
+        true => last.map(|()| true),
+        false => Ok(false),
     }
 }
 
@@ -677,7 +691,7 @@ mod tests {
     fn a_seek_back_that_fails_on_a_partition_given_up_is_no_error() {
         // Its new owner reads the message from the sink's position.
         let calls = std::cell::Cell::new(0);
-        assert!(seek_back(seek_failing(usize::MAX, &calls), || false).is_ok());
+        assert_eq!(seek_back(seek_failing(usize::MAX, &calls), || false).ok(), Some(false));
         assert_eq!(calls.get(), SEEK_BACK_TRIES);
     }
 
@@ -690,7 +704,7 @@ mod tests {
                 held_asked.set(true);
                 true
             });
-            assert!(r.is_ok(), "{fails} failures: {r:?}");
+            assert_eq!(r.ok(), Some(true), "{fails} failures");
             assert_eq!(calls.get(), fails + 1, "tried until it worked, not after");
             assert!(!held_asked.get(), "a seek that worked needs no check");
         }
