@@ -891,7 +891,8 @@ impl Drop for Cluster {
 
 /// A test's temporary directory, kept (and named on stderr) when the test fails, with the
 /// last lines of each log in it (`*.log`, one level of folders deep) printed: what a CI run,
-/// whose machine is gone afterwards, leaves to read.
+/// whose machine is gone afterwards, leaves to read. `CDRFLOW_KEEP_TEST_DIRS=1` keeps it
+/// when the test passes too (to read what a passing run logged).
 pub struct TestDir(Option<tempfile::TempDir>);
 
 /// Lines of each log a failed test prints.
@@ -909,6 +910,12 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        if !std::thread::panicking()
+            && std::env::var_os("CDRFLOW_KEEP_TEST_DIRS").is_some()
+            && let Some(d) = self.0.take()
+        {
+            eprintln!("the test's files are kept in {}", d.keep().display());
+        }
         if std::thread::panicking()
             && let Some(d) = self.0.take()
         {
