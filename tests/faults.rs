@@ -213,7 +213,14 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
         ("malformed", b"region,start\n38,\"2022-02-01\nT10:00\",\"\"\"".to_vec()),
         ("malformed", vec![]),
         ("malformed", b"\xef\xbb\xbf".to_vec()),
+        // With a key of 2 MiB (below): its dead letter must still fit a producer's 1 MB.
+        ("malformed", b"{\"call_id\":".to_vec()),
     ];
+    let big_key = hostile.len() - 1;
+    let key_of = |i: usize| match i == big_key {
+        true => format!("h{i}-{}", "k".repeat(2 << 20)).into_bytes(),
+        false => format!("h{i}").into_bytes(),
+    };
     let p: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         // The 4 MiB message is over the producer's 1 MB default; the local broker takes up to 16 MiB.
@@ -221,7 +228,7 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
         .create()
         .unwrap();
     for (i, (_, bytes)) in hostile.iter().enumerate() {
-        p.send(BaseRecord::to(&topic).key(&format!("h{i}")).payload(bytes)).map_err(|(e, _)| e).unwrap();
+        p.send(BaseRecord::to(&topic).key(&key_of(i)).payload(bytes)).map_err(|(e, _)| e).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
 
@@ -250,19 +257,24 @@ fn hostile_messages_go_to_dead_letters_and_memory_stays_bounded() {
     );
 
     // Each hostile message is in the dead-letter topic once, with a reason (the oversized
-    // one cut to its first 256 KiB, its size in a header); none reached a sink.
+    // one cut to its first 256 KiB, its size in a header; the long key to its first 64 KiB);
+    // none reached a sink.
     let dead = read_topic(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len(), "one dead letter per hostile message");
     for (i, (want, _)) in hostile.iter().enumerate() {
+        let key = key_of(i);
         let l = dead
             .iter()
-            .find(|l| l.key == format!("h{i}").as_bytes())
+            .find(|l| l.key == key[..key.len().min(64 * 1024)])
             .unwrap_or_else(|| panic!("hostile message {i} not dead-lettered"));
         assert_eq!(&l.headers["cdrflow-reason"], want, "hostile message {i}: {}", l.headers["cdrflow-detail"]);
     }
     let big = dead.iter().find(|l| l.key == b"h0").unwrap();
     assert_eq!(big.payload.len(), 256 * 1024);
     assert_eq!(big.headers["cdrflow-truncated-from"], hostile[0].1.len().to_string());
+    let long_key = dead.iter().find(|l| l.key.len() == 64 * 1024).unwrap();
+    assert_eq!(long_key.headers["cdrflow-key-truncated-from"], key_of(big_key).len().to_string());
+    assert_eq!(long_key.payload, hostile[big_key].1, "the payload whole");
     assert!(dead.iter().all(|l| !l.headers["cdrflow-detail"].is_empty()), "a human explanation each");
     assert_eq!(metric(&scrapes[0], "cdrflow_records_rejected_total{worker=\"ingest\""), hostile.len() as u64);
 

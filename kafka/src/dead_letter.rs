@@ -12,6 +12,11 @@
 //! | `cdrflow-group`            | the consumer group that rejected it |
 //!
 //! | `cdrflow-truncated-from`   | for a payload over 256 KiB: its size; the payload is its first 256 KiB (the whole message stays in the source topic at that offset) |
+//! | `cdrflow-key-truncated-from` | for a key over 64 KiB: its size; the key is its first 64 KiB |
+//!
+//! So a dead letter stays well under a producer's 1 MB message limit whatever it was sent
+//! (the detail is at most [`cdrflow_schemas::reject::MAX_DETAIL`] bytes): one that did not
+//! fit would fail to send, and the worker would stop at that message every time it restarted.
 //!
 //! Delivery is at least once: a worker has the dead letters of a unit of work delivered before
 //! it records that unit's offsets in its sink, so a crash can re-send a dead letter (same
@@ -29,6 +34,9 @@ use crate::producer::{CountingProducer, flush, producer, send};
 
 /// The most of a rejected payload a dead letter carries (Kafka's default message limit is 1 MB).
 pub const MAX_PAYLOAD: usize = 256 * 1024;
+
+/// The most of a rejected message's key a dead letter carries.
+pub const MAX_KEY: usize = 64 * 1024;
 
 /// Sends rejected messages to the dead-letter topic.
 pub struct DeadLetters {
@@ -87,6 +95,15 @@ impl DeadLetters {
             (&payload[..MAX_PAYLOAD], h)
         } else {
             (payload, headers)
+        };
+        // A key of many KiB (the broker takes what compresses under its limit) likewise.
+        let (key, headers) = match key {
+            Some(k) if k.len() > MAX_KEY => {
+                let size = k.len().to_string();
+                let h = headers.insert(Header { key: "cdrflow-key-truncated-from", value: Some(size.as_str()) });
+                (Some(&k[..MAX_KEY]), h)
+            }
+            _ => (key, headers),
         };
         let number = self.queued + 1;
         let mut record = BaseRecord::with_opaque_to(&self.topic, number).payload(payload).headers(headers);

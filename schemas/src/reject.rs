@@ -144,9 +144,24 @@ pub struct Rejection {
     pub detail: String,
 }
 
+/// The most bytes of a rejection's detail: one that quotes a hostile value (an Avro value of
+/// the wrong type, a decoder's message) is cut there, so that it stays a short line in a log
+/// and a small header of a dead letter.
+pub const MAX_DETAIL: usize = 512;
+
 impl Rejection {
     pub(crate) fn new(reason: Reason, field: Option<&'static str>, detail: impl Into<String>) -> Self {
-        Rejection { reason, field, detail: detail.into() }
+        let mut detail = detail.into();
+        if detail.len() > MAX_DETAIL {
+            let size = detail.len();
+            let mut cut = MAX_DETAIL;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push_str(&format!("… ({size} bytes in all)"));
+        }
+        Rejection { reason, field, detail }
     }
     pub(crate) fn field(reason: Reason, field: &'static str, detail: impl Into<String>) -> Self {
         Self::new(reason, Some(field), detail)
@@ -163,3 +178,20 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_detail_is_cut_on_a_character_boundary_and_says_how_long_it_was() {
+        // Two-byte characters, so that the cut falls inside one.
+        let long = format!("expected a string, found {}", "й".repeat(100_000));
+        let r = Rejection::new(Reason::WrongType, Some("call_id"), long.clone());
+        assert!(r.detail.len() <= MAX_DETAIL + 40, "{} bytes", r.detail.len());
+        assert!(long.starts_with(r.detail.split('…').next().unwrap()));
+        assert!(r.detail.ends_with(&format!("… ({} bytes in all)", long.len())), "{}", r.detail);
+        let short = Rejection::new(Reason::WrongType, None, "expected a string, found an int");
+        assert_eq!(short.detail, "expected a string, found an int", "a short detail is kept whole");
+    }
+}
