@@ -297,3 +297,132 @@ fn migrations_resume_after_a_kill_and_never_drop_data() {
     assert_eq!(server.query("SELECT count() FROM t_no_drop.hourly").trim(), "1", "the table is untouched");
     server.query("DROP DATABASE t_no_drop");
 }
+
+/// A partition whose position (held by the sink) the topic's log no longer holds is not
+/// read, and the worker says what happened and what to do. Read from the log's start
+/// instead (librdkafka's `earliest`, the setting before), a topic deleted and made again
+/// would be archived and counted again under the old positions, and a gap left by retention
+/// would pass in silence. An operator who accepts the gap says so, and the worker goes on.
+#[test]
+fn a_position_the_topic_no_longer_holds_is_named_and_nothing_is_read_from_it() {
+    let dir = TestDir::new();
+    let d = dir.path();
+    let kafka = Kafka::shared();
+    let server = Server::shared();
+    let ch = server.fresh_database("out_of_range");
+    let rt = runtime();
+    let feed = |topic: &str, cdrs: &str, seed: &str| {
+        let truth = d.join(format!("truth-{seed}.jsonl"));
+        let args = ["--cdrs", cdrs, "--seed", seed, "--resent-share", "0", "--bad-share", "0", "--brokers"];
+        generate(&[&args[..], &[&kafka.bootstrap, "--topic", topic, "--truth", truth.to_str().unwrap()]].concat());
+    };
+    let named = |log: &Path, what: &str| {
+        wait_until_logged(Duration::from_secs(60), "the partition to be named", log, || {
+            std::fs::read_to_string(log).unwrap_or_default().contains(what)
+        });
+        std::fs::read_to_string(log).unwrap()
+    };
+    let unready = |port: u16, position: i64| {
+        let (status, why) = http_get(port, "/readyz").unwrap();
+        assert_eq!(status, 503, "{why}");
+        assert!(why.contains("outside the topic's log"), "{why}");
+        let scrape = http_get(port, "/metrics").unwrap().1;
+        assert_eq!(metric(&scrape, "cdrflow_partition_out_of_range{"), position as u64, "{scrape}");
+    };
+
+    // A topic made again: both sinks stand at the old topic's end; the new one holds less.
+    let topic = kafka.topic("made-again", 1);
+    feed(&topic, "400", "5");
+    let archive = d.join("archive");
+    let (ip, ap) = (free_port(), free_port());
+    let ingest =
+        ingest_args(&kafka.bootstrap, &topic, &archive, "oor-ingest", &["--metrics-addr", &format!("127.0.0.1:{ip}")]);
+    let aggregate = aggregate_args(
+        &kafka.bootstrap,
+        &topic,
+        &server.url(),
+        "t_out_of_range",
+        "oor-aggregate",
+        &["--flush-interval-ms", "300", "--metrics-addr", &format!("127.0.0.1:{ap}")],
+    );
+    let logs = |n: u32| (d.join(format!("ingest-{n}.log")), d.join(format!("aggregate-{n}.log")));
+    let (il, al) = logs(1);
+    let (mut i, mut a) = (spawn_ingest(&ingest, &il), spawn(&aggregate, &al));
+    let old = kafka.watermarks(&topic, 1);
+    let stands = || {
+        (archive_positions(&archive, &topic, 1), rt.block_on(ch.positions("oor-aggregate", &topic)).unwrap_or_default())
+    };
+    wait_until(Duration::from_secs(120), "both sinks to read the topic", || stands() == (old.clone(), old.clone()));
+    assert!(sigterm(&mut i) && sigterm(&mut a));
+    let rows = read_archive(&archive).rows;
+    let counted = server.query("SELECT sum(offered) FROM t_out_of_range.counters_log");
+    kafka.recreate_topic(&topic, 1);
+    feed(&topic, "100", "6");
+    let new = kafka.watermarks(&topic, 1);
+    assert!(new[&0] > 0 && new[&0] < old[&0], "{new:?} {old:?}");
+    let (il, al) = logs(2);
+    let (mut i, mut a) = (spawn_ingest(&ingest, &il), spawn(&aggregate, &al));
+    for (log, port) in [(&il, ip), (&al, ap)] {
+        let text = named(log, "is past the topic's end");
+        assert!(
+            text.contains(&format!("the position the sink holds ({}) is past the topic's end ({})", old[&0], new[&0]))
+                && text.contains("run the workers under a new --group"),
+            "{text}"
+        );
+        unready(port, old[&0]);
+    }
+    // Nothing of the new topic was archived or counted under the old topic's positions.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stands(), (old.clone(), old.clone()));
+    assert_eq!(read_archive(&archive).rows, rows);
+    assert_eq!(server.query("SELECT sum(offered) FROM t_out_of_range.counters_log"), counted);
+    assert!(sigterm(&mut i) && sigterm(&mut a), "a worker with a partition it cannot read still stops cleanly");
+
+    // A gap left by retention: the archive stands at `before`; the records from there to
+    // `first` are deleted unread.
+    let topic = kafka.topic("retention-gap", 1);
+    let archive = d.join("archive-gap");
+    let ingest = |extra: &[&str]| {
+        let metrics = format!("127.0.0.1:{ip}");
+        ingest_args(
+            &kafka.bootstrap,
+            &topic,
+            &archive,
+            "gap-ingest",
+            &[&["--metrics-addr", &metrics][..], extra].concat(),
+        )
+    };
+    feed(&topic, "300", "7");
+    let before = kafka.watermarks(&topic, 1);
+    let mut i = spawn_ingest(&ingest(&[]), &d.join("ingest-3.log"));
+    wait_until(Duration::from_secs(120), "the archive to read the topic", || {
+        archive_positions(&archive, &topic, 1) == before
+    });
+    assert!(sigterm(&mut i));
+    feed(&topic, "300", "8");
+    let end = kafka.watermarks(&topic, 1);
+    let first = before[&0] + (end[&0] - before[&0]) / 2;
+    kafka.delete_records_before(&topic, 0, first);
+    let log = d.join("ingest-4.log");
+    let mut i = spawn_ingest(&ingest(&[]), &log);
+    let text = named(&log, "is before the topic's first offset");
+    assert!(
+        text.contains(&format!(
+            "the position the sink holds ({}) is before the topic's first offset ({first}): offsets {} to {} were deleted",
+            before[&0],
+            before[&0],
+            first - 1
+        )) && text.contains("--kafka-option auto.offset.reset=earliest"),
+        "{text}"
+    );
+    unready(ip, before[&0]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(archive_positions(&archive, &topic, 1), before, "nothing after the gap is read");
+    assert!(sigterm(&mut i));
+    // The operator accepts the gap: the archive goes on from the log's first offset.
+    let mut i = spawn_ingest(&ingest(&["--kafka-option", "auto.offset.reset=earliest"]), &d.join("ingest-5.log"));
+    wait_until(Duration::from_secs(120), "the archive to go on after the gap", || {
+        archive_positions(&archive, &topic, 1) == end
+    });
+    assert!(sigterm(&mut i));
+}

@@ -44,7 +44,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 
 use crate::settings::{KafkaSettings, Property};
-use crate::stats::WorkerStats;
+use crate::stats::{OutOfRange, WorkerStats};
 
 /// Where a sink says each partition stands.
 pub trait PositionStore: Send + Sync + 'static {
@@ -315,14 +315,26 @@ impl ConsumerContext for SinkPositioned {
 ///   time, one request after another: at 50 000 CDRs/s this took the broker from ~79 % to
 ///   ~65 % of a core and the aggregator from ~38 % to ~24 % (`benches/RESULTS.md` §15); a
 ///   backlog fills every fetch anyway, and a quiet feed waits at most the 100 ms.
+/// - `auto.offset.reset=error`: a partition is assigned at the position its sink holds, so
+///   this setting only acts when that position is outside the topic's log: before its first
+///   offset (retention deleted records this group never read) or past its end (the topic
+///   was made again, or its log truncated). librdkafka's `earliest` then read from the start
+///   without a word: a silent gap in the first case, everything read twice in the second.
+///   With `error` the partition is not read, and the worker says why and what to do
+///   ([`crate::stats::OutOfRange::explain`]); an operator who accepts a gap sets `earliest`.
+///   A safety default, not a speed one; it sits here so that the operator can choose.
 /// - `fetch.queue.backoff.ms=50`: once a partition's pre-fetched queue is over librdkafka's
 ///   thresholds, its next fetch waits this long (default 1000 ms). A worker that decodes as
 ///   it reads empties the queue during a second's wait and then idles on it; at 50 ms the
 ///   aggregator went from ~120 k to ~360 k CDRs/s (`benches/RESULTS.md` §3). The default since
 ///   the whole suite (crash, broker-loss and cluster tests included) passed with it on the
 ///   real broker; the 4-record shortfall once seen with it came from the mock broker.
-pub const CONSUMER_TUNING: &[(&str, &str)] =
-    &[("fetch.wait.max.ms", "100"), ("fetch.min.bytes", "262144"), ("fetch.queue.backoff.ms", "50")];
+pub const CONSUMER_TUNING: &[(&str, &str)] = &[
+    ("fetch.wait.max.ms", "100"),
+    ("fetch.min.bytes", "262144"),
+    ("auto.offset.reset", "error"),
+    ("fetch.queue.backoff.ms", "50"),
+];
 
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
@@ -349,7 +361,6 @@ impl WorkerConsumer {
             ("group.id", group.to_owned()),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
         ];
         if !consumer_protocol {
             protocol.extend([
@@ -480,6 +491,34 @@ impl WorkerConsumer {
                 Some(((p, (high - next).max(0)), (p, next)))
             })
             .unzip()
+    }
+
+    /// The assigned partitions whose next offset lies outside the topic's log, each with the
+    /// log's first and end offsets. Asks the brokers (one round trip per partition), so it is
+    /// called only after librdkafka reported an offset out of range, and now and then while
+    /// one is ([`crate::stats::Chores`]).
+    pub fn out_of_range(&self) -> BTreeMap<i32, OutOfRange> {
+        let Ok(assigned) = self.consumer.assignment() else { return BTreeMap::new() };
+        let read = self.consumer.position().ok();
+        let mut out = BTreeMap::new();
+        for e in assigned.elements_for_topic(&self.topic) {
+            let p = e.partition();
+            let position = read.as_ref().and_then(|r| r.find_partition(&self.topic, p)).map(|r| r.offset());
+            // Assigned at the beginning (or the end) and nothing read: in range by definition.
+            let ((Some(Offset::Offset(next)), _) | (_, Offset::Offset(next))) = (position, e.offset()) else {
+                continue;
+            };
+            match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(5)) {
+                Ok((first, end)) if next < first || next > end => {
+                    out.insert(p, OutOfRange { position: next, first, end });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot read the partition's first and end offsets")
+                }
+            }
+        }
+        out
     }
 
     /// The bootstrap servers.

@@ -188,6 +188,11 @@ impl KafkaHealth {
         self.consume_errors.lock().expect("not poisoned").values().sum()
     }
 
+    /// Consumption errors of one kind so far.
+    pub fn consume_errors_of(&self, code: RDKafkaErrorCode) -> u64 {
+        self.consume_errors.lock().expect("not poisoned").get(&kind(code)).copied().unwrap_or(0)
+    }
+
     /// The last consumption error kind, if any.
     pub fn last_consume_error(&self) -> Option<String> {
         self.consume_errors.lock().expect("not poisoned").keys().next().cloned()

@@ -40,6 +40,43 @@ pub struct WorkerStats {
     pub registry_failures: AtomicU64,
     /// Partitions that cannot be read: partition → the offset they are stuck at.
     pub stalled: Mutex<BTreeMap<i32, i64>>,
+    /// Partitions whose position (from the sink) lies outside the topic's log, so that
+    /// librdkafka stopped fetching them (`auto.offset.reset=error`): partition → where.
+    pub out_of_range: Mutex<BTreeMap<i32, OutOfRange>>,
+}
+
+/// A partition's next offset outside the topic's log ([`WorkerStats::out_of_range`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// The next offset to read: the position the sink holds.
+    pub position: i64,
+    /// The log's first offset (earlier ones were deleted).
+    pub first: i64,
+    /// The log's end (the offset the next message will get).
+    pub end: i64,
+}
+
+impl OutOfRange {
+    /// What happened and what the operator can do, for the log.
+    pub fn explain(&self, topic: &str, partition: i32) -> String {
+        let OutOfRange { position, first, end } = *self;
+        if position < first {
+            format!(
+                "partition {partition} of {topic}: the position the sink holds ({position}) is before the topic's first offset ({first}): \
+                 offsets {position} to {} were deleted (retention, or delete-records) before this group read them. \
+                 Nothing is read from the partition, and nothing is skipped. To go on from {first} and accept the gap \
+                 (cdrflow reconcile lists it), restart with --kafka-option auto.offset.reset=earliest",
+                first - 1
+            )
+        } else {
+            format!(
+                "partition {partition} of {topic}: the position the sink holds ({position}) is past the topic's end ({end}): \
+                 the topic was deleted and made again, or its log was truncated (an unclean leader election). \
+                 Nothing is read from the partition, so nothing is read twice. If the topic is new, \
+                 run the workers under a new --group (the sink keeps positions per group and topic)"
+            )
+        }
+    }
 }
 
 impl WorkerStats {
@@ -78,6 +115,11 @@ impl WorkerStats {
         if self.sink_failing.load(Ordering::Relaxed) {
             return Err(
                 "the sink (or an Avro feed's schema registry) is failing; it is retried and consumption is paused (see the log)",
+            );
+        }
+        if !self.out_of_range.lock().expect("not poisoned").is_empty() {
+            return Err(
+                "a partition's position from the sink is outside the topic's log: nothing is read from it (see the log for what to do)",
             );
         }
         if !self.stalled.lock().expect("not poisoned").is_empty() {
@@ -193,6 +235,14 @@ impl WorkerStats {
         }
         let _ = write!(
             s,
+            "# HELP cdrflow_partition_out_of_range The position (from the sink) of a partition whose log no longer holds it.\n# TYPE cdrflow_partition_out_of_range gauge\n"
+        );
+        for (p, o) in self.out_of_range.lock().expect("not poisoned").iter() {
+            let _ =
+                writeln!(s, "cdrflow_partition_out_of_range{{worker=\"{worker}\",partition=\"{p}\"}} {}", o.position);
+        }
+        let _ = write!(
+            s,
             "# HELP cdrflow_consumer_lag Messages behind the end of each assigned partition.\n# TYPE cdrflow_consumer_lag gauge\n"
         );
         for (p, lag) in self.lag.lock().expect("not poisoned").iter() {
@@ -214,7 +264,14 @@ pub struct Chores {
     /// Per held partition: its next offset, since when it has not moved, and the
     /// consumption errors counted then.
     positions: BTreeMap<i32, (i64, std::time::Instant, u64)>,
+    /// librdkafka's "offset out of range" errors counted at the last check of the ranges.
+    resets_seen: u64,
+    /// When the partitions' ranges were last checked.
+    last_range_check: std::time::Instant,
 }
+
+/// How often partitions found outside the topic's log are checked (and named) again.
+const RANGE_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a partition with messages ahead may stay put, while consumption errors recur,
 /// before it is named as unreadable.
@@ -224,7 +281,15 @@ impl Chores {
     /// Chores of a worker named `worker` (`ingest`, `aggregate`).
     pub fn new(worker: &'static str) -> Self {
         let now = std::time::Instant::now();
-        Chores { worker, last_lag: now, last_report: now, last_consumed: 0, positions: BTreeMap::new() }
+        Chores {
+            worker,
+            last_lag: now,
+            last_report: now,
+            last_consumed: 0,
+            positions: BTreeMap::new(),
+            resets_seen: 0,
+            last_range_check: now,
+        }
     }
 
     /// Does whatever is due; `assigned` lists the partitions held, for the log line.
@@ -250,6 +315,7 @@ impl Chores {
             self.last_consumed = consumed;
             let (lag, next) = consumer.lag_and_positions();
             self.watch_stalls(consumer, stats, &lag, &next);
+            self.watch_ranges(consumer, stats);
             *stats.lag.lock().expect("not poisoned") = lag;
         }
         if self.last_report.elapsed() >= Duration::from_secs(10) {
@@ -258,6 +324,38 @@ impl Chores {
             held.sort_unstable();
             stats.log_progress(self.worker, &held);
         }
+    }
+
+    /// A partition whose position (from the sink) is outside the topic's log is not read
+    /// (`auto.offset.reset=error`, [`crate::consumer::CONSUMER_TUNING`]): librdkafka says
+    /// "offset out of range" once and stops fetching it. Each such error has the partitions'
+    /// ranges checked against the brokers; one found outside is named with what happened and
+    /// what to do, again every 30 s, and `/readyz` turns unready until it is no longer held.
+    fn watch_ranges(&mut self, consumer: &crate::WorkerConsumer, stats: &WorkerStats) {
+        let held = stats.held.lock().expect("not poisoned").clone();
+        let mut out = stats.out_of_range.lock().expect("not poisoned");
+        out.retain(|p, _| held.contains(p));
+        let resets = stats.kafka.consume_errors_of(rdkafka::error::RDKafkaErrorCode::AutoOffsetReset);
+        let recheck = !out.is_empty() && self.last_range_check.elapsed() >= RANGE_RECHECK;
+        if resets == self.resets_seen && !recheck {
+            return;
+        }
+        self.resets_seen = resets;
+        self.last_range_check = std::time::Instant::now();
+        drop(out);
+        let found = consumer.out_of_range();
+        for (p, o) in &found {
+            tracing::error!(
+                topic = consumer.topic,
+                partition = p,
+                position = o.position,
+                first = o.first,
+                end = o.end,
+                "{}",
+                o.explain(&consumer.topic, *p)
+            );
+        }
+        *stats.out_of_range.lock().expect("not poisoned") = found;
     }
 
     /// A partition is unreadable when it has messages ahead, has not moved for [`STALL`], and

@@ -127,6 +127,42 @@ impl Kafka {
         name
     }
 
+    /// Deletes `topic` and makes it again, empty, with `partitions` partitions (what an
+    /// operator does to change a topic's partitions or to clear it).
+    pub fn recreate_topic(&self, topic: &str, partitions: i32) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in runtime().block_on(admin.delete_topics(&[topic], &opts)).unwrap() {
+            r.unwrap_or_else(|(t, e)| panic!("deleting {t}: {e}"));
+        }
+        // The broker removes a deleted topic's partitions asynchronously; until it has, the
+        // name cannot be created again.
+        let settings = cdrflow_kafka::KafkaSettings { brokers: self.bootstrap.clone(), extra: Vec::new() };
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        wait_until(Duration::from_secs(60), "the topic to be made again", || {
+            cdrflow_kafka::admin::ensure_topic(&settings, topic, partitions).is_ok()
+                && (0..partitions)
+                    .all(|p| c.fetch_watermarks(topic, p, Duration::from_secs(5)).is_ok_and(|w| w == (0, 0)))
+        });
+    }
+
+    /// Deletes the records of `partition` before `offset` (what retention does to records
+    /// older than it).
+    pub fn delete_records_before(&self, topic: &str, partition: i32, offset: i64) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset)).unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let done = runtime().block_on(admin.delete_records(&tpl, &opts)).unwrap();
+        for e in done.elements() {
+            assert!(e.error().is_ok(), "deleting records of {topic}/{partition}: {:?}", e.error());
+        }
+    }
+
     /// High watermark per partition.
     pub fn watermarks(&self, topic: &str, partitions: u32) -> HashMap<i32, i64> {
         let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
