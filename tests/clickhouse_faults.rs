@@ -86,3 +86,46 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
     assert!(sigterm(&mut worker), "drains and exits 0");
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("ch-faults")), &read_truth(&truth));
 }
+
+/// An insert ClickHouse finishes after the aggregator gave up on it (its rows received, the
+/// answer late) lands all the same. A retry that read the positions while ClickHouse still
+/// ran it would find the unit missing and send it again: counted twice. Here the server
+/// holds each insert back for 6 s (`counters_log`'s partition of this month has 9 parts,
+/// merges stopped: ClickHouse's `max_delay_to_insert` rule) and the aggregator waits 1 s.
+#[test]
+fn an_insert_given_up_while_clickhouse_still_runs_it_is_not_sent_again() {
+    let dir = TestDir::new();
+    let d = dir.path();
+    let server = Server::private_with_slow_inserts(&d.join("ch"), 18127, 19004, 6);
+    let ch = server.fresh_database("late_insert");
+    server.query("SYSTEM STOP MERGES t_late_insert.counters_log");
+    for _ in 0..9 {
+        server.query("INSERT INTO t_late_insert.counters_log (consumer_group, topic, flushed_at) VALUES ('other', 'other', now())");
+    }
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("late-insert", 1);
+    let truth = d.join("truth.jsonl");
+    let feed = ["--cdrs", "3000", "--seed", "17", "--resent-share", "0", "--bad-share", "0", "--brokers"];
+    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let extra = ["--flush-interval-ms", "1000", "--insert-timeout-s", "1", "--metrics-addr", &metrics];
+    let args = aggregate_args(&kafka.bootstrap, &topic, &server.url(), "t_late_insert", "late-insert", &extra);
+    let log = d.join("aggregate.log");
+    let mut worker = spawn(&args, &log);
+    let marks = kafka.watermarks(&topic, 1);
+    let rt = runtime();
+    wait_until_logged(Duration::from_secs(120), "the aggregator to catch up", &log, || {
+        rt.block_on(ch.positions("late-insert", &topic)).unwrap_or_default() == marks
+    });
+    let scrape = http_get(port, "/metrics").unwrap().1;
+    assert!(sigterm(&mut worker), "drains and exits 0");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("timeout expired"), "the aggregator gave up on the first insert: {text}");
+    assert!(text.contains("still runs the flush's earlier insert"), "and found it still running: {text}");
+    assert!(metric(&scrape, "cdrflow_sink_errors_total{worker=\"aggregate\",reason=\"earlier_insert_running\"") > 0);
+    assert!(text.contains("the unit had landed after all"), "the late insert landed, and was not sent again");
+    let units = rt.block_on(ch.log_units("late-insert", &topic)).unwrap();
+    assert!(units.iter().all(|u| u.rows == u.cells), "no unit stored twice: {units:?}");
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some("late-insert")), &read_truth(&truth));
+}

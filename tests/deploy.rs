@@ -263,7 +263,7 @@ fn load_feed(
     {}
     for (i, r) in parts.iter().enumerate() {
         let unit = Unit { group: "deploy-test", topic: "cdrs", partition: i as i32, flushed_at: 1_700_000_000 };
-        rt.block_on(ch.insert_unit(encode(&unit, r, &lines))).unwrap();
+        rt.block_on(ch.insert_unit(&format!("deploy-test-{i}"), encode(&unit, r, &lines))).unwrap();
     }
     let mut buf = Vec::new();
     g.write_truth(&mut buf).unwrap();

@@ -365,7 +365,7 @@ fn take_units(layout: &Layout, io: &mut Io<'_>, state: &mut State) -> Result<Vec
             rollup,
         });
     }
-    Ok(shards.into_iter().map(|(shard, units)| ShardUnits { shard, units }).collect())
+    Ok(shards.into_iter().map(|(shard, units)| ShardUnits { shard, units, unsettled: None }).collect())
 }
 
 /// Retries a shard's insert whose attempt on the writer's thread failed, as [`take_units`]

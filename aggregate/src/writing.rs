@@ -34,6 +34,7 @@ use cdrflow_kafka::{WorkerStats, WriteUnderWay, WritesUnderWay};
 use cdrflow_schemas::LineRegistry;
 
 use crate::clickhouse::encoder::{Unit, encode};
+use crate::clickhouse::service::STILL_RUNNING;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::PartitionRollup;
 
@@ -58,6 +59,9 @@ pub(crate) struct ShardUnits {
     pub shard: u32,
     /// Its units, in partition order.
     pub units: Vec<PartitionUnit>,
+    /// The query id of its last insert, while that insert's outcome is unknown (it failed
+    /// as seen from here): ClickHouse may still be running it.
+    pub unsettled: Option<String>,
 }
 
 /// How a shard's one attempt ended.
@@ -164,8 +168,20 @@ impl Drop for Writer {
     }
 }
 
-/// One attempt at inserting a shard's units as one insert. Every partition's position is
-/// read back first (from the rows at or after its unit's start only:
+/// A query id for an insert of `group` into `shard`, unique to it: the process, the time
+/// and a count of the inserts made.
+fn insert_id(group: &str, shard: u32) -> String {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("cdrflow-{group}-shard{shard}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// One attempt at inserting a shard's units as one insert. If the shard's last insert
+/// failed as seen from here, the attempt first makes sure ClickHouse no longer runs it: an
+/// insert the client gave up on (a timeout after its rows were sent) can still land, and a
+/// position read before it does would send its units again, to be counted twice. Every
+/// partition's position is then read back (from the rows at or after its unit's start only:
 /// [`ClickHouse::positions_of_units`]), and each unit is kept, dropped as landed already, or
 /// dropped with its partition to rewind, as `crate::worker`'s `take_units` says. Each failed
 /// attempt counts as a sink error, whichever request of it failed.
@@ -180,6 +196,15 @@ pub(crate) fn attempt(
     let started = Instant::now();
     let result = (|| {
         let id = shard.shard;
+        if let Some(earlier) = &shard.unsettled
+            && rt.block_on(ch.running(earlier))?
+        {
+            anyhow::bail!(
+                "ClickHouse at {} {STILL_RUNNING} (query_id {earlier}), which this aggregator gave up waiting for: \
+                 it may still land, so its units are checked and sent again only once it has ended",
+                ch.config().url
+            );
+        }
         let units = &mut shard.units;
         let firsts: Vec<(i32, i64)> = units.iter().map(|u| (u.partition, u.first)).collect();
         let pos = rt.block_on(ch.positions_of_units(group, topic, &firsts))?;
@@ -209,7 +234,10 @@ pub(crate) fn attempt(
             })
             .collect();
         let rows = encoded.len();
-        rt.block_on(ch.insert_unit(encoded))?;
+        let query_id = insert_id(group, id);
+        shard.unsettled = Some(query_id.clone());
+        rt.block_on(ch.insert_unit(&query_id, encoded))?;
+        shard.unsettled = None;
         tracing::debug!(
             shard = id,
             partitions = units.len(),

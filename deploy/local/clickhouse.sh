@@ -10,7 +10,7 @@
 #
 # Idempotent: `start` on a running server and `stop` on a stopped one do nothing.
 # Environment: CDRFLOW_CH_HTTP_PORT (8123), CDRFLOW_CH_TCP_PORT (9000), CDRFLOW_LOCAL_DIR,
-# CDRFLOW_CH_PARTS_TO_THROW_INSERT (fault tests only).
+# CDRFLOW_CH_PARTS_TO_THROW_INSERT and CDRFLOW_CH_MAX_DELAY_TO_INSERT (fault tests only).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,10 +47,14 @@ running_pid() {
 
 write_config() {
     mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
-    # Fault tests lower the part limits to provoke "too many parts" (CDRFLOW_CH_PARTS_TO_THROW_INSERT).
+    # Fault tests lower the part limits to provoke "too many parts" (CDRFLOW_CH_PARTS_TO_THROW_INSERT),
+    # and an insert into a partition with parts to spare is held back for up to
+    # CDRFLOW_CH_MAX_DELAY_TO_INSERT seconds (a server slow to write what it received).
     local merge_tree=""
     if [ -n "${CDRFLOW_CH_PARTS_TO_THROW_INSERT:-}" ]; then
-        merge_tree="    <merge_tree><parts_to_throw_insert>$CDRFLOW_CH_PARTS_TO_THROW_INSERT</parts_to_throw_insert><parts_to_delay_insert>$((CDRFLOW_CH_PARTS_TO_THROW_INSERT * 3 / 4))</parts_to_delay_insert></merge_tree>"
+        local delay=""
+        [ -n "${CDRFLOW_CH_MAX_DELAY_TO_INSERT:-}" ] && delay="<max_delay_to_insert>$CDRFLOW_CH_MAX_DELAY_TO_INSERT</max_delay_to_insert>"
+        merge_tree="    <merge_tree><parts_to_throw_insert>$CDRFLOW_CH_PARTS_TO_THROW_INSERT</parts_to_throw_insert><parts_to_delay_insert>$((CDRFLOW_CH_PARTS_TO_THROW_INSERT * 3 / 4))</parts_to_delay_insert>$delay</merge_tree>"
     fi
     cat >"$dir/config.xml" <<XML
 <?xml version="1.0"?>

@@ -56,12 +56,17 @@ pub struct ClickHouseArgs {
     /// (deploy/clickhouse-cluster/README.md); 0 on one server.
     #[arg(long, env = "CDRFLOW_CLICKHOUSE_INSERT_QUORUM", default_value_t = 0)]
     pub insert_quorum: u32,
+    /// Seconds a flush's insert may take once its rows are sent before it is given up and
+    /// retried (the retry waits until ClickHouse no longer runs it).
+    #[arg(long, env = "CDRFLOW_CLICKHOUSE_INSERT_TIMEOUT_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub insert_timeout_s: u64,
 }
 
 impl ClickHouseArgs {
     pub fn config(&self) -> Result<ClickHouseConfig> {
         let mut cfg = ClickHouseConfig::from_env(&self.url, &self.database)?;
         cfg.insert_quorum = self.insert_quorum;
+        cfg.insert_timeout = std::time::Duration::from_secs(self.insert_timeout_s);
         Ok(cfg)
     }
 

@@ -187,11 +187,14 @@ pub struct Server {
     own_dir: Option<PathBuf>,
     /// For a private server: the most parts a partition may have before inserts fail.
     parts_limit: Option<u32>,
+    /// For a private server: the longest an insert into a partition of many parts is held
+    /// back (seconds; ClickHouse's `max_delay_to_insert`).
+    insert_delay_s: Option<u32>,
 }
 
 impl Server {
     pub fn shared() -> Server {
-        let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None, parts_limit: None };
+        let s = Server { http_port: 8123, tcp_port: 9000, own_dir: None, parts_limit: None, insert_delay_s: None };
         assert!(
             s.script("status"),
             "ClickHouse is not running on 127.0.0.1:8123: run the tests with deploy/local/test.sh (or deploy/local/clickhouse.sh start)"
@@ -201,14 +204,29 @@ impl Server {
 
     /// A private server on its own ports and data directory, for tests that restart it.
     pub fn private(dir: &Path, http_port: u16, tcp_port: u16) -> Server {
-        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()), parts_limit: None };
-        assert!(s.script("start"), "private ClickHouse starts");
-        s
+        Server::start_private(dir, http_port, tcp_port, None, None)
     }
 
     /// A private server that refuses inserts into a partition of more than `parts` parts.
     pub fn private_with_parts_limit(dir: &Path, http_port: u16, tcp_port: u16, parts: u32) -> Server {
-        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()), parts_limit: Some(parts) };
+        Server::start_private(dir, http_port, tcp_port, Some(parts), None)
+    }
+
+    /// A private server that refuses inserts into a partition of 10 parts, and holds back
+    /// an insert into one of 9 for `delay_s` seconds (between 7 and 9 parts the delay grows
+    /// as ClickHouse's `max_delay_to_insert` rule says: `(delay_s * 1000) ^ ((parts - 6) / 3)` ms).
+    pub fn private_with_slow_inserts(dir: &Path, http_port: u16, tcp_port: u16, delay_s: u32) -> Server {
+        Server::start_private(dir, http_port, tcp_port, Some(10), Some(delay_s))
+    }
+
+    fn start_private(
+        dir: &Path,
+        http_port: u16,
+        tcp_port: u16,
+        parts_limit: Option<u32>,
+        insert_delay_s: Option<u32>,
+    ) -> Server {
+        let s = Server { http_port, tcp_port, own_dir: Some(dir.to_owned()), parts_limit, insert_delay_s };
         assert!(s.script("start"), "private ClickHouse starts");
         s
     }
@@ -231,6 +249,9 @@ impl Server {
         if let Some(d) = &self.own_dir {
             cmd.env("CDRFLOW_LOCAL_DIR", d);
         }
+        if let Some(s) = self.insert_delay_s {
+            cmd.env("CDRFLOW_CH_MAX_DELAY_TO_INSERT", s.to_string());
+        }
         if let Some(p) = self.parts_limit {
             cmd.env("CDRFLOW_CH_PARTS_TO_THROW_INSERT", p.to_string());
         }
@@ -250,6 +271,7 @@ impl Server {
             password: None,
             database: db.clone(),
             insert_quorum: 0,
+            insert_timeout: cdrflow_aggregate::clickhouse::config::INSERT_TIMEOUT,
         });
         let out = Command::new("clickhouse-client")
             .args(["--port", &self.tcp_port.to_string(), "--query", &format!("DROP DATABASE IF EXISTS {db}")])
@@ -915,6 +937,7 @@ impl Cluster {
             password: None,
             database: database.to_owned(),
             insert_quorum: 2,
+            insert_timeout: cdrflow_aggregate::clickhouse::config::INSERT_TIMEOUT,
         })
     }
 }

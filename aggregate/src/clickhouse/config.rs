@@ -23,7 +23,13 @@ pub struct ClickHouseConfig {
     /// `select_sequential_consistency`, so a replica that lacks a confirmed insert refuses
     /// to answer rather than answer stale (see [`super`]).
     pub insert_quorum: u32,
+    /// How long a flush's insert may take once its rows are sent before the aggregator gives
+    /// up on it (and retries, once ClickHouse no longer runs it: see [`super`]).
+    pub insert_timeout: std::time::Duration,
 }
+
+/// The default of [`ClickHouseConfig::insert_timeout`].
+pub const INSERT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for ClickHouseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,6 +39,7 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("database", &self.database)
             .field("insert_quorum", &self.insert_quorum)
+            .field("insert_timeout", &self.insert_timeout)
             .finish()
     }
 }
@@ -59,6 +66,7 @@ impl ClickHouseConfig {
             password,
             database: database.to_owned(),
             insert_quorum: 0,
+            insert_timeout: INSERT_TIMEOUT,
         })
     }
 }

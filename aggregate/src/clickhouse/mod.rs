@@ -15,8 +15,12 @@
 //! when complete; if the client dies, the connection drops or the server is killed before
 //! that, the temporary directory is discarded on the next start. So either the whole unit
 //! — the counters *and* the `last_offset` of every partition in it — is visible, or none of it is. When an insert's
-//! outcome is unknown (the connection broke after sending), the sink reads the partition's
-//! position back before retrying, so a unit that did land is not inserted twice.
+//! outcome is unknown (the connection broke after sending, or its answer took longer than
+//! `--insert-timeout-s`), the sink reads the partition's position back before retrying, so a
+//! unit that did land is not inserted twice. An insert the client gave up on may still be
+//! running on the server, though, and land after that read: so each insert carries its own
+//! query id, and the retry first waits until the server no longer runs it
+//! ([`service::ClickHouse::running`], `system.processes`).
 //!
 //! # On a cluster: replicas and shards
 //!
@@ -54,7 +58,10 @@
 //!    `tests/cluster.rs`).
 //!
 //! What remains: a zombie member whose insert reaches ClickHouse only after a new owner's
-//! insert of the same offsets was confirmed would count twice. ClickHouse ≥ 22.2 fences it
+//! insert of the same offsets was confirmed would count twice. So would, on one server, an
+//! insert given up on whose partition is revoked before the retry (the new owner does not
+//! know the old insert's query id), and a check that reaches a server other than the one
+//! running the insert (a load balancer before replicas). ClickHouse ≥ 22.2 fences it
 //! with `insert_deduplication_token` (the unit's group/topic/partition/offsets), which 18.16
 //! lacks; `cdrflow reconcile` names such an overlap (`clickhouse_overlap`).
 

@@ -46,6 +46,10 @@ const WAITS: &[(u32, &str, &str)] = &[
     (159, "timeout", "a timeout on the server"),
 ];
 
+/// What an attempt says when ClickHouse still runs the insert before it
+/// ([`ClickHouse::running`]); `failure_reason` labels it `earlier_insert_running`.
+pub const STILL_RUNNING: &str = "still runs the flush's earlier insert";
+
 /// The `Code: N` of a ClickHouse exception in an error's text.
 fn code_in(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];
@@ -58,6 +62,9 @@ pub fn failure_reason(e: &anyhow::Error) -> &'static str {
     let text = format!("{e:#}");
     if text.contains("did not answer") {
         return "unreachable";
+    }
+    if text.contains(STILL_RUNNING) {
+        return "earlier_insert_running";
     }
     code_in(&text).and_then(|c| WAITS.iter().find(|w| w.0 == c)).map_or("other", |w| w.1)
 }
@@ -468,17 +475,34 @@ impl ClickHouse {
             .map_err(|e| explain(e, &self.cfg, "dropping the demo database"))
     }
 
-    /// Inserts one flush unit: one INSERT, one block, one part (see the module docs).
-    pub async fn insert_unit<'a>(&self, rows: impl IntoIterator<Item = CounterRow<'a>>) -> Result<()> {
+    /// Inserts one flush unit: one INSERT, one block, one part (see the module docs), as
+    /// query `query_id`, so that whether the server still runs it can be asked
+    /// ([`Self::running`]) if the client gives up on it.
+    pub async fn insert_unit<'a>(&self, query_id: &str, rows: impl IntoIterator<Item = CounterRow<'a>>) -> Result<()> {
         let mut ins = self
             .client
             .insert_unescaped::<CounterRow<'static>>(&self.table("counters_log"))
             .await?
-            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+            .with_setting("query_id", query_id)
+            .with_timeouts(Some(Duration::from_secs(30)), Some(self.cfg.insert_timeout));
         for r in rows {
             ins.write(&r).await.map_err(|e| explain(e, &self.cfg, "inserting counters"))?;
         }
         ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting counters"))
+    }
+
+    /// Whether the server still runs query `query_id` (`system.processes` of the server
+    /// answering): an insert the client gave up on may still be read and written, and land
+    /// after positions read meanwhile.
+    pub async fn running(&self, query_id: &str) -> Result<bool> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM system.processes WHERE query_id = ?")
+            .bind(query_id)
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "asking whether an earlier insert still runs"))?;
+        Ok(n > 0)
     }
 
     /// The next offset to read per partition for this group and topic.
