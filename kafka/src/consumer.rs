@@ -620,9 +620,7 @@ impl WorkerConsumer {
         }
         result
     }
-}
 
-impl WorkerConsumer {
     /// Puts a message read while waiting back in front of its partition, to be read again
     /// after the wait: the partition is paused and sought back to it. librdkafka has
     /// already moved past it, so if the seek fails while the partition is still ours,
@@ -659,7 +657,7 @@ impl WorkerConsumer {
     }
 }
 
-/// How often a failed seek back is tried again before the partition is checked.
+/// How many times a seek back is tried before the partition is checked.
 const SEEK_BACK_TRIES: usize = 3;
 
 /// Runs `seek` until it succeeds (`true`), at most [`SEEK_BACK_TRIES`] times; then its last
