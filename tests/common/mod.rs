@@ -969,36 +969,36 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if !std::thread::panicking()
-            && std::env::var_os("CDRFLOW_KEEP_TEST_DIRS").is_some()
-            && let Some(d) = self.0.take()
-        {
-            eprintln!("the test's files are kept in {}", d.keep().display());
+        let failed = std::thread::panicking();
+        if !failed && std::env::var_os("CDRFLOW_KEEP_TEST_DIRS").is_none() {
+            return;
         }
-        if std::thread::panicking()
-            && let Some(d) = self.0.take()
-        {
-            let kept = d.keep();
-            eprintln!("the failed test's files are kept in {}", kept.display());
-            let mut logs: Vec<PathBuf> = std::fs::read_dir(&kept)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .flat_map(|p| match p.is_dir() {
-                    true => std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).collect(),
-                    false => vec![p],
-                })
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .collect();
-            logs.sort();
-            for log in logs {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!("--- the last {} lines of {} ---", LOG_TAIL.min(lines.len()), log.display());
-                for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
-                    eprintln!("{line}");
-                }
+        let Some(d) = self.0.take() else { return };
+        let kept = d.keep();
+        if !failed {
+            eprintln!("the test's files are kept in {}", kept.display());
+            return;
+        }
+        eprintln!("the failed test's files are kept in {}", kept.display());
+        // One level deep: a private Kafka's segment files (`*.log` too) lie deeper.
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&kept)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .flat_map(|p| match p.is_dir() {
+                true => std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).collect(),
+                false => vec![p],
+            })
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- the last {} lines of {} ---", LOG_TAIL.min(lines.len()), log.display());
+            for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                eprintln!("{line}");
             }
         }
     }
