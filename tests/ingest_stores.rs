@@ -201,3 +201,51 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     finish(&archive, &topic, &marks, &mut worker, dir.path());
     assert!(!files_under(&out).iter().any(|p| p.to_string_lossy().ends_with(".tmp")), "no temporary file left");
 }
+
+/// A partition the worker paused while its disk was full, lost in a rebalance and then given
+/// back to it must be read again. librdkafka keeps an application's pause across an
+/// unassignment; before the worker resumed what it is assigned, such a partition was never
+/// fetched again, and the archive never caught up.
+#[test]
+fn a_partition_paused_lost_and_assigned_back_is_read_again() {
+    let dir = TestDir::new();
+    let out = dir.path().join("archive");
+    let disk = Tmpfs::mount(&out, "400k");
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("ingest-assigned-back", 4);
+    let truth = dir.path().join("truth.jsonl");
+    let mut feed =
+        stream_feed(&kafka.bootstrap, &topic, 24_000, 54, 4_000, 0.0, &truth, &dir.path().join("generate.log"));
+    let group = "ingest-stores-assigned-back";
+    let (first_port, first_log) = (free_port(), dir.path().join("ingest-1.log"));
+    let args = |port| ingest_args(&kafka.bootstrap, &topic, group, out.to_str().unwrap(), port);
+    let mut first = spawn_with_env(&args(first_port), &first_log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    wait_until_logged(Duration::from_secs(60), "the disk to fill up", &first_log, || {
+        scrape(first_port, "cdrflow_sink_errors_total{worker=\"ingest\"") > 0
+    });
+    // A second member joins while the first retries with its partitions paused: the first
+    // gives every partition up, and gets some of them back.
+    let second_log = dir.path().join("ingest-2.log");
+    let mut second = spawn_with_env(&args(free_port()), &second_log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    let assignments = |log: &std::path::Path| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines().filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]")).count()
+    };
+    wait_until_logged(Duration::from_secs(60), "the first member to get partitions back", &first_log, || {
+        assignments(&first_log) >= 2
+    });
+    wait_until_logged(Duration::from_secs(60), "the second member to hold partitions", &second_log, || {
+        holds_partitions(&second_log)
+    });
+    disk.resize("256m");
+    assert!(feed.wait().unwrap().success());
+    let marks = kafka.watermarks(&topic, 4);
+    let archive = Archive::open_dir(&out).unwrap();
+    wait_until_logged(Duration::from_secs(120), "both members to catch up", &first_log, || {
+        archive.committed_positions(&topic, &[0, 1, 2, 3]).unwrap() == marks
+    });
+    assert!(sigterm(&mut first) && sigterm(&mut second), "both members drain and exit 0");
+    let summary: FeedSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    assert_exact(&archive, &topic, &summary, 4);
+}

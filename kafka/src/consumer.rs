@@ -256,6 +256,14 @@ impl ConsumerContext for SinkPositioned {
                 if let Err(e) = assigned {
                     tracing::error!(error = %e, "assign failed");
                 }
+                // A partition this member paused (a paused retry, a message put back) and
+                // then lost keeps that pause when it is assigned again: librdkafka resets
+                // only its own pauses on assignment. Such a partition was never fetched again
+                // and showed no lag. Resumed here; a retry still waiting pauses it again when
+                // it sees the assignment.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::error!(error = %e, partitions = ?parts, "resuming newly assigned partitions failed");
+                }
                 self.stats.hold(&parts);
                 self.positioned.mark(&parts);
                 self.changes.lock().expect("not poisoned").push(GroupChange::Assigned(parts));
