@@ -262,10 +262,16 @@ impl Archive {
     /// `syncfs` around each step; in object storage each step's PUTs are all in flight at
     /// once. A failure leaves no temporary file behind, and what was renamed or put already
     /// is either rewritten identically by a retry or removed by [`Archive::recover`].
-    pub fn write_units(&self, units: &[EncodedUnit]) -> Result<()> {
+    ///
+    /// `may_go_on` is asked before each step that makes files visible (the intents, the data
+    /// files, the commits); an error stops the write there, uncommitted. An ingest worker
+    /// passes its place in the consumer group ([`cdrflow_kafka::Fence`]): a write that
+    /// outlived it must not commit over the partition's next owner.
+    pub fn write_units(&self, units: &[EncodedUnit], may_go_on: &dyn Fn() -> Result<()>) -> Result<()> {
         if units.is_empty() {
             return Ok(());
         }
+        may_go_on()?;
         let markers = |kind| -> Result<Vec<(String, Vec<u8>)>> {
             units
                 .iter()
@@ -281,14 +287,17 @@ impl Archive {
         let (intents, commits) = (markers("pending")?, markers("commits")?);
         let mut data = units.iter().flat_map(|u| u.files.iter());
         match &*self.backend {
-            Backend::Local { root } => write_units_local(root, &intents, data, &commits)?,
+            Backend::Local { root } => write_units_local(root, &intents, data, &commits, may_go_on)?,
             Backend::Object { store, runtime, .. } => {
                 let payloads = |files: &mut dyn Iterator<Item = &(String, Vec<u8>)>| -> Result<Vec<_>> {
                     files.map(|(rel, bytes)| Ok((self.object_path(rel)?, PutPayload::from(bytes.clone())))).collect()
                 };
                 let steps = [payloads(&mut intents.iter())?, payloads(&mut data)?, payloads(&mut commits.iter())?];
                 runtime.block_on(async {
-                    for step in steps {
+                    for (i, step) in steps.into_iter().enumerate() {
+                        if i > 0 {
+                            may_go_on()?;
+                        }
                         put_all(store, step).await.map_err(|e| self.store_error(e, "writing a file"))?;
                     }
                     anyhow::Ok(())
@@ -540,11 +549,15 @@ async fn put_all(store: &Arc<dyn ObjectStore>, files: Vec<(ObjectPath, PutPayloa
 ///    under a name that [`Archive::recover`] would not find through it);
 /// 2. the data files are written under temporary names; sync; renamed into place; sync;
 /// 3. the commit markers are renamed into place; sync.
+///
+/// `may_go_on` is asked before the data files and the commit markers are renamed into place
+/// (after the syncs a stalled disk would hold).
 fn write_units_local<'a>(
     root: &Path,
     intents: &[(String, Vec<u8>)],
     data: impl Iterator<Item = &'a (String, Vec<u8>)>,
     commits: &[(String, Vec<u8>)],
+    may_go_on: &dyn Fn() -> Result<()>,
 ) -> Result<()> {
     /// Writes files under their temporary names; returns where they are in `staged`.
     fn stage<'f>(
@@ -575,8 +588,10 @@ fn write_units_local<'a>(
         sync_filesystem(root)?;
         let data = stage(root, &mut staged, data)?;
         sync_filesystem(root)?;
+        may_go_on()?;
         rename_all(&staged[data])?;
         sync_filesystem(root)?;
+        may_go_on()?;
         rename_all(&staged[commits])?;
         sync_filesystem(root)
     })();
@@ -646,7 +661,7 @@ mod tests {
         assert_eq!(a.recover("cdrs", 3).unwrap(), None);
         // A committed unit.
         let one = manifest(0, 99, &["dt=2022-02-01/region=38/cdrs-p003-000000000000-000000000099.parquet"]);
-        a.write_units(&[unit(&one, b"x")]).unwrap();
+        a.write_units(&[unit(&one, b"x")], &|| Ok(())).unwrap();
         assert!(a.read_markers("pending", "cdrs", 3).unwrap().is_empty(), "a committed unit's intent is removed");
         // A unit interrupted after one of its two files: its intent and that file in place.
         let two = manifest(
@@ -698,7 +713,7 @@ mod tests {
         );
         let batch = [unit(&first, b"a"), unit(&second, b"b")];
         put(dir.path(), "dt=2022-02-02", b"not a directory");
-        let err = a.write_units(&batch).unwrap_err();
+        let err = a.write_units(&batch, &|| Ok(())).unwrap_err();
         assert!(format!("{err:#}").contains("dt=2022-02-02"), "the error names the path: {err:#}");
         assert!(a.committed("cdrs", 3).unwrap().is_empty(), "nothing of the batch is committed");
         assert_eq!(a.read_markers("pending", "cdrs", 3).unwrap().len(), 2, "both intents are durable");
@@ -712,13 +727,44 @@ mod tests {
         assert!(a.read_markers("pending", "cdrs", 3).unwrap().is_empty());
         assert!(walk(dir.path()).iter().all(|p| !p.to_string_lossy().ends_with(".parquet")));
         // Written again, the whole batch commits, in order.
-        a.write_units(&batch).unwrap();
+        a.write_units(&batch, &|| Ok(())).unwrap();
         assert_eq!(a.committed("cdrs", 3).unwrap(), vec![first.clone(), second.clone()]);
         assert_eq!(a.recover("cdrs", 3).unwrap(), Some(20));
         for f in first.files.iter().chain(&second.files) {
             assert!(dir.path().join(&f.path).exists(), "{} is in place", f.path);
         }
         assert!(walk(dir.path()).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    }
+
+    /// A write whose fence closes stops before the step it was asked about: closed before the
+    /// data files, nothing but the intents is visible; closed before the commits, the data
+    /// files are in place and uncommitted. Either way nothing is committed, no temporary is
+    /// left, and recovery removes the rest.
+    #[test]
+    fn a_write_stops_uncommitted_at_the_step_its_fence_closes_before() {
+        for open_steps in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let a = Archive::open_dir(dir.path()).unwrap();
+            let one = manifest(0, 9, &["dt=2022-02-01/region=38/cdrs-p003-000000000000-000000000009.parquet"]);
+            let asked = std::cell::Cell::new(0);
+            let fence = || {
+                asked.set(asked.get() + 1);
+                match asked.get() > open_steps {
+                    true => anyhow::bail!("this worker lost its place in the consumer group"),
+                    false => Ok(()),
+                }
+            };
+            let err = a.write_units(&[unit(&one, b"x")], &fence).unwrap_err();
+            assert!(format!("{err:#}").contains("lost its place"), "the fence's reason: {err:#}");
+            assert_eq!(asked.get(), open_steps + 1, "asked before each step until it closed");
+            assert!(a.committed("cdrs", 3).unwrap().is_empty(), "nothing is committed ({open_steps} steps)");
+            assert_eq!(a.read_markers("pending", "cdrs", 3).unwrap().len(), 1, "the intent is there");
+            let data_in_place = dir.path().join(&one.files[0].path).exists();
+            assert_eq!(data_in_place, open_steps == 2, "data files renamed only past their check");
+            assert!(walk(dir.path()).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")), "no temporary");
+            assert_eq!(a.recover("cdrs", 3).unwrap(), None);
+            assert!(walk(dir.path()).iter().all(|p| !p.to_string_lossy().ends_with(".parquet")));
+        }
     }
 
     fn walk(p: &Path) -> Vec<PathBuf> {

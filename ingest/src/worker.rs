@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use cdrflow_kafka::driver::{Due, Io, Sink};
 use cdrflow_kafka::{
-    DeadLetters, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats, WritesUnderWay,
+    DeadLetters, Fence, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats, WritesUnderWay,
 };
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
@@ -146,8 +146,16 @@ pub fn run(
         .thread_name(|i| format!("encode-{i}"))
         .build()
         .context("starting the Parquet encoders' threads")?;
-    let mut sink =
-        ArchiveSink { opts: Arc::new(opts), archive, buffers: FxHashMap::default(), encoders, encoding: None, writes };
+    let fence = consumer.fence();
+    let mut sink = ArchiveSink {
+        opts: Arc::new(opts),
+        archive,
+        buffers: FxHashMap::default(),
+        encoders,
+        encoding: None,
+        writes,
+        fence,
+    };
     cdrflow_kafka::driver::run(&mut sink, &consumer, &decoder, &src, dead_letters, &stats, stop)
 }
 
@@ -163,6 +171,8 @@ struct ArchiveSink {
     encoding: Option<Encoding>,
     /// The encoders' jobs under way, for a revoke to wait on.
     writes: Arc<WritesUnderWay>,
+    /// Whether this member still holds its partitions: asked before each step of a write.
+    fence: Fence,
 }
 
 /// Units being encoded and written on the encoders' pool while the worker reads on.
@@ -187,6 +197,11 @@ struct ArchiveSink {
 ///   paused; a partition revoked or positioned again since its unit was taken has that unit
 ///   dropped then ([`cdrflow_kafka::Positioned::stale`]): its owner reads it again from the
 ///   archive's position, which the unit never reached;
+/// - a write that may outlive this member's place in the group (the worker's thread,
+///   waiting for it or in a revoke waiting for it, has not polled for half of
+///   `max.poll.interval.ms`) stops before its next step, uncommitted ([`Fence`]): the group
+///   may give its partitions to another member, which removes the unit's files and reads it
+///   again;
 /// - stopping waits for the batch, then writes the rest at once.
 struct Encoding {
     /// The positioning epoch when the units were taken.
@@ -205,11 +220,17 @@ struct Written {
     write: Result<Duration>,
 }
 
-/// Encodes units and makes one attempt at writing and committing them together.
-fn encode_and_write(opts: &IngestOptions, archive: &Archive, units: &[(i32, PartitionBuffer)]) -> Result<Written> {
+/// Encodes units and makes one attempt at writing and committing them together, while this
+/// member holds its partitions (`fence`).
+fn encode_and_write(
+    opts: &IngestOptions,
+    archive: &Archive,
+    units: &[(i32, PartitionBuffer)],
+    fence: &Fence,
+) -> Result<Written> {
     let units = encode_units(opts, units)?;
     let started = Instant::now();
-    let write = archive.write_units(&units).map(|()| started.elapsed());
+    let write = archive.write_units(&units, &|| fence.check()).map(|()| started.elapsed());
     Ok(Written { units, write })
 }
 
@@ -253,7 +274,7 @@ impl ArchiveSink {
                     // Checked at its turn: a rebalance may have come since the write
                     // failed, or during a retry before it.
                     if self.still_held(unit.manifest.partition, taken_at, io) {
-                        write_unit(&self.archive, io, &mut self.buffers, unit)?;
+                        write_unit(&self.archive, &self.fence, io, &mut self.buffers, unit)?;
                     }
                 }
             }
@@ -369,20 +390,19 @@ impl Sink for ArchiveSink {
         // The units' dead letters reach Kafka before their offsets can be recorded as done.
         io.flush_dead_letters_to(dead_letters)?;
         if now {
-            let outcome = self.encoders.install(|| encode_and_write(&self.opts, &self.archive, &units))?;
+            let outcome = self.encoders.install(|| encode_and_write(&self.opts, &self.archive, &units, &self.fence))?;
             return self.commit(outcome, taken_at, io);
         }
         let (tx, done) = mpsc::sync_channel(1);
         let ready = Arc::new(AtomicBool::new(false));
-        let (opts, archive, set) = (self.opts.clone(), self.archive.clone(), ready.clone());
+        let (opts, archive, fence, set) = (self.opts.clone(), self.archive.clone(), self.fence.clone(), ready.clone());
         // Counted from now: no poll serves the group between here and the spawn.
         let under_way = self.writes.begin();
         self.encoders.spawn(move || {
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_and_write(&opts, &archive, &units)))
-                    .unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)"))
-                    });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                encode_and_write(&opts, &archive, &units, &fence)
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("encoding a unit as Parquet panicked (a bug: please report it)")));
             let _ = tx.send(outcome);
             set.store(true, Ordering::Release);
             // Ends after the outcome is sent: whoever sees none under way finds it.
@@ -498,6 +518,7 @@ fn encode_units(opts: &IngestOptions, units: &[(i32, PartitionBuffer)]) -> Resul
 /// cannot be written; abandons it if its partition is revoked meanwhile.
 fn write_unit(
     archive: &Archive,
+    fence: &Fence,
     io: &mut Io<'_>,
     buffers: &mut FxHashMap<i32, PartitionBuffer>,
     unit: EncodedUnit,
@@ -507,7 +528,7 @@ fn write_unit(
     let unit = [unit];
     let attempt = || -> Result<()> {
         let started = Instant::now();
-        archive.write_units(&unit)?;
+        archive.write_units(&unit, &|| fence.check())?;
         stats.last_write_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(())
     };

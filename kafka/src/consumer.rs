@@ -29,6 +29,29 @@
 //!
 //! A member that is killed simply stops; its partitions move on after the session timeout
 //! and their new owner starts from what the sink holds.
+//!
+//! # A write that outlives the member's place in the group
+//!
+//! The group waits for a member only so long: a rebalance goes on without a member that has
+//! not rejoined within `max.poll.interval.ms` (the classic protocol's rebalance timeout),
+//! and joining takes a poll. A worker's thread that waits for a stalled write (it waits
+//! when units fall full) or whose revoke waits for one (inside `poll`) cannot rejoin, so
+//! another member may get its partitions, read their positions from the sink and, in the
+//! archive, remove the files of every uncommitted unit. If the stalled write then woke and
+//! committed, the partition would hold two units over the same offsets, or a commit listing
+//! files the new owner removed. So a write beside the worker's thread asks a [`Fence`]
+//! before each step that makes it visible, and stops there, uncommitted, once either holds:
+//! - the worker's thread has not started a poll for half of `max.poll.interval.ms`
+//!   ([`WorkerConsumer::poll`] stamps each): a rebalance begun meanwhile may go on
+//!   without this member before the write ends, and half the timeout is left for a step
+//!   already past its check;
+//! - librdkafka says the assignment is lost ([`Consumer::assignment_lost`]: the session
+//!   expired, or it left the group itself).
+//!
+//! The unit is then abandoned like any unflushed work of a revoked partition, and whoever
+//! holds the partition next reads it again. Not covered: a step that passed its check and
+//! then stalls for longer than the time left; a check cannot reach into a request already
+//! sent (`benches/RESULTS.md` and the README's Known limits).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +141,42 @@ impl Drop for WriteUnderWay {
     }
 }
 
+/// Whether a write beside the worker's thread may still make its work visible: asked before
+/// each step of it (the module's "A write that outlives the member's place in the group").
+/// Cheap: a clock reading and a flag, no request.
+#[derive(Clone)]
+pub struct Fence {
+    /// The member's consumer: when its thread last polled, and librdkafka's word on its
+    /// assignment.
+    consumer: Arc<BaseConsumer<SinkPositioned>>,
+}
+
+impl Fence {
+    /// `Ok` while this member holds its partitions for sure; otherwise an error saying why
+    /// the write stops uncommitted.
+    pub fn check(&self) -> Result<()> {
+        let ctx = self.consumer.context();
+        let polled = Duration::from_millis(ctx.poll_started_ms.load(Ordering::Acquire));
+        let since = ctx.started.elapsed().saturating_sub(polled);
+        if since > ctx.rebalance_timeout / 2 {
+            anyhow::bail!(
+                "the worker's thread has not polled Kafka for {:.1} s, half of max.poll.interval.ms ({} s): the \
+                 group may give its partitions to another member before this write ends, so it stops \
+                 uncommitted and the partitions' owner reads its work again",
+                since.as_secs_f64(),
+                ctx.rebalance_timeout.as_secs()
+            );
+        }
+        if self.consumer.assignment_lost() {
+            anyhow::bail!(
+                "this worker lost its place in the consumer group while writing (its session expired, or it \
+                 left the group): not committing; the partitions' next owner reads this work again"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A change of this member's assignment, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupChange {
@@ -143,6 +202,13 @@ pub struct SinkPositioned {
     brokers: String,
     /// When each partition was last positioned, for messages read ahead of it.
     positioned: Positioned,
+    /// When the worker's thread last started a poll, in ms since `started` ([`Fence`]).
+    poll_started_ms: AtomicU64,
+    /// When the consumer was made.
+    started: std::time::Instant,
+    /// How long the group waits for this member to rejoin a rebalance
+    /// (`max.poll.interval.ms`).
+    rebalance_timeout: Duration,
 }
 
 /// When each partition was last *positioned* — assigned or revoked by the group, or sought
@@ -258,9 +324,9 @@ impl ConsumerContext for SinkPositioned {
                 }
                 // A partition this member paused (a paused retry, a message put back) and
                 // then lost keeps that pause when it is assigned again: librdkafka resets
-                // only its own pauses on assignment. Such a partition was never fetched again
-                // and showed no lag. Resumed here; a retry still waiting pauses it again when
-                // it sees the assignment.
+                // only its own pauses on assignment. Such a partition was never fetched again,
+                // its lag growing with no error said. Resumed here; a retry still waiting
+                // pauses it again when it sees the assignment.
                 if let Err(e) = consumer.resume(tpl) {
                     tracing::error!(error = %e, partitions = ?parts, "resuming newly assigned partitions failed");
                 }
@@ -346,8 +412,9 @@ pub const CONSUMER_TUNING: &[(&str, &str)] = &[
 
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
-    /// The librdkafka consumer.
-    pub consumer: BaseConsumer<SinkPositioned>,
+    /// The librdkafka consumer (shared with the [`Fence`]s of writes beside the worker).
+    /// Poll it through [`WorkerConsumer::poll`].
+    pub consumer: Arc<BaseConsumer<SinkPositioned>>,
     /// The topic.
     pub topic: String,
 }
@@ -393,6 +460,12 @@ impl WorkerConsumer {
     ) -> Result<Self> {
         let props = Self::properties(settings, group, session_timeout_ms);
         crate::settings::warn_ignored(&props);
+        // librdkafka's default unless set (it refuses a value it cannot parse).
+        let rebalance_timeout = props
+            .iter()
+            .find(|p| p.key == "max.poll.interval.ms")
+            .and_then(|p| p.value.parse().ok())
+            .map_or(Duration::from_secs(300), Duration::from_millis);
         let ctx = SinkPositioned {
             store,
             topic: topic.to_owned(),
@@ -401,12 +474,28 @@ impl WorkerConsumer {
             stats,
             brokers: settings.brokers.clone(),
             positioned: Positioned::default(),
+            poll_started_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            rebalance_timeout,
         };
         let consumer: BaseConsumer<SinkPositioned> = crate::settings::client_config(&props)
             .create_with_context(ctx)
             .with_context(|| format!("creating a Kafka consumer for {}", settings.brokers))?;
         consumer.subscribe(&[topic]).with_context(|| format!("subscribing to {topic}"))?;
-        Ok(WorkerConsumer { consumer, topic: topic.to_owned() })
+        Ok(WorkerConsumer { consumer: Arc::new(consumer), topic: topic.to_owned() })
+    }
+
+    /// Polls for a message or an event (rebalance callbacks run inside), first noting when
+    /// this poll started ([`Fence`]).
+    pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<rdkafka::message::BorrowedMessage<'_>>> {
+        let ctx = self.consumer.context();
+        ctx.poll_started_ms.store(ctx.started.elapsed().as_millis() as u64, Ordering::Release);
+        self.consumer.poll(timeout)
+    }
+
+    /// The fence of this member's writes beside its thread ([`Fence`]).
+    pub fn fence(&self) -> Fence {
+        Fence { consumer: self.consumer.clone() }
     }
 
     /// Assignment changes since the last call, in order.
@@ -587,7 +676,7 @@ impl WorkerConsumer {
                     // now but read again after the wait (a seek back to it, or the worker
                     // stops: `put_back`), so nothing is skipped — with the cooperative
                     // protocols a member gains partitions without losing the one it is writing.
-                    match self.consumer.poll(backoff) {
+                    match self.poll(backoff) {
                         Some(Ok(m)) => {
                             use rdkafka::Message;
                             let (p, o) = (m.partition(), m.offset());

@@ -334,7 +334,7 @@ impl<S: Sink> Worker<'_, S> {
     /// protocol).
     fn read(&mut self, batch: &mut Batch, mut wait: Duration, max: usize) {
         while batch.read.len() < max && batch.bytes.len() < BATCH_BYTES {
-            let polled = self.consumer.consumer.poll(wait);
+            let polled = self.consumer.poll(wait);
             wait = Duration::ZERO;
             let epoch = self.consumer.positioned().epoch();
             if epoch != self.changes_seen {

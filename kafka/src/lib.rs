@@ -33,8 +33,8 @@ pub mod settings;
 pub mod stats;
 
 pub use consumer::{
-    CONSUMER_TUNING, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer, WriteUnderWay,
-    WritesUnderWay,
+    CONSUMER_TUNING, Fence, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer,
+    WriteUnderWay, WritesUnderWay,
 };
 pub use dead_letter::DeadLetters;
 pub use health::KafkaHealth;

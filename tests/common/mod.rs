@@ -643,6 +643,9 @@ pub struct Relay {
     pub port: u16,
     /// Milliseconds each chunk waits before it is passed on (a slow network or server).
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A stall: armed with a pattern, it holds every chunk from the first one that holds
+    /// the pattern on ([`Relay::hold_from`]).
+    hold: std::sync::Arc<std::sync::Mutex<Hold>>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
@@ -655,7 +658,8 @@ impl Relay {
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (d, o, slow) = (down.clone(), open.clone(), delay_ms.clone());
+        let hold = std::sync::Arc::new(std::sync::Mutex::new(Hold::Off));
+        let (d, o, slow, held) = (down.clone(), open.clone(), delay_ms.clone(), hold.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -666,11 +670,24 @@ impl Relay {
                 o.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                 {
-                    let slow = slow.clone();
+                    let (slow, held) = (slow.clone(), held.clone());
                     std::thread::spawn(move || {
                         use std::io::{Read, Write};
                         let mut buf = vec![0u8; 64 * 1024];
                         while let Ok(n @ 1..) = from.read(&mut buf) {
+                            loop {
+                                let mut h = held.lock().unwrap();
+                                if let Hold::Armed(p) = &*h
+                                    && buf[..n].windows(p.len()).any(|w| w == p.as_slice())
+                                {
+                                    *h = Hold::Holding;
+                                }
+                                if !matches!(*h, Hold::Holding) {
+                                    break;
+                                }
+                                drop(h);
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
                             let ms = slow.load(Ordering::SeqCst);
                             if ms > 0 {
                                 std::thread::sleep(Duration::from_millis(ms));
@@ -684,7 +701,24 @@ impl Relay {
                 }
             }
         });
-        Relay { port, delay_ms, down, open }
+        Relay { port, delay_ms, hold, down, open }
+    }
+
+    /// Stalls the store from the first chunk that holds `pattern` (say, the path of an
+    /// archive's intent markers): that chunk and every later one, either way, on every
+    /// connection, wait until [`Relay::release`].
+    pub fn hold_from(&self, pattern: &[u8]) {
+        *self.hold.lock().unwrap() = Hold::Armed(pattern.to_vec());
+    }
+
+    /// Whether a chunk has met the pattern and the store is stalled.
+    pub fn holding(&self) -> bool {
+        matches!(*self.hold.lock().unwrap(), Hold::Holding)
+    }
+
+    /// Ends the stall: the held chunks go on.
+    pub fn release(&self) {
+        *self.hold.lock().unwrap() = Hold::Off;
     }
 
     /// Cuts every open connection and refuses new ones until [`Relay::up`].
@@ -703,6 +737,14 @@ impl Relay {
     pub fn slow(&self, ms: u64) {
         self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A [`Relay`]'s stall.
+enum Hold {
+    Off,
+    /// Holding from the first chunk that holds these bytes.
+    Armed(Vec<u8>),
+    Holding,
 }
 
 /// One message of a topic: where it is, its headers, key and payload.
