@@ -18,7 +18,6 @@ use cdrflow_kafka::{GroupChange, PositionStore, SourceOptions, WorkerConsumer, W
 use cdrflow_schemas::{Cdr, Decoder, LineRegistry, Pseudonymiser};
 use common::*;
 use rdkafka::Offset;
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 /// Messages in the partition.
@@ -72,7 +71,7 @@ impl Sink for Recorder {
 
     fn write(&mut self, due: Due, io: &mut Io<'_>) -> Result<()> {
         if due == Due::Partitions(vec![0]) && self.read_when_sought.is_none() {
-            let position = io.consumer.consumer.position()?;
+            let position = io.consumer.position()?;
             let read = position.find_partition(&io.consumer.topic, 0).map(|e| e.offset());
             let Some(Offset::Offset(read)) = read else { anyhow::bail!("no read position: {read:?}") };
             self.read_when_sought = Some(read);

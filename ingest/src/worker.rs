@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use cdrflow_kafka::driver::{Due, Io, Sink};
 use cdrflow_kafka::{
-    DeadLetters, Fence, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats, WritesUnderWay,
+    DeadLetters, Fence, Fenced, GroupChange, PositionStore, Retried, SourceOptions, WorkerConsumer, WorkerStats,
+    WritesUnderWay,
 };
 use cdrflow_schemas::{Cdr, Decoder, Pseudonymiser};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
@@ -199,9 +200,10 @@ struct ArchiveSink {
 ///   archive's position, which the unit never reached;
 /// - a write that may outlive this member's place in the group (the worker's thread,
 ///   waiting for it or in a revoke waiting for it, has not polled for half of
-///   `max.poll.interval.ms`) stops before its next step, uncommitted ([`Fence`]): the group
-///   may give its partitions to another member, which removes the unit's files and reads it
-///   again;
+///   `max.poll.interval.ms`, or librdkafka says the assignment is lost) stops before its
+///   next step, uncommitted ([`Fence`]): the group may give its partitions to another
+///   member, which removes the unit's files and reads it again. Like any failed write, it
+///   is then retried unit by unit while its partition is still held;
 /// - stopping waits for the batch, then writes the rest at once.
 struct Encoding {
     /// The positioning epoch when the units were taken.
@@ -264,7 +266,7 @@ impl ArchiveSink {
                 io.consumer.commit_for_monitoring(&next);
             }
             Err(e) => {
-                io.stats.sink_error("archive_write");
+                io.stats.sink_error(failure_reason(&e));
                 tracing::warn!(
                     error = format!("{e:#}"),
                     units = units.len(),
@@ -533,8 +535,8 @@ fn write_unit(
         Ok(())
     };
     let attempt = || {
-        attempt().inspect_err(|_| {
-            stats.sink_error("archive_write");
+        attempt().inspect_err(|e| {
+            stats.sink_error(failure_reason(e));
         })
     };
     let outcome = consumer
@@ -549,6 +551,14 @@ fn write_unit(
         consumer.commit_for_monitoring(&HashMap::from([(m.partition, m.last_offset + 1)]));
     }
     Ok(())
+}
+
+/// The `reason` a failed archive write counts under (`cdrflow_sink_errors_total`).
+fn failure_reason(e: &anyhow::Error) -> &'static str {
+    match e.chain().any(|c| c.is::<Fenced>()) {
+        true => "archive_write_fenced",
+        false => "archive_write",
+    }
 }
 
 /// Counts a unit written (its offsets are then committed to Kafka, for monitoring: the

@@ -144,34 +144,58 @@ impl Drop for WriteUnderWay {
 /// Whether a write beside the worker's thread may still make its work visible: asked before
 /// each step of it (the module's "A write that outlives the member's place in the group").
 /// Cheap: a clock reading and a flag, no request.
+///
+/// It holds the consumer weakly: a write still under way when the worker stops must not keep
+/// the consumer open (it closes, leaving the group, on the worker's own thread).
 #[derive(Clone)]
 pub struct Fence {
     /// The member's consumer: when its thread last polled, and librdkafka's word on its
     /// assignment.
-    consumer: Arc<BaseConsumer<SinkPositioned>>,
+    consumer: std::sync::Weak<BaseConsumer<SinkPositioned>>,
 }
 
+/// Why a [`Fence`] stopped a write (find it in an error's chain to count it apart).
+#[derive(Debug)]
+pub struct Fenced(String);
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fenced {}
+
 impl Fence {
-    /// `Ok` while this member holds its partitions for sure; otherwise an error saying why
-    /// the write stops uncommitted.
+    /// `Ok` unless this member may have lost its partitions: then a [`Fenced`] error saying
+    /// why the write stops uncommitted. The write is retried on the worker's thread (which
+    /// polls first, so it passes unless one write alone takes that long) while the partition
+    /// is still held, and dropped once it is revoked.
     pub fn check(&self) -> Result<()> {
-        let ctx = self.consumer.context();
+        let Some(consumer) = self.consumer.upgrade() else {
+            return Err(Fenced("the worker's consumer is closed: not committing".into()).into());
+        };
+        let ctx = consumer.context();
         let polled = Duration::from_millis(ctx.poll_started_ms.load(Ordering::Acquire));
         let since = ctx.started.elapsed().saturating_sub(polled);
         if since > ctx.rebalance_timeout / 2 {
-            anyhow::bail!(
+            return Err(Fenced(format!(
                 "the worker's thread has not polled Kafka for {:.1} s, half of max.poll.interval.ms ({} s): the \
                  group may give its partitions to another member before this write ends, so it stops \
-                 uncommitted and the partitions' owner reads its work again",
+                 uncommitted (if single writes take this long, raise --kafka-option max.poll.interval.ms or make \
+                 units smaller)",
                 since.as_secs_f64(),
                 ctx.rebalance_timeout.as_secs()
-            );
+            ))
+            .into());
         }
-        if self.consumer.assignment_lost() {
-            anyhow::bail!(
-                "this worker lost its place in the consumer group while writing (its session expired, or it \
-                 left the group): not committing; the partitions' next owner reads this work again"
-            );
+        if consumer.assignment_lost() {
+            return Err(Fenced(
+                "this worker lost its place in the consumer group while writing (its session expired, or it left \
+                 the group): not committing; the partitions' next owner reads this work again"
+                    .into(),
+            )
+            .into());
         }
         Ok(())
     }
@@ -412,9 +436,9 @@ pub const CONSUMER_TUNING: &[(&str, &str)] = &[
 
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
-    /// The librdkafka consumer (shared with the [`Fence`]s of writes beside the worker).
-    /// Poll it through [`WorkerConsumer::poll`].
-    pub consumer: Arc<BaseConsumer<SinkPositioned>>,
+    /// The librdkafka consumer (seen, weakly, by the [`Fence`]s of writes beside the
+    /// worker); polled only through [`WorkerConsumer::poll`].
+    consumer: Arc<BaseConsumer<SinkPositioned>>,
     /// The topic.
     pub topic: String,
 }
@@ -495,7 +519,17 @@ impl WorkerConsumer {
 
     /// The fence of this member's writes beside its thread ([`Fence`]).
     pub fn fence(&self) -> Fence {
-        Fence { consumer: self.consumer.clone() }
+        Fence { consumer: Arc::downgrade(&self.consumer) }
+    }
+
+    /// Leaves the group (on stopping, before the last writes).
+    pub fn unsubscribe(&self) {
+        self.consumer.unsubscribe();
+    }
+
+    /// The next offset to read of each assigned partition, as librdkafka holds it.
+    pub fn position(&self) -> KafkaResult<TopicPartitionList> {
+        self.consumer.position()
     }
 
     /// Assignment changes since the last call, in order.

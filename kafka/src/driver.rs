@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use cdrflow_schemas::{Cdr, Decoder, Format, Rejection};
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 
 use crate::registry::RegistryError;
@@ -245,7 +244,7 @@ pub fn run<S: Sink>(
     })?;
     tracing::info!(worker = S::WORKER, "stopping: writing what was read");
     w.sink.write(Due::All, &mut Io { consumer, dead_letters: &mut w.dead_letters, stats, stop })?;
-    consumer.consumer.unsubscribe();
+    consumer.unsubscribe();
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub mod settings;
 pub mod stats;
 
 pub use consumer::{
-    CONSUMER_TUNING, Fence, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer,
+    CONSUMER_TUNING, Fence, Fenced, GroupChange, PositionStore, Positioned, Retried, SinkPositioned, WorkerConsumer,
     WriteUnderWay, WritesUnderWay,
 };
 pub use dead_letter::DeadLetters;
