@@ -77,8 +77,7 @@ fn counters_and_dashboards_equal_the_ground_truth() {
     let after = http_get(19464, "/metrics").unwrap().1;
     assert_eq!(http_get(19464, "/readyz").unwrap().0, 200);
     assert!(sigterm(&mut worker), "SIGTERM: drain and exit 0");
-    let summary: cdrflow_feed::FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: cdrflow_feed::FeedSummary = feed_summary(&dir.path().join("truth.jsonl"));
     assert_eq!(metric(&after, "cdrflow_records_consumed_total{worker=\"aggregate\"}"), summary.messages);
     assert_eq!(metric(&after, "cdrflow_records_accepted_total{worker=\"aggregate\"}"), summary.valid_messages);
     assert_eq!(metric(&after, "cdrflow_records_rejected_total{worker=\"aggregate\""), summary.bad);

@@ -79,8 +79,7 @@ fn reconcile_and_backfill_agree_with_the_stream_and_name_each_fault() {
         "--truth",
         truth_path.to_str().unwrap(),
     ]);
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary = feed_summary(&dir.path().join("truth.jsonl"));
     assert!(summary.resent > 200, "the feed re-sends calls: {summary:?}");
     let archive = dir.path().join("archive");
     let common = ["--brokers", &kafka.bootstrap, "--topic", &topic, "--session-timeout-ms", "6000"];

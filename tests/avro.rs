@@ -267,11 +267,7 @@ fn an_evolving_avro_feed_is_archived_and_counted_exactly_through_kills_and_a_reg
     let log = std::fs::read_to_string(&al).unwrap();
     assert!(log.contains("fetching Avro writer schema"), "the aggregator waited for the registry");
 
-    let summaries: Vec<FeedSummary> = ["v1", "v2"]
-        .map(|n| {
-            serde_json::from_slice(&std::fs::read(d.join(format!("truth-{n}.jsonl.summary.json"))).unwrap()).unwrap()
-        })
-        .to_vec();
+    let summaries: Vec<FeedSummary> = ["v1", "v2"].map(|n| feed_summary(&d.join(format!("truth-{n}.jsonl")))).to_vec();
     let valid: u64 = summaries.iter().map(|s| s.valid_messages).sum();
     let distinct: u64 = summaries.iter().map(|s| s.distinct_calls).sum();
     let mut bad_by_reason: BTreeMap<String, u64> = BTreeMap::new();

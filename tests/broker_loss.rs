@@ -57,8 +57,7 @@ fn both_sinks_stay_exact_when_brokers_die_and_come_back() {
     kafka.start_again();
 
     assert!(feed.wait().unwrap().success(), "the feed's idempotent producer delivered everything");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary = feed_summary(&dir.path().join("truth.jsonl"));
     let marks = kafka.watermarks(&topic, 6);
     assert_eq!(marks.values().sum::<i64>(), summary.messages as i64, "the topic holds the feed, no more, no less");
     wait_until_logged(Duration::from_secs(180), "both sinks to catch up", &alog, || {

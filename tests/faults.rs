@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cdrflow_feed::FeedSummary;
 use common::*;
 
 /// The aggregator of these tests: [`aggregate_args`] flushing every 300 ms.
@@ -15,10 +14,6 @@ fn aggregate(bootstrap: &str, topic: &str, url: &str, db: &str, group: &str, ext
     let mut a = aggregate_args(bootstrap, topic, url, db, group, &["--flush-interval-ms", "300"]);
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-fn summary(truth: &std::path::Path) -> FeedSummary {
-    serde_json::from_slice(&std::fs::read(format!("{}.summary.json", truth.display())).unwrap()).unwrap()
 }
 
 /// Waits for both sinks to hold every partition of `topic` up to the broker's end, then
@@ -40,7 +35,7 @@ fn assert_both_sinks_exact(
     wait_until(Duration::from_secs(180), "the counters to catch up", || {
         rt.block_on(ch.positions(group, topic)).unwrap_or_default() == marks
     });
-    let s = summary(truth);
+    let s = feed_summary(truth);
     let archived = read_archive(out);
     assert_eq!(archived.rows, s.valid_messages, "every valid record archived once");
     assert_eq!(archived.call_ids.len() as u64, s.distinct_calls);
@@ -357,7 +352,7 @@ fn hostile_csv_lines_go_to_dead_letters_with_a_reason() {
     let marks = kafka.watermarks(&topic, 2);
     wait_until(Duration::from_secs(120), "the archive to catch up", || archive_positions(&out, &topic, 2) == marks);
     assert!(sigterm(&mut ing));
-    assert_eq!(read_archive(&out).rows, summary(&truth).valid_messages, "the good lines archived, once");
+    assert_eq!(read_archive(&out).rows, feed_summary(&truth).valid_messages, "the good lines archived, once");
     let dead = read_topic(&kafka.bootstrap, &format!("{topic}.dlq"));
     assert_eq!(dead.len(), hostile.len());
     for (i, (want, line)) in hostile.iter().enumerate() {

@@ -24,8 +24,7 @@ fn two_workers_archive_every_valid_record_once_and_dead_letter_the_rest() {
     let mut args: Vec<&str> = feed.to_vec();
     args.extend(["--brokers", &kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]);
     generate(&args);
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary = feed_summary(&dir.path().join("truth.jsonl"));
 
     let mut with_metrics = ingest_args(&kafka.bootstrap, &topic, &out, "ingest-e2e", &[]);
     with_metrics.extend(["--metrics-addr".to_owned(), "127.0.0.1:19465".to_owned()]);
@@ -179,28 +178,6 @@ fn sigkilled_ingest_workers_lose_and_duplicate_nothing(protocol: GroupProtocol) 
     wait_until_logged(Duration::from_secs(60), "the last worker to join", &final_log, || holds_partitions(&final_log));
     assert!(sigterm(&mut w), "SIGTERM: drain and exit 0; its log:\n{}", std::fs::read_to_string(&final_log).unwrap());
 
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    let archived = read_archive(&out);
-    let doubled: Vec<_> = archived.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
-    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
-    assert_eq!(archived.rows, summary.valid_messages, "every valid record, once");
-    // The commit markers account for every file and row; nothing uncommitted is left.
-    let a = cdrflow_archive::Archive::open_dir(&out).unwrap();
-    let mut listed = HashSet::new();
-    let mut rows = 0;
-    for p in 0..4 {
-        let units = a.committed(&topic, p).unwrap();
-        for w in units.windows(2) {
-            assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
-        }
-        for u in units {
-            rows += u.rows;
-            listed.extend(u.files.into_iter().map(|f| out.join(f.path)));
-        }
-    }
-    assert_eq!(rows, summary.valid_messages);
-    let on_disk: HashSet<_> =
-        files_under(&out).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
-    assert_eq!(on_disk, listed, "exactly the committed files are in the archive");
+    let archive = cdrflow_archive::Archive::open_dir(&out).unwrap();
+    assert_archive_exact(&archive, &topic, 4, &feed_summary(&truth));
 }

@@ -16,17 +16,9 @@ mod common;
 use std::time::Duration;
 
 use cdrflow_archive::Archive;
-use cdrflow_feed::FeedSummary;
 use common::*;
 
 const BUCKET: &str = "outlived-archive";
-
-/// The worker's environment: the archive's store (through `port`) and the caller key.
-fn env(port: u16) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = S3Server::env(port).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    env.push(("CDRFLOW_CALLER_KEY".into(), "test-caller-key-0123456789".into()));
-    env
-}
 
 #[test]
 fn a_write_that_outlives_the_members_place_in_the_group_does_not_commit() {
@@ -63,8 +55,8 @@ fn a_write_that_outlives_the_members_place_in_the_group_does_not_commit() {
     };
     let (first_log, second_log) = (d.join("ingest-1.log"), d.join("ingest-2.log"));
     let first_port = free_port();
-    let first_env = env(relay.port);
-    let first_env: Vec<(&str, &str)> = first_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let first_env = S3Server::worker_env(relay.port);
+    let first_env: Vec<(&str, &str)> = first_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut first = spawn_with_env(&args(first_port, "500"), &first_log, &first_env);
     let files = || {
         http_get(first_port, "/metrics")
@@ -79,8 +71,8 @@ fn a_write_that_outlives_the_members_place_in_the_group_does_not_commit() {
         relay.holding()
     });
     let stalled_below = kafka.watermarks(&topic, 2);
-    let second_env = env(s3.port);
-    let second_env: Vec<(&str, &str)> = second_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let second_env = S3Server::worker_env(s3.port);
+    let second_env: Vec<(&str, &str)> = second_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut second = spawn_with_env(&args(free_port(), "700"), &second_log, &second_env);
     // The second member archives past every offset of the stalled batch, then the store
     // answers the first one again.
@@ -103,21 +95,5 @@ fn a_write_that_outlives_the_members_place_in_the_group_does_not_commit() {
         archive.committed_positions(&topic, &[0, 1]).unwrap() == marks
     });
     assert!(sigterm(&mut first) && sigterm(&mut second), "both members drain and exit 0");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(d.join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    let mut listed = Vec::new();
-    for p in 0..2 {
-        let units = archive.committed(&topic, p).unwrap();
-        let ranges: Vec<(i64, i64)> = units.iter().map(|u| (u.first_offset, u.last_offset)).collect();
-        for w in ranges.windows(2) {
-            assert_eq!(w[0].1 + 1, w[1].0, "units of partition {p} are contiguous: {ranges:?}");
-        }
-        listed.extend(units.into_iter().flat_map(|u| u.files.into_iter().map(|f| f.path)));
-    }
-    let missing: Vec<_> = listed.iter().filter(|f| archive.get(f).is_err()).take(3).collect();
-    assert!(missing.is_empty(), "files that commits list but the archive lacks: {missing:?}");
-    let contents = read_parquet_files(listed.iter().map(|f| archive.get(f).unwrap()));
-    let doubled: Vec<_> = contents.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
-    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
-    assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
+    assert_archive_exact(&archive, &topic, 2, &feed_summary(&truth));
 }

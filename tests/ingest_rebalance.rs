@@ -12,17 +12,9 @@ mod common;
 use std::time::Duration;
 
 use cdrflow_archive::Archive;
-use cdrflow_feed::FeedSummary;
 use common::*;
 
 const BUCKET: &str = "rebalance-archive";
-
-/// The worker's environment: the archive's store (through `port`) and the caller key.
-fn env(port: u16) -> Vec<(&'static str, String)> {
-    let mut env = S3Server::env(port);
-    env.push(("CDRFLOW_CALLER_KEY", "test-caller-key-0123456789".into()));
-    env
-}
 
 #[test]
 fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice() {
@@ -35,7 +27,7 @@ fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice(
     let truth = d.join("truth.jsonl");
     let mut feed = stream_feed(&kafka.bootstrap, &topic, 24_000, 53, 2_000, 0.0, &truth, &d.join("generate.log"));
     let out = format!("s3://{BUCKET}/archive");
-    let env = env(relay.port);
+    let env = S3Server::worker_env(relay.port);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let args = |port: u16| {
         ingest_args(
@@ -75,18 +67,5 @@ fn a_revoke_waits_for_the_archive_write_under_way_and_nothing_is_archived_twice(
         archive.committed_positions(&topic, &[0, 1, 2, 3]).unwrap() == marks
     });
     assert!(sigterm(&mut first) && sigterm(&mut second), "both members drain and exit 0");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(d.join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    let mut listed = Vec::new();
-    for p in 0..4 {
-        let units = archive.committed(&topic, p).unwrap();
-        for w in units.windows(2) {
-            assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
-        }
-        listed.extend(units.into_iter().flat_map(|u| u.files.into_iter().map(|f| f.path)));
-    }
-    let contents = read_parquet_files(listed.iter().map(|f| archive.get(f).unwrap()));
-    let doubled: Vec<_> = contents.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
-    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
-    assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
+    assert_archive_exact(&archive, &topic, 4, &feed_summary(&truth));
 }

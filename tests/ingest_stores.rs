@@ -10,10 +10,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use cdrflow_archive::Archive;
-use cdrflow_feed::FeedSummary;
 use common::*;
 
-const KEY: &str = "test-caller-key-0123456789";
 const BUCKET: &str = "hotline-archive";
 
 /// `cdrflow ingest` of `topic` into `out` as `group` (each test its own: they may run at once).
@@ -45,26 +43,6 @@ fn scrape(port: u16, name: &str) -> u64 {
     http_get(port, "/metrics").map(|(_, body)| metric(&body, name)).unwrap_or(0)
 }
 
-/// Asserts the archive holds every valid record of `topic`'s feed once, and exactly the
-/// files its commit markers list.
-fn assert_exact(archive: &Archive, topic: &str, summary: &FeedSummary, partitions: i32) {
-    let mut listed = Vec::new();
-    for p in 0..partitions {
-        let units = archive.committed(topic, p).unwrap();
-        for w in units.windows(2) {
-            assert_eq!(w[0].last_offset + 1, w[1].first_offset, "units of partition {p} are contiguous");
-        }
-        listed.extend(units.into_iter().flat_map(|u| u.files.into_iter().map(|f| f.path)));
-    }
-    listed.sort();
-    let files = archive.data_files().unwrap();
-    assert_eq!(files, listed, "exactly the committed files are in {}", archive.describe());
-    let contents = read_parquet_files(files.iter().map(|f| archive.get(f).unwrap()));
-    let doubled: Vec<_> = contents.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
-    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
-    assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
-}
-
 /// Waits for the worker to archive the whole feed, stops it, and checks the archive.
 fn finish(
     archive: &Archive,
@@ -77,9 +55,7 @@ fn finish(
         archive.committed_positions(topic, &[0, 1, 2, 3]).unwrap() == *marks
     });
     assert!(sigterm(worker), "SIGTERM: drain and exit 0");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    assert_exact(archive, topic, &summary, 4);
+    assert_archive_exact(archive, topic, 4, &feed_summary(&dir.join("truth.jsonl")));
 }
 
 #[test]
@@ -95,8 +71,7 @@ fn an_s3_archive_survives_the_store_going_away() {
 
     let out = format!("s3://{BUCKET}/hotlines/archive");
     let metrics_port = free_port();
-    let mut env = S3Server::env(relay.port);
-    env.push(("CDRFLOW_CALLER_KEY", KEY.into()));
+    let env = S3Server::worker_env(relay.port);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let log = dir.path().join("ingest.log");
     let mut worker =
@@ -178,7 +153,7 @@ fn a_full_disk_pauses_the_worker_and_loses_nothing() {
     let metrics_port = free_port();
     let log = dir.path().join("ingest.log");
     let args = ingest_args(&kafka.bootstrap, &topic, "ingest-stores-disk", out.to_str().unwrap(), metrics_port);
-    let mut worker = spawn_with_env(&args, &log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    let mut worker = spawn_ingest(&args, &log);
     wait_until(Duration::from_secs(60), "the disk to fill up", || {
         scrape(metrics_port, "cdrflow_sink_errors_total{worker=\"ingest\"") > 0
     });
@@ -219,14 +194,14 @@ fn a_partition_paused_lost_and_assigned_back_is_read_again() {
     let group = "ingest-stores-assigned-back";
     let (first_port, first_log) = (free_port(), dir.path().join("ingest-1.log"));
     let args = |port| ingest_args(&kafka.bootstrap, &topic, group, out.to_str().unwrap(), port);
-    let mut first = spawn_with_env(&args(first_port), &first_log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    let mut first = spawn_ingest(&args(first_port), &first_log);
     wait_until_logged(Duration::from_secs(60), "the disk to fill up", &first_log, || {
         scrape(first_port, "cdrflow_sink_errors_total{worker=\"ingest\"") > 0
     });
     // A second member joins while the first retries with its partitions paused: the first
     // gives every partition up, and gets some of them back.
     let second_log = dir.path().join("ingest-2.log");
-    let mut second = spawn_with_env(&args(free_port()), &second_log, &[("CDRFLOW_CALLER_KEY", KEY)]);
+    let mut second = spawn_ingest(&args(free_port()), &second_log);
     let assignments = |log: &std::path::Path| {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         text.lines().filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]")).count()
@@ -245,7 +220,5 @@ fn a_partition_paused_lost_and_assigned_back_is_read_again() {
         archive.committed_positions(&topic, &[0, 1, 2, 3]).unwrap() == marks
     });
     assert!(sigterm(&mut first) && sigterm(&mut second), "both members drain and exit 0");
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
-    assert_exact(&archive, &topic, &summary, 4);
+    assert_archive_exact(&archive, &topic, 4, &feed_summary(&truth));
 }

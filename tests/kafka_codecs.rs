@@ -72,8 +72,7 @@ fn every_codec_from_the_java_producer_is_read_by_both_workers_exactly() {
         "--truth",
         truth_path.to_str().unwrap(),
     ]);
-    let summary: FeedSummary =
-        serde_json::from_slice(&std::fs::read(dir.path().join("truth.jsonl.summary.json")).unwrap()).unwrap();
+    let summary: FeedSummary = feed_summary(&dir.path().join("truth.jsonl"));
     // A fifth of the feed per codec, in order, each by the Java producer.
     let lines: Vec<String> = std::fs::read_to_string(&feed).unwrap().lines().map(str::to_owned).collect();
     let per = lines.len().div_ceil(CODECS.len());

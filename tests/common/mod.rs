@@ -493,6 +493,43 @@ pub fn wait_until_logged(limit: Duration, what: &str, log: &Path, mut done: impl
     }
 }
 
+/// The summary `cdrflow generate` wrote beside its ground truth at `truth`.
+pub fn feed_summary(truth: &Path) -> cdrflow_feed::FeedSummary {
+    let path = format!("{}.summary.json", truth.display());
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))).unwrap()
+}
+
+/// Asserts that the archive holds every valid record of `topic`'s feed once: each of its
+/// `partitions` in contiguous units, exactly the files the commit markers list and no
+/// other, their rows the manifests' rows, and no call id twice.
+pub fn assert_archive_exact(
+    archive: &cdrflow_archive::Archive,
+    topic: &str,
+    partitions: i32,
+    summary: &cdrflow_feed::FeedSummary,
+) {
+    let (mut listed, mut manifest_rows) = (Vec::new(), 0);
+    for p in 0..partitions {
+        let units = archive.committed(topic, p).unwrap();
+        let ranges: Vec<(i64, i64)> = units.iter().map(|u| (u.first_offset, u.last_offset)).collect();
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0, "units of partition {p} are contiguous: {ranges:?}");
+        }
+        for u in units {
+            manifest_rows += u.rows;
+            listed.extend(u.files.into_iter().map(|f| f.path));
+        }
+    }
+    listed.sort();
+    let files = archive.data_files().unwrap();
+    assert_eq!(files, listed, "exactly the committed files are in {}", archive.describe());
+    assert_eq!(manifest_rows, summary.valid_messages, "the commit markers count every valid record once");
+    let contents = read_parquet_files(files.iter().map(|f| archive.get(f).unwrap()));
+    let doubled: Vec<_> = contents.call_ids.iter().filter(|(_, n)| **n > 1).take(3).collect();
+    assert!(doubled.is_empty(), "call ids archived twice: {doubled:?}");
+    assert_eq!(contents.rows, summary.valid_messages, "every valid record, once");
+}
+
 /// A tiny deterministic random source for kill timings (no extra dependency).
 pub struct Jitter(pub u64);
 impl Jitter {
@@ -1076,6 +1113,14 @@ impl S3Server {
         s.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
         S3Server { port, child }
+    }
+
+    /// An ingest worker's environment: its archive's store at `endpoint_port` (the server,
+    /// or a relay to it) and the caller key.
+    pub fn worker_env(endpoint_port: u16) -> Vec<(&'static str, String)> {
+        let mut env = Self::env(endpoint_port);
+        env.push(("CDRFLOW_CALLER_KEY", CALLER_KEY.into()));
+        env
     }
 
     /// The environment of a client of the server at `endpoint_port` (it, or a relay to it).
