@@ -331,10 +331,11 @@ impl<S: Sink> Worker<'_, S> {
     /// are applied to the sink right after the poll that saw them (librdkafka's rebalance
     /// callbacks run inside `poll`, on this thread: [`crate::consumer`] explains the
     /// protocol).
-    fn read(&mut self, batch: &mut Batch, mut wait: Duration, max: usize) {
+    fn read(&mut self, batch: &mut Batch, wait: Duration, max: usize) {
+        let mut first = true;
         while batch.read.len() < max && batch.bytes.len() < BATCH_BYTES {
-            let polled = self.consumer.poll(wait);
-            wait = Duration::ZERO;
+            let polled = if first { self.consumer.poll(wait) } else { self.consumer.poll_more() };
+            first = false;
             let epoch = self.consumer.positioned().epoch();
             if epoch != self.changes_seen {
                 self.changes_seen = epoch;
