@@ -266,7 +266,7 @@ impl Archive {
     /// `may_go_on` is asked before each step (the intents, the data files, the commits; on a
     /// filesystem, before the intents are written and before the data files and the commits
     /// are renamed into place); an error stops the write there, uncommitted. An ingest worker
-    /// passes its place in the consumer group ([`cdrflow_kafka::Fence`]): a write that
+    /// passes its place in the consumer group (`cdrflow_kafka::Fence`): a write that
     /// outlived it must not commit over the partition's next owner.
     pub fn write_units(&self, units: &[EncodedUnit], may_go_on: &dyn Fn() -> Result<()>) -> Result<()> {
         if units.is_empty() {

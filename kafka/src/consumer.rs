@@ -41,8 +41,8 @@
 //! committed, the partition would hold two units over the same offsets, or a commit listing
 //! files the new owner removed. So a write beside the worker's thread asks a [`Fence`]
 //! before each step that makes it visible, and stops there, uncommitted, once either holds:
-//! - the worker's thread has not started a poll for half of `max.poll.interval.ms`
-//!   ([`WorkerConsumer::poll`] stamps each): a rebalance begun meanwhile may go on
+//! - the worker's thread has not started a read for half of `max.poll.interval.ms`
+//!   ([`WorkerConsumer::poll`] stamps the first poll of each): a rebalance begun meanwhile may go on
 //!   without this member before the write ends, and half the timeout is left for a step
 //!   already past its check;
 //! - librdkafka says the assignment is lost ([`Consumer::assignment_lost`]: the session
@@ -437,7 +437,7 @@ pub const CONSUMER_TUNING: &[(&str, &str)] = &[
 /// A worker's consumer: one topic, one group, positions from the sink.
 pub struct WorkerConsumer {
     /// The librdkafka consumer (seen, weakly, by the [`Fence`]s of writes beside the
-    /// worker); polled only through [`WorkerConsumer::poll`].
+    /// worker); polled only through [`WorkerConsumer::poll`] and [`WorkerConsumer::poll_more`].
     consumer: Arc<BaseConsumer<SinkPositioned>>,
     /// The topic.
     pub topic: String,
@@ -685,7 +685,7 @@ impl WorkerConsumer {
     /// stays bounded), the group is served while waiting with backoff (`on_change` sees
     /// every assignment change), and the unit is abandoned if `partition` is revoked.
     /// Gives up with an error only when the process is stopping, or when a message read
-    /// while waiting cannot be put back ([`WorkerConsumer::put_back`]).
+    /// while waiting cannot be put back (`WorkerConsumer::put_back`).
     pub fn retry_paused<T>(
         &self,
         partition: i32,
