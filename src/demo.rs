@@ -130,14 +130,47 @@ fn spawn_self(args: &[&str], log: &Path, envs: &[(&str, &str)]) -> Result<Child>
     cmd.spawn().with_context(|| format!("starting cdrflow {}", args[0]))
 }
 
+/// The file that marks a directory as a demo's workdir: the only kind of directory with
+/// files in it that the demo clears.
+const WORKDIR_MARK: &str = ".cdrflow-demo";
+const WORKDIR_MARK_TEXT: &str = "made by `cdrflow demo`, which clears this directory when it runs in it again\n";
+
+/// Clears `work` for a new run: a directory the demo made before (it holds
+/// [`WORKDIR_MARK`]), or an empty one. Anything else is refused untouched: `--workdir .` or
+/// a mistyped path must not delete what is there.
+fn clear_workdir(work: &Path) -> Result<()> {
+    let meta = match std::fs::metadata(work) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading --workdir {}", work.display())),
+    };
+    if !meta.is_dir() {
+        bail!(
+            "--workdir {} exists and is not a directory: the demo needs a directory of its own; choose a new path (nothing was changed)",
+            work.display()
+        );
+    }
+    let mut entries = std::fs::read_dir(work).with_context(|| format!("reading --workdir {}", work.display()))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !work.join(WORKDIR_MARK).is_file() {
+        bail!(
+            "--workdir {} holds files and is not a directory the demo made (it has no {WORKDIR_MARK}): the demo clears its workdir, so it refuses this one; choose a new or empty directory (nothing was changed)",
+            work.display()
+        );
+    }
+    std::fs::remove_dir_all(work).with_context(|| format!("clearing the demo's earlier workdir {}", work.display()))
+}
+
 /// Runs the demo.
 pub fn run(opts: DemoOptions) -> Result<()> {
     let t0 = Instant::now();
     let work = &opts.workdir;
-    if work.exists() {
-        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
-    }
-    std::fs::create_dir_all(work.join("logs"))?;
+    clear_workdir(work)?;
+    std::fs::create_dir_all(work.join("logs")).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::write(work.join(WORKDIR_MARK), WORKDIR_MARK_TEXT)
+        .with_context(|| format!("marking {}", work.display()))?;
     let work = std::fs::canonicalize(work)?;
     let mut started = Started {
         children: Vec::new(),

@@ -156,6 +156,44 @@ fn the_demo_never_drops_a_database_it_did_not_create_and_honours_the_clickhouse_
     assert!(stderr(&o).contains(&format!("ClickHouse at {url} did not answer")), "{}", stderr(&o));
 }
 
+/// The demo clears its workdir, so it takes only a new or empty directory, or one an earlier
+/// demo made: `--workdir .` or a mistyped path never deletes what is there.
+#[test]
+fn the_demo_clears_only_a_workdir_it_made_itself() {
+    let dir = TestDir::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{closed}");
+    let demo = |work: &std::path::Path| {
+        cdrflow(&["demo", "--workdir", work.to_str().unwrap()], &[("CDRFLOW_CLICKHOUSE_URL", &url)])
+    };
+
+    // Someone's directory, and a file: refused before anything runs, untouched.
+    let precious = dir.path().join("precious");
+    std::fs::create_dir_all(precious.join("sub")).unwrap();
+    std::fs::write(precious.join("sub/data.parquet"), b"PAR1").unwrap();
+    let o = demo(&precious);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a directory the demo made"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("ClickHouse at"), "refused before ClickHouse was asked: {}", stderr(&o));
+    assert_eq!(std::fs::read(precious.join("sub/data.parquet")).unwrap(), b"PAR1");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"keep").unwrap();
+    let o = demo(&file);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+
+    // A new directory is made and marked; a later run clears what the earlier one left.
+    let work = dir.path().join("demo");
+    let o = demo(&work);
+    assert!(stderr(&o).contains(&format!("ClickHouse at {url} did not answer")), "{}", stderr(&o));
+    assert!(work.join(".cdrflow-demo").is_file(), "the demo marks the directory it made");
+    std::fs::write(work.join("left-by-the-last-run"), b"x").unwrap();
+    let o = demo(&work);
+    assert!(stderr(&o).contains(&format!("ClickHouse at {url} did not answer")), "{}", stderr(&o));
+    assert!(!work.join("left-by-the-last-run").exists(), "the demo's own workdir is cleared");
+}
+
 #[test]
 fn config_check_names_every_missing_secret_at_once() {
     let dir = TestDir::new();
@@ -247,4 +285,34 @@ fn an_avro_feed_without_a_registry_or_a_topic_is_refused_with_the_fix() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("schema registry at http://127.0.0.1:9/apis/ccompat/v7 unreachable"), "{}", stderr(&o));
     assert!(stderr(&o).contains("registry.sh start"), "{}", stderr(&o));
+}
+
+/// `validate` never writes its rejects over the file it reads, and an empty input is a
+/// check of nothing: it says so and fails.
+#[test]
+fn validate_refuses_its_input_as_the_rejects_file_and_fails_on_nothing_read() {
+    let dir = TestDir::new();
+    let feed = dir.path().join("feed.jsonl");
+    let record = r#"{"call_id":"38-1","region":38,"dialled":"122","start":"2022-02-14T09:00:00Z","end":"2022-02-14T09:03:12Z","disposition":"busy"}"#;
+    std::fs::write(&feed, format!("{record}\nnot json\n")).unwrap();
+    let path = feed.to_str().unwrap();
+    // The same file under another spelling is still the same file.
+    let other_spelling = format!("{}/./feed.jsonl", dir.path().display());
+    let o = cdrflow(&["validate", "--format", "json", "--rejects", &other_spelling, path], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is the file being validated"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&feed).unwrap(), format!("{record}\nnot json\n"), "the feed is untouched");
+
+    let rejects = dir.path().join("rejects.tsv");
+    let o = cdrflow(&["validate", "--format", "json", "--rejects", rejects.to_str().unwrap(), path], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((report["accepted"].as_u64(), report["rejected"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(std::fs::read_to_string(&rejects).unwrap().lines().count(), 1);
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, b"").unwrap();
+    let o = cdrflow(&["validate", "--format", "json", empty.to_str().unwrap()], &[]);
+    assert!(!o.status.success(), "an empty file validated nothing");
+    assert!(stderr(&o).contains("no records in") && stderr(&o).contains("empty.jsonl"), "{}", stderr(&o));
 }

@@ -12,7 +12,8 @@ pub struct DemoArgs {
     /// Seed of the feed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where the feed, the archive and the logs go (cleared first).
+    /// Where the feed, the archive and the logs go: a new or empty directory, or one an earlier
+    /// demo made (it holds .cdrflow-demo), which is cleared first; any other is refused.
     #[arg(long, default_value = "cdrflow-demo")]
     workdir: PathBuf,
     /// Kafka partitions of the demo's topic.

@@ -46,6 +46,17 @@ pub fn run(a: ValidateArgs) -> Result<()> {
     let lines = super::lines(a.lines.as_ref())?;
     let csv = super::csv_feed(a.region)?;
     let format: Format = a.format.into();
+    if let Some(rejects) = &a.rejects
+        && a.brokers.is_none()
+        && a.file.as_os_str() != "-"
+        && let (Ok(r), Ok(f)) = (std::fs::canonicalize(rejects), std::fs::canonicalize(&a.file))
+        && r == f
+    {
+        bail!(
+            "--rejects {} is the file being validated: writing the rejects there would empty it first; name another file (nothing was changed)",
+            rejects.display()
+        );
+    }
     let mut rejects = match &a.rejects {
         Some(p) => Some(BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
         None => None,
@@ -92,5 +103,13 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         w.flush()?;
     }
     println!("{}", serde_json::to_string(&report)?);
+    if report.accepted + report.rejected == 0 {
+        let source = match &a.brokers {
+            Some(brokers) => format!("topic {} on {brokers}", a.topic),
+            None if a.file.as_os_str() == "-" => "standard input".to_owned(),
+            None => a.file.display().to_string(),
+        };
+        bail!("no records in {source}: nothing was validated; check the file or topic");
+    }
     Ok(())
 }
