@@ -52,7 +52,10 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
         truth_path.to_str().unwrap(),
     ]);
     let archive = dir.path().join("archive");
-    let ingest = ingest_args(&kafka.bootstrap, &topic, &archive, "ops-ingest", &[]);
+    let mut ingest = ingest_args(&kafka.bootstrap, &topic, &archive, "ops-ingest", &[]);
+    // Units of at most 1 000 rows: each partition's 3 000 in several, for the lagging archive.
+    let rows = ingest.iter().position(|a| a == "--max-rows").unwrap() + 1;
+    ingest[rows] = "1000".into();
     let aggregate =
         aggregate_args(&kafka.bootstrap, &topic, &server.url(), DB, "ops-aggregate", &["--flush-interval-ms", "300"]);
     let (ilog, alog) = (dir.path().join("ingest.log"), dir.path().join("aggregate.log"));
@@ -125,9 +128,43 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
     assert!(o.status.success(), "{}", text(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(plan["emptied_cells"].as_u64().unwrap() > 0, "{plan}");
-    assert_eq!(plan["emptied_cells"], plan["unjustified_cells"], "{plan}");
+    assert_eq!(plan["lowered_cells"], plan["unjustified_cells"], "{plan}");
     assert!(plan["offered_now"].as_u64().unwrap() > plan["offered_after"].as_u64().unwrap());
     untouched("a dry run");
+
+    // An archive that lags the stream (each partition's newest unit not committed yet): the
+    // cells that unit's calls share with earlier units would only be lowered, not emptied,
+    // and the archive cannot vouch for those calls either.
+    let lagging = dir.path().join("lagging");
+    copy_dir(&archive, &lagging);
+    for p in 0..4 {
+        let commits = lagging.join(format!("_cdrflow/commits/{topic}/p{p:03}"));
+        let units: Vec<_> = std::fs::read_dir(&commits).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(units.len() > 1, "partition {p} was archived in several units: {units:?}");
+        std::fs::remove_file(units.iter().max().unwrap()).unwrap();
+    }
+    let lg = lagging.to_str().unwrap();
+    let o = backfill(&["--from", lg, "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (lowered, emptied) = (plan["lowered_cells"].as_u64().unwrap(), plan["emptied_cells"].as_u64().unwrap());
+    assert!(lowered > emptied, "cells lowered without being emptied: {plan}");
+    assert_eq!(plan["unjustified_cells"].as_u64(), Some(lowered), "{plan}");
+    assert_eq!(
+        plan["offered_now"].as_u64().unwrap() - plan["offered_after"].as_u64().unwrap(),
+        plan["offered_lowered"].as_u64().unwrap(),
+        "every call the rebuild would take off is in a lowered cell: {plan}"
+    );
+    // Listed among the reasons: a cell that keeps some of its calls.
+    let kept_some = |why: &serde_json::Value| {
+        let why = why.as_str().unwrap();
+        why.split_once(" calls now, ").and_then(|(_, rest)| rest.split_once(' ')).is_some_and(|(n, _)| n != "0")
+    };
+    assert!(plan["unjustified"].as_array().unwrap().iter().any(kept_some), "{plan}");
+    let o = backfill(&["--from", lg]);
+    refused(&o, "calls now, ");
+    refused(&o, "no committed archive unit covers");
+    untouched("a lagging archive");
 
     // Audits: a missing archive, a reversed range, an empty range, mistyped groups.
     let reconcile_topic = |topic: &str, extra: &[&str]| -> Output {

@@ -286,18 +286,23 @@ pub struct Plan {
     pub replaced_cells: usize,
     /// Cells that count calls now and none in the archive: written as zeros.
     pub emptied_cells: usize,
+    /// Cells whose calls the rebuild lowers, the emptied ones included.
+    pub lowered_cells: usize,
     /// Calls the dashboards count in the selection now.
     pub offered_now: u64,
     /// Calls they will count after the rebuild.
     pub offered_after: u64,
     /// Calls in the emptied cells.
     pub offered_emptied: u64,
-    /// Emptied cells the archive cannot vouch for (their calls may be in the archive under
-    /// another path, topic or date, or lost from it), with why; at most 20 are listed.
+    /// Calls the lowered cells lose.
+    pub offered_lowered: u64,
+    /// Lowered cells the archive cannot vouch for (the calls they would lose may be in the
+    /// archive under another path, topic or date, not archived yet, or lost from it), with
+    /// why; at most 20 are listed.
     pub unjustified: Vec<String>,
-    /// How many emptied cells the archive cannot vouch for.
+    /// How many lowered cells the archive cannot vouch for.
     pub unjustified_cells: usize,
-    /// Calls in them.
+    /// The calls they would lose.
     pub unjustified_offered: u64,
     /// Dates in the selection with counters on the dashboards and no file in the archive.
     pub dates_without_files: Vec<String>,
@@ -311,13 +316,15 @@ pub struct Rebuild {
     cells: PartitionRollup,
 }
 
-/// Works out what rebuilding `sel` from `recomputed` would replace. An emptied cell (calls
-/// on the dashboards, none in the archive) is justified only when every streaming flush
-/// that counted it came from this topic and the archive's committed units cover all of that
-/// flush's offsets: then the archive read every message the stream counted there, and a
-/// call it does not hold is a call that is not there (a correction moved it). Otherwise the
-/// cell goes into [`Plan::unjustified`], and [`Plan::refusal`] explains why writing it
-/// would destroy counts.
+/// Works out what rebuilding `sel` from `recomputed` would replace. A lowered cell (fewer
+/// calls in the archive than on the dashboards, none at all for an emptied one) is
+/// justified only when every streaming flush that counted it came from this topic and the
+/// archive's committed units cover all of that flush's offsets: then the archive read every
+/// message the stream counted there, and a call it does not hold is a call that is not
+/// there (a correction moved it, or a re-send past the window was counted twice).
+/// Otherwise (an archive that lags the stream, lost units, or holds another deployment's
+/// feed) the cell goes into [`Plan::unjustified`], and [`Plan::refusal`] explains why
+/// writing it would destroy counts.
 pub async fn plan(
     ch: &ClickHouse,
     sel: &Selection,
@@ -338,36 +345,48 @@ pub async fn plan(
     let mut cells = std::mem::take(&mut recomputed.rollup);
     plan.offered_after = cells.rows.values().map(|c| c.counters.offered).sum();
     let now = ch.current_offered(from, to, sel.region).await?;
-    let mut emptied: BTreeMap<(u8, String, i64), u64> = BTreeMap::new();
+    // The cells the rebuild would lower: calls now, calls after.
+    let mut lowered: BTreeMap<(u8, String, i64), (u64, u64)> = BTreeMap::new();
+    let mut emptied = Vec::new();
     let mut dates_without = std::collections::BTreeSet::new();
     for (region, line_id, hour, offered) in now {
         plan.offered_now += offered;
         let Some(line) = lines.by_id(&line_id) else { continue };
         let key = HourKey { region: RegionCode(region), line, hour };
-        if cells.rows.contains_key(&key) {
-            plan.replaced_cells += 1;
-        } else if offered > 0 {
-            emptied.insert((region, line_id, hour), offered);
-            let date = jiff::Timestamp::from_second(hour)?.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
-            if !recomputed.dates.contains(&date) {
-                dates_without.insert(date);
+        match cells.rows.get(&key) {
+            Some(cell) => {
+                plan.replaced_cells += 1;
+                if cell.counters.offered < offered {
+                    lowered.insert((region, line_id, hour), (offered, cell.counters.offered));
+                }
             }
+            None if offered > 0 => {
+                plan.offered_emptied += offered;
+                emptied.push(key);
+                lowered.insert((region, line_id, hour), (offered, 0));
+                let date = jiff::Timestamp::from_second(hour)?.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+                if !recomputed.dates.contains(&date) {
+                    dates_without.insert(date);
+                }
+            }
+            None => {}
         }
     }
     plan.new_cells = cells.rows.len() - plan.replaced_cells;
     plan.emptied_cells = emptied.len();
-    plan.offered_emptied = emptied.values().sum();
+    plan.lowered_cells = lowered.len();
+    plan.offered_lowered = lowered.values().map(|(now, after)| now - after).sum();
     plan.dates_without_files = dates_without.into_iter().collect();
-    if !emptied.is_empty() {
+    if !lowered.is_empty() {
         let mut sources: BTreeMap<(u8, String, i64), Vec<CellSource>> = BTreeMap::new();
         for s in ch.cell_sources(from, to, sel.region).await? {
-            if emptied.contains_key(&(s.region, s.line.clone(), s.hour as i64)) {
+            if lowered.contains_key(&(s.region, s.line.clone(), s.hour as i64)) {
                 sources.entry((s.region, s.line.clone(), s.hour as i64)).or_default().push(s);
             }
         }
-        for ((region, line_id, hour), offered) in &emptied {
+        for ((region, line_id, hour), (now, after)) in &lowered {
             let at = format!(
-                "region {region} line {line_id} {} ({offered} calls)",
+                "region {region} line {line_id} {} ({now} calls now, {after} in the archive)",
                 jiff::Timestamp::from_second(*hour).map(|t| t.to_string()).unwrap_or_default()
             );
             let why = match sources.get(&(*region, line_id.clone(), *hour)) {
@@ -388,16 +407,15 @@ pub async fn plan(
             };
             if let Some(why) = why {
                 plan.unjustified_cells += 1;
-                plan.unjustified_offered += offered;
+                plan.unjustified_offered += now - after;
                 if plan.unjustified.len() < 20 {
                     plan.unjustified.push(why);
                 }
             }
         }
-        for (region, line_id, hour) in emptied.into_keys() {
-            let line = lines.by_id(&line_id).expect("known above");
-            cells.rows.insert(HourKey { region: RegionCode(region), line, hour }, crate::rollup::Cell::default());
-        }
+    }
+    for key in emptied {
+        cells.rows.insert(key, crate::rollup::Cell::default());
     }
     plan.cells = cells.rows.len();
     Ok(Rebuild { plan, cells })
@@ -411,8 +429,8 @@ impl Plan {
             return None;
         }
         let mut why = format!(
-            "refusing to rebuild: it would empty {} cells that count {} calls on the dashboards now, and the archive at {archive} cannot vouch that those calls are not there",
-            self.unjustified_cells, self.unjustified_offered
+            "refusing to rebuild: it would take {} calls off {} cells of the dashboards (emptying or lowering them), and the archive at {archive} cannot vouch that those calls are not there",
+            self.unjustified_offered, self.unjustified_cells
         );
         if !self.dates_without_files.is_empty() {
             why.push_str(&format!(
@@ -427,7 +445,7 @@ impl Plan {
             why.push_str(&format!("\n  … and {} more", self.unjustified_cells - self.unjustified.len()));
         }
         why.push_str(
-            "\nCheck --from, --topic, the dates and --region. If those calls are truly gone from the archive, --allow-empty writes zeros over them. Nothing was written.",
+            "\nCheck --from, --topic, the dates and --region. If those calls are truly gone from the archive, --allow-empty writes the archive's counts (zeros where it holds none) over them. Nothing was written.",
         );
         Some(why)
     }

@@ -27,8 +27,9 @@ pub struct BackfillArgs {
     /// Print what the rebuild would replace (as JSON) and write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Write zeros over cells that count calls now although the archive cannot vouch that
-    /// those calls are gone (by default such a rebuild is refused).
+    /// Write the archive's counts over cells that count more calls now (zeros over those it
+    /// holds none of) although the archive cannot vouch that those calls are gone: it may
+    /// lag the stream or have lost units (by default such a rebuild is refused).
     #[arg(long)]
     allow_empty: bool,
     /// Threads that read a date's files and count its calls (in as many shards, for the
@@ -93,6 +94,8 @@ pub fn run(a: BackfillArgs) -> Result<()> {
         new = plan.new_cells,
         replaced = plan.replaced_cells,
         emptied = plan.emptied_cells,
+        lowered = plan.lowered_cells,
+        offered_lowered = plan.offered_lowered,
         offered_now = plan.offered_now,
         offered_after = plan.offered_after,
         "the rebuild replaces {} cells counting {} calls with the archive's {} calls",
@@ -107,7 +110,7 @@ pub fn run(a: BackfillArgs) -> Result<()> {
             tracing::warn!(
                 cells = plan.unjustified_cells,
                 calls = plan.unjustified_offered,
-                "--allow-empty: writing zeros over cells the archive cannot vouch for"
+                "--allow-empty: lowering cells the archive cannot vouch for"
             );
         } else {
             bail!(why);
