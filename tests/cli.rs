@@ -316,3 +316,30 @@ fn validate_refuses_its_input_as_the_rejects_file_and_fails_on_nothing_read() {
     assert!(!o.status.success(), "an empty file validated nothing");
     assert!(stderr(&o).contains("no records in") && stderr(&o).contains("empty.jsonl"), "{}", stderr(&o));
 }
+
+/// Each kind of worker reads its own group variable, so one environment shared by both
+/// cannot put them in one Kafka group (each would read only part of the topic); the old
+/// shared variable is refused rather than ignored (ignoring it would start a worker in the
+/// default group, from the topic's start).
+#[test]
+fn ingest_workers_and_aggregators_read_their_own_group_variables() {
+    let both = [("CDRFLOW_INGEST_GROUP", "archive-workers"), ("CDRFLOW_AGGREGATE_GROUP", "counter-workers")];
+    let key = ("CDRFLOW_CALLER_KEY", "0123456789abcdef0123456789abcdef");
+    let dry = |cmd: &str, envs: &[(&str, &str)]| -> Output {
+        let mut args = vec![cmd, "--dry-run", "--brokers", "127.0.0.1:1"];
+        args.extend(match cmd {
+            "ingest" => ["--out", "/nonexistent/never-made"],
+            _ => ["--clickhouse", "http://127.0.0.1:1"],
+        });
+        cdrflow(&args, envs)
+    };
+    for (cmd, group) in [("ingest", "archive-workers"), ("aggregate", "counter-workers")] {
+        let o = dry(cmd, &[both[0], both[1], key]);
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(shown["kafka"]["group"], group, "{cmd}: {shown}");
+        let o = dry(cmd, &[("CDRFLOW_GROUP", "shared"), both[0], both[1], key]);
+        assert!(!o.status.success(), "{cmd} with CDRFLOW_GROUP set");
+        assert!(stderr(&o).contains("CDRFLOW_GROUP is set, but is no longer read"), "{cmd}: {}", stderr(&o));
+    }
+}

@@ -142,7 +142,7 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
     assert!(o.status.success(), "{}", text(&o));
     let checked: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(checked["ingest_environment"]["CDRFLOW_OUT"], "s3://cdr-archive/hotlines");
-    assert_eq!(checked["aggregate_environment"]["CDRFLOW_GROUP"], "cdrflow-aggregate");
+    assert_eq!(checked["aggregate_environment"]["CDRFLOW_AGGREGATE_GROUP"], "cdrflow-aggregate");
     assert_eq!(checked["kafka_properties"]["security.protocol"], "SASL_SSL", "TLS + SASL pass through to librdkafka");
     assert!(!text(&o).contains("pw\""), "no secret printed");
 

@@ -261,7 +261,7 @@ impl ConfigFile {
         ];
         match command {
             "ingest" => env.extend([
-                ("CDRFLOW_GROUP", self.ingest.group.clone()),
+                ("CDRFLOW_INGEST_GROUP", self.ingest.group.clone()),
                 ("CDRFLOW_OUT", self.ingest.out.clone()),
                 ("CDRFLOW_MAX_ROWS", self.ingest.max_rows.map(|v| v.to_string())),
                 ("CDRFLOW_MAX_MIB", self.ingest.max_mib.map(|v| v.to_string())),
@@ -269,12 +269,17 @@ impl ConfigFile {
                 ("CDRFLOW_DEAD_LETTER_TOPIC", self.ingest.dead_letter_topic.clone()),
             ]),
             "aggregate" => env.extend([
-                ("CDRFLOW_GROUP", self.aggregate.group.clone()),
+                ("CDRFLOW_AGGREGATE_GROUP", self.aggregate.group.clone()),
                 ("CDRFLOW_FLUSH_INTERVAL_MS", self.aggregate.flush_interval_ms.map(|v| v.to_string())),
                 ("CDRFLOW_FLUSH_MAX_MESSAGES", self.aggregate.flush_max_messages.map(|v| v.to_string())),
                 ("CDRFLOW_WINDOW_HOURS", self.aggregate.window_hours.map(|v| v.to_string())),
             ]),
-            "reconcile" | "backfill" => env.push(("CDRFLOW_ARCHIVE", self.ingest.out.clone())),
+            "reconcile" => env.extend([
+                ("CDRFLOW_ARCHIVE", self.ingest.out.clone()),
+                ("CDRFLOW_INGEST_GROUP", self.ingest.group.clone()),
+                ("CDRFLOW_AGGREGATE_GROUP", self.aggregate.group.clone()),
+            ]),
+            "backfill" => env.push(("CDRFLOW_ARCHIVE", self.ingest.out.clone())),
             _ => {}
         }
         env.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()

@@ -11,7 +11,7 @@ pub struct AggregateArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Consumer group of the aggregators.
-    #[arg(long, env = "CDRFLOW_GROUP", default_value = "cdrflow-aggregate")]
+    #[arg(long, env = "CDRFLOW_AGGREGATE_GROUP", default_value = "cdrflow-aggregate")]
     group: String,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,

@@ -11,7 +11,7 @@ pub struct IngestArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Consumer group of the archive workers.
-    #[arg(long, env = "CDRFLOW_GROUP", default_value = "cdrflow-ingest")]
+    #[arg(long, env = "CDRFLOW_INGEST_GROUP", default_value = "cdrflow-ingest")]
     group: String,
     /// Where the archive goes: a local directory, or s3://BUCKET/PREFIX (credentials,
     /// region and endpoint from the AWS_* environment variables).

@@ -168,6 +168,15 @@ impl KafkaArgs {
 
     /// What a worker reads as `group`; `dead_letters` as decided by the worker.
     pub fn source(&self, group: &str, dead_letter_topic: Option<String>) -> Result<cdrflow_kafka::SourceOptions> {
+        // One variable once named the group of both kinds of worker: set in an environment
+        // they share, it put ingest workers and aggregators in one group, each kind then
+        // reading only the partitions the other was not given. Ignoring it now would start
+        // a worker in the default group, from the topic's start: refused instead.
+        if std::env::var_os("CDRFLOW_GROUP").is_some() {
+            bail!(
+                "CDRFLOW_GROUP is set, but is no longer read: it named the group of ingest workers and aggregators alike, and one value shared by both splits the topic between them. Unset it; then name the group with CDRFLOW_INGEST_GROUP (ingest), CDRFLOW_AGGREGATE_GROUP (aggregate) or --group"
+            );
+        }
         if group.trim().is_empty() {
             bail!("--group is empty: name the consumer group");
         }

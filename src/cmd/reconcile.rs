@@ -14,10 +14,10 @@ pub struct ReconcileArgs {
     #[arg(long, env = "CDRFLOW_BROKERS")]
     brokers: Option<String>,
     /// The ingest workers' consumer group (its committed offsets are checked against the archive).
-    #[arg(long, default_value = "cdrflow-ingest")]
+    #[arg(long, env = "CDRFLOW_INGEST_GROUP", default_value = "cdrflow-ingest")]
     ingest_group: String,
     /// The aggregators' consumer group (its flushes in ClickHouse are checked).
-    #[arg(long, default_value = "cdrflow-aggregate")]
+    #[arg(long, env = "CDRFLOW_AGGREGATE_GROUP", default_value = "cdrflow-aggregate")]
     aggregate_group: String,
     #[command(flatten)]
     selection: SelectionArgs,
