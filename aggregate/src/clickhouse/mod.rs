@@ -14,7 +14,14 @@
 //! MergeTree part is written into a `tmp_insert_*` directory and renamed into place only
 //! when complete; if the client dies, the connection drops or the server is killed before
 //! that, the temporary directory is discarded on the next start. So either the whole unit
-//! — the counters *and* the `last_offset` of every partition in it — is visible, or none of it is. When an insert's
+//! — the counters *and* the `last_offset` of every partition in it — is visible, or none of it is.
+//! (That needs a server that tells a body cut short from a complete one. Releases before
+//! the fix of ClickHouse issue #9666 (2020), Debian's 18.16 among them, insert what arrived
+//! when a request body ends early: the rows of every complete chunk of a chunked insert,
+//! or of a body shorter than its Content-Length; seen here on 18.16. A client killed
+//! between two chunks of a unit, which the crate sends every ~256 KiB of rows, leaves part
+//! of the unit with the unit's positions; `cdrflow reconcile` finds its cells short of the
+//! archive. README, Known limits.) When an insert's
 //! outcome is unknown (the connection broke after sending, or its answer took longer than
 //! `--insert-timeout-s`), the sink reads the partition's position back before retrying, so a
 //! unit that did land is not inserted twice. An insert the client gave up on may still be

@@ -477,13 +477,17 @@ impl ClickHouse {
 
     /// Inserts one flush unit: one INSERT, one block, one part (see the module docs), as
     /// query `query_id`, so that whether the server still runs it can be asked
-    /// ([`Self::running`]) if the client gives up on it.
-    pub async fn insert_unit<'a>(&self, query_id: &str, rows: impl IntoIterator<Item = CounterRow<'a>>) -> Result<()> {
+    /// ([`Self::running`]) if the client gives up on it. The block holds every row however
+    /// many there are: past the server's `max_insert_block_size` (1 048 576 by default,
+    /// lower in some profiles) it would cut the insert into parts that land one by one.
+    pub async fn insert_unit(&self, query_id: &str, rows: Vec<CounterRow<'_>>) -> Result<()> {
+        let block = (rows.len() + 1).max(1_048_576).to_string();
         let mut ins = self
             .client
             .insert_unescaped::<CounterRow<'static>>(&self.table("counters_log"))
             .await?
             .with_setting("query_id", query_id)
+            .with_setting("max_insert_block_size", block)
             .with_timeouts(Some(Duration::from_secs(30)), Some(self.cfg.insert_timeout));
         for r in rows {
             ins.write(&r).await.map_err(|e| explain(e, &self.cfg, "inserting counters"))?;
