@@ -124,6 +124,23 @@ impl<'a> Location<'a> {
         if let Some((scheme, _)) = location.split_once("://") {
             bail!("{location}: {scheme}:// is not supported; use a local directory or s3://BUCKET/PREFIX");
         }
+        // A mistyped URL (s3:/bucket, s3:bucket, s3//bucket) would otherwise be a relative
+        // directory, and the archive would go to the worker's local disk.
+        let scheme = location.split_once(':').map(|(s, _)| s).filter(|s| {
+            s.len() > 1
+                && s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        });
+        if let Some(scheme) = scheme {
+            bail!(
+                "{location} looks like a URL ({scheme}:) but is not s3://BUCKET/PREFIX: write s3://BUCKET/PREFIX for object storage, or ./{location} for a local directory of that name"
+            );
+        }
+        if location.get(..3).is_some_and(|head| head.eq_ignore_ascii_case("s3/")) {
+            bail!(
+                "{location} looks like a mistyped s3://BUCKET/PREFIX: write that, or ./{location} for a local directory named s3"
+            );
+        }
         Ok(Location::Dir(PathBuf::from(location)))
     }
 }
@@ -174,6 +191,9 @@ impl Archive {
     pub fn describe_location(location: &str) -> Result<String> {
         Ok(match Location::parse(location)? {
             Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix} (object storage)"),
+            Location::Dir(root) if root.exists() && !root.is_dir() => {
+                bail!("{} exists and is not a directory: the archive needs a directory of its own", root.display())
+            }
             Location::Dir(root) => format!(
                 "{} ({})",
                 root.display(),
@@ -653,6 +673,28 @@ mod tests {
     fn put(root: &Path, rel: &str, bytes: &[u8]) {
         fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
         fs::write(root.join(rel), bytes).unwrap();
+    }
+
+    #[test]
+    fn a_mistyped_object_store_url_is_refused_not_taken_for_a_local_directory() {
+        for typo in
+            ["s3:/bucket/prefix", "s3:bucket/prefix", "S3:/bucket", "s3//bucket/prefix", "s3/bucket", "gs:bucket"]
+        {
+            let e = Location::parse(typo).err().unwrap_or_else(|| panic!("{typo} was taken")).to_string();
+            assert!(e.contains("s3://BUCKET/PREFIX") && e.contains(&format!("./{typo}")), "{typo}: {e}");
+        }
+        for dir in ["archive", "./s3/bucket", "/data/archive", "/data/s3:x", "a:b", "C:archive"] {
+            assert!(matches!(Location::parse(dir), Ok(Location::Dir(_))), "{dir}");
+        }
+        assert!(matches!(
+            Location::parse("s3://bucket/prefix"),
+            Ok(Location::S3 { bucket: "bucket", prefix: "prefix" })
+        ));
+        let file = std::env::temp_dir().join(format!("cdrflow-not-a-dir-{}", std::process::id()));
+        fs::write(&file, b"x").unwrap();
+        let e = Archive::describe_location(file.to_str().unwrap()).unwrap_err().to_string();
+        fs::remove_file(&file).unwrap();
+        assert!(e.contains("is not a directory"), "{e}");
     }
 
     #[test]
