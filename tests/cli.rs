@@ -343,3 +343,40 @@ fn ingest_workers_and_aggregators_read_their_own_group_variables() {
         assert!(stderr(&o).contains("CDRFLOW_GROUP is set, but is no longer read"), "{cmd}: {}", stderr(&o));
     }
 }
+
+/// A user or password in a URL would be shown in plans, logs and errors: refused, without
+/// repeating it; a URL that is not ClickHouse's HTTP interface is named as such.
+#[test]
+fn urls_with_credentials_are_refused_without_showing_them() {
+    for args in [
+        vec!["migrate", "--dry-run", "--clickhouse", "http://admin:hunter2@127.0.0.1:1"],
+        vec![
+            "aggregate",
+            "--dry-run",
+            "--brokers",
+            "127.0.0.1:1",
+            "--clickhouse",
+            "https://admin:hunter2@ch.example:8443",
+        ],
+        vec![
+            "generate",
+            "--format",
+            "avro-confluent",
+            "--schema-registry",
+            "http://u:hunter2@127.0.0.1:9/apis/ccompat/v7",
+            "--cdrs",
+            "1",
+            "--out",
+            "/dev/null",
+        ],
+    ] {
+        let o = cdrflow(&args, &[]);
+        assert!(!o.status.success(), "{args:?}");
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(text.contains("holds a user or password"), "{args:?}: {text}");
+        assert!(!text.contains("hunter2"), "{args:?}: the password is not repeated: {text}");
+    }
+    let o = cdrflow(&["aggregate", "--dry-run", "--brokers", "127.0.0.1:1", "--clickhouse", "127.0.0.1:8123"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("expected ClickHouse's HTTP interface as http://HOST:PORT"), "{}", stderr(&o));
+}

@@ -178,6 +178,7 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
         let o = cdrflow(&["config", "check", p.to_str().unwrap()], &[]);
         assert!(!o.status.success(), "{name} passed");
         assert!(text(&o).contains(want), "{name}: {}", text(&o));
+        assert!(!text(&o).contains("hunter2"), "{name}: a secret is never shown: {}", text(&o));
     };
     bad("unknown.toml", "flush_interval_ms = 5000", "flush_every_ms = 5000", "unknown field `flush_every_ms`");
     bad("type.toml", "max_rows = 500000", "max_rows = \"many\"", "max_rows");
@@ -190,6 +191,12 @@ fn config_check_accepts_the_example_and_names_each_mistake() {
         "secrets do not go in the file",
     );
     bad("password-key.toml", "user = \"cdrflow\"", "password = \"hunter2\"", "secrets do not go in the file");
+    bad(
+        "url-secret.toml",
+        "url = \"http://clickhouse:8123\"",
+        "url = \"http://cdrflow:hunter2@clickhouse:8123\"",
+        "the URL holds a user or password",
+    );
     bad(
         "librdkafka.toml",
         "\"sasl.mechanism\" = \"SCRAM-SHA-512\"",

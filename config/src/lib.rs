@@ -168,7 +168,17 @@ impl ConfigFile {
             } else {
                 ""
             };
-            anyhow::anyhow!("config file {}: {e}{hint}", path.display())
+            // The parser's own message quotes the line, which may hold a secret: its number
+            // and key only.
+            let line = e.span().map_or(String::new(), |s| {
+                let number = text[..s.start].matches('\n').count() + 1;
+                let line = text.lines().nth(number - 1).unwrap_or("");
+                match line.split_once('=') {
+                    Some((key, _)) => format!(", line {number} (`{} = …`)", key.trim()),
+                    None => format!(", line {number}"),
+                }
+            });
+            anyhow::anyhow!("config file {}{line}: {}{hint}", path.display(), e.message().trim_end())
         })?;
         c.check(path)?;
         Ok(c)
@@ -192,6 +202,15 @@ impl ConfigFile {
             && !["json", "asterisk-csv"].contains(&f.as_str())
         {
             bail!("{}: `{f}` is not a format; use json or asterisk-csv", at("[kafka] format"));
+        }
+        if let Some(u) = &self.clickhouse.url
+            && let Ok(parsed) = url::Url::parse(u)
+            && (!parsed.username().is_empty() || parsed.password().is_some())
+        {
+            bail!(
+                "{}: the URL holds a user or password: secrets do not go in the file; set user under [clickhouse] and clickhouse_password_file under [secrets]",
+                at("[clickhouse] url")
+            );
         }
         if let Some(u) = &self.clickhouse.url
             && !(u.starts_with("http://") || u.starts_with("https://"))
