@@ -177,6 +177,21 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
     let groups = ["--ingest-group", "ops-ingest", "--aggregate-group", "ops-aggregate"];
     let clean = reconcile(&[&["--archive", ar][..], &groups].concat());
     assert!(clean.status.success(), "the right groups reconcile: {}", text(&clean));
+    // Without --brokers, Kafka's side is not claimed as checked.
+    let o = cdrflow(
+        &[&["reconcile", "--topic", &topic, "--archive", ar, "--clickhouse", &url, "--database", DB][..], &groups]
+            .concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Kafka was not asked"), "{}", text(&o));
+    // An archive that lost a whole partition: named as that partition's gap against the
+    // offsets the ingest group committed, not only as counters that differ.
+    let o = reconcile(&[&["--archive", dm][..], &groups].concat());
+    assert!(!o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gap =
+        report["mismatches"].as_array().unwrap().iter().any(|m| m["kind"] == "archive_gap" && m["partition"] == 0);
+    assert!(gap, "partition 0's missing units are named: {report}");
     refused(
         &reconcile(&[&["--archive", "/nonexistent/archive"][..], &groups].concat()),
         "no archive at /nonexistent/archive",
