@@ -380,3 +380,22 @@ fn urls_with_credentials_are_refused_without_showing_them() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("expected ClickHouse's HTTP interface as http://HOST:PORT"), "{}", stderr(&o));
 }
+
+/// `generate` refuses a rate that would stop it (or panic) and one file named for two
+/// outputs (the truth would be written over the feed).
+#[test]
+fn generate_refuses_a_rate_of_nothing_and_one_file_for_two_outputs() {
+    for rate in ["--rate=0", "--rate=-5", "--rate=NaN"] {
+        let o = cdrflow(&["generate", "--cdrs", "3", "--out", "/dev/null", rate], &[]);
+        assert!(!o.status.success(), "{rate}");
+        assert!(stderr(&o).contains("messages per second must be above 0"), "{rate}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{rate}: {}", stderr(&o));
+    }
+    let dir = TestDir::new();
+    let feed = dir.path().join("feed.jsonl");
+    let o =
+        cdrflow(&["generate", "--cdrs", "3", "--out", feed.to_str().unwrap(), "--truth", feed.to_str().unwrap()], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--out and --truth both name"), "{}", stderr(&o));
+    assert!(!feed.exists(), "nothing was written");
+}

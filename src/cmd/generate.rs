@@ -145,6 +145,31 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if a.calls_per_day.is_nan() || a.calls_per_day <= 0.0 {
         bail!("--calls-per-day must be positive");
     }
+    if let Some(rate) = a.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate {rate}: messages per second must be above 0 (leave it out for as fast as possible)");
+    }
+    if let Some(p) = a.partitions
+        && p < 1
+    {
+        bail!("--partitions {p}: a topic needs at least one partition");
+    }
+    // The feed, the truth and the summary are three files: one named twice would be
+    // written over by the other.
+    let files: Vec<(&str, &PathBuf)> = [("--out", &a.out), ("--truth", &a.truth), ("--summary", &a.summary)]
+        .into_iter()
+        .filter_map(|(f, p)| Some((f, p.as_ref()?)))
+        .collect();
+    for (i, (f1, p1)) in files.iter().enumerate() {
+        for (f2, p2) in &files[i + 1..] {
+            let same = p1 == p2
+                || matches!((std::fs::canonicalize(p1), std::fs::canonicalize(p2)), (Ok(c1), Ok(c2)) if c1 == c2);
+            if same && !p1.starts_with("/dev/") {
+                bail!("{f1} and {f2} both name {}: each needs a file of its own", p1.display());
+            }
+        }
+    }
     let opts = FeedOptions {
         cdrs: a.cdrs,
         seed: a.seed,
