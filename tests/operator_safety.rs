@@ -80,6 +80,22 @@ fn destructive_commands_refuse_what_they_cannot_justify_and_audits_never_pass_va
     };
     untouched("the stream");
 
+    // A mistyped aggregator group: it has counted nothing of a topic another group has, so
+    // it would read the topic from its start and the dashboards would count it twice.
+    let typo_log = dir.path().join("aggregate-typo.log");
+    let typo_args =
+        aggregate_args(&kafka.bootstrap, &topic, &server.url(), DB, "ops-agregate", &["--flush-interval-ms", "300"]);
+    let mut typo = spawn(&typo_args, &typo_log);
+    wait_until(Duration::from_secs(60), "the mistyped group's aggregator to exit", || {
+        typo.try_wait().unwrap().is_some()
+    });
+    assert!(!typo.wait().unwrap().success());
+    let said = std::fs::read_to_string(&typo_log).unwrap();
+    assert!(said.contains("the aggregator group ops-agregate has counted nothing of topic"), "{said}");
+    assert!(said.contains("while group ops-aggregate has:"), "{said}");
+    assert!(said.contains("--new-group"), "{said}");
+    untouched("a mistyped aggregator group");
+
     let url = server.url();
     let ar = archive.to_str().unwrap();
     let typo = format!("{topic}-typo");

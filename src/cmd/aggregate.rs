@@ -28,6 +28,12 @@ pub struct AggregateArgs {
     /// Send rejected messages here too (by default only the archive worker dead-letters; the aggregator counts).
     #[arg(long)]
     dead_letter_topic: Option<String>,
+    /// Start a group that has counted nothing of the topic although other groups have (the
+    /// dashboards add every group's counts, so a new group counts the topic again from its
+    /// start): for a topic made again under its old name, or after the others' counts were
+    /// removed. Without it such a start is refused (a mistyped --group).
+    #[arg(long)]
+    new_group: bool,
     /// Resolve and check the settings (flags, environment, config file), print them with secrets
     /// redacted and the effective Kafka properties, and exit without connecting to anything.
     #[arg(long)]
@@ -60,7 +66,26 @@ pub fn run(a: AggregateArgs) -> Result<()> {
         );
     }
     let stop = cdrflow::signals::stop_flag()?;
-    a.clickhouse.connect(&super::runtime()?)?;
+    let rt = super::runtime()?;
+    let ch = a.clickhouse.connect(&rt)?;
+    let topic = &opts.source.topic;
+    let counted: Vec<String> = rt.block_on(ch.log_groups(topic))?;
+    if !counted.is_empty() && !counted.contains(&a.group) {
+        if !a.new_group {
+            let (noun, verb) = if counted.len() == 1 { ("group", "has") } else { ("groups", "have") };
+            bail!(
+                "the aggregator group {} has counted nothing of topic {topic}, while {noun} {} {verb}: a new group reads the topic from its start, and the dashboards, which add every group's counts, would count those calls again. Check --group (CDRFLOW_AGGREGATE_GROUP); if the topic was made again, or those groups' counts were removed, pass --new-group",
+                a.group,
+                counted.join(", ")
+            );
+        }
+        tracing::warn!(
+            group = a.group,
+            others = counted.join(", "),
+            "--new-group: a new group starts on a topic other groups have counted"
+        );
+    }
+    drop((ch, rt));
     let stats = a.kafka.stats("aggregate", "rows")?;
     cdrflow_aggregate::run(opts, stop, stats)
 }
