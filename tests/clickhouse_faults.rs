@@ -129,3 +129,49 @@ fn an_insert_given_up_while_clickhouse_still_runs_it_is_not_sent_again() {
     assert!(units.iter().all(|u| u.rows == u.cells), "no unit stored twice: {units:?}");
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("late-insert")), &read_truth(&truth));
 }
+
+/// An insert the aggregator gave up on and ClickHouse still runs when its partitions are
+/// revoked (a second member joins): the revoke waits until ClickHouse no longer runs it, so
+/// the partitions' next owner reads positions the late insert has already moved, and no
+/// call counts twice.
+#[test]
+fn a_revoke_waits_for_an_insert_clickhouse_still_runs() {
+    let dir = TestDir::new();
+    let d = dir.path();
+    let server = Server::private_with_slow_inserts(&d.join("ch"), 18128, 19005, 6);
+    let ch = server.fresh_database("revoke_late");
+    server.query("SYSTEM STOP MERGES t_revoke_late.counters_log");
+    for _ in 0..9 {
+        server.query("INSERT INTO t_revoke_late.counters_log (consumer_group, topic, flushed_at) VALUES ('other', 'other', now())");
+    }
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("revoke-late", 4);
+    let truth = d.join("truth.jsonl");
+    let feed = ["--cdrs", "4000", "--seed", "19", "--resent-share", "0", "--bad-share", "0", "--brokers"];
+    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    let extra = ["--flush-interval-ms", "1000", "--insert-timeout-s", "1"];
+    let args = aggregate_args(&kafka.bootstrap, &topic, &server.url(), "t_revoke_late", "revoke-late", &extra);
+    let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
+    let mut first = spawn(&args, &first_log);
+    wait_until_logged(Duration::from_secs(120), "the first member to give up on an insert", &first_log, || {
+        std::fs::read_to_string(&first_log).unwrap_or_default().contains("timeout expired")
+    });
+    // Joins while ClickHouse still runs the insert the first member gave up on.
+    let mut second = spawn(&args, &second_log);
+    let marks = kafka.watermarks(&topic, 4);
+    let rt = runtime();
+    wait_until_logged(Duration::from_secs(240), "both members to catch up", &second_log, || {
+        rt.block_on(ch.positions("revoke-late", &topic)).unwrap_or_default() == marks
+    });
+    assert!(sigterm(&mut second) && sigterm(&mut first), "both drain and exit 0");
+    let mut units = rt.block_on(ch.log_units("revoke-late", &topic)).unwrap();
+    assert!(units.iter().all(|u| u.rows == u.cells), "no unit stored twice: {units:?}");
+    units.sort_by_key(|u| (u.kafka_partition, u.first_offset));
+    for w in units.windows(2) {
+        let same = w[0].kafka_partition == w[1].kafka_partition;
+        assert!(!same || w[1].first_offset > w[0].last_offset, "units overlap: {:?} and {:?}", w[0], w[1]);
+    }
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some("revoke-late")), &read_truth(&truth));
+    let said = std::fs::read_to_string(&first_log).unwrap();
+    assert!(said.contains("waited for an insert ClickHouse still ran"), "the revoke waited for it: {said}");
+}

@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use crate::clickhouse::service::Layout;
 use crate::clickhouse::{ClickHouse, ClickHouseConfig};
 use crate::rollup::{CountedCalls, PartitionRollup};
-use crate::writing::{PartitionUnit, ShardOutcome, ShardUnits, Writer};
+use crate::writing::{PartitionUnit, ShardOutcome, ShardUnits, Writer, member_prefix, revoke_wait_limit};
 
 /// What an aggregator needs.
 #[derive(Clone, Debug)]
@@ -82,9 +82,40 @@ impl PositionStore for ClickHousePositions {
     fn describe(&self) -> String {
         format!("ClickHouse at {}", self.ch.config().url)
     }
-    /// Waits for the insert under way, if any ([`crate::writing`] says why).
+    /// Waits for the insert under way, if any, and then for any insert of this member that
+    /// ClickHouse still runs although the client gave up on it ([`crate::writing`] says why).
     fn revoking(&self, partitions: &[i32]) {
         self.writing.wait_before_revoke(partitions, "counters insert");
+        let (prefix, limit) = (member_prefix(&self.group), revoke_wait_limit(self.ch.config()));
+        let started = Instant::now();
+        loop {
+            match self.rt.block_on(self.ch.running_from(&prefix)) {
+                Ok(0) => break,
+                Ok(_) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(200)),
+                Ok(running) => {
+                    tracing::warn!(
+                        running,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "giving partitions up while ClickHouse still runs an insert of this aggregator that it gave up on: if it lands after their next owner read its positions, its calls count twice (cdrflow reconcile names the overlap)"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "could not ask ClickHouse whether an insert of this aggregator still runs; giving partitions up"
+                    );
+                    return;
+                }
+            }
+        }
+        if started.elapsed() >= Duration::from_millis(200) {
+            tracing::info!(
+                partitions = partitions.len(),
+                waited_ms = started.elapsed().as_millis() as u64,
+                "waited for an insert ClickHouse still ran, which this aggregator had given up on, before giving partitions up"
+            );
+        }
     }
 }
 

@@ -16,7 +16,11 @@
 //!   partitions up; it returns once the writer is idle ([`WritesUnderWay`]). Their next
 //!   owner therefore reads positions that the insert has already moved, or that it never
 //!   will, as when the worker's thread inserted itself (no insert could be under way while
-//!   its `poll` served the group).
+//!   its `poll` served the group). The writer being idle is not enough when its last attempt
+//!   gave up on an insert that ClickHouse still runs (past `--insert-timeout-s`): that
+//!   insert can still land after the next owner read its positions. So the revoke then also
+//!   waits until ClickHouse runs no insert of this member ([`member_prefix`],
+//!   `system.processes`), for at most [`revoke_wait_limit`].
 //! - **The writer makes one attempt.** A failed one is handed back and retried by the
 //!   worker's thread, with consumption paused and the group served meanwhile, exactly as
 //!   before: the position check before each retry settles an attempt whose outcome is
@@ -173,8 +177,25 @@ impl Drop for Writer {
 fn insert_id(group: &str, shard: u32) -> String {
     static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = MADE.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("cdrflow-{group}-shard{shard}-{}-{nanos}-{n}", std::process::id())
+    format!("{}shard{shard}-{n}", member_prefix(group))
+}
+
+/// How every query id of this member's inserts begins: the group, then this process (its
+/// pid and start, as members in containers share pid 1), so that a revoke can ask
+/// ClickHouse whether any insert of this member still runs ([`ClickHouse::running_from`]).
+pub(crate) fn member_prefix(group: &str) -> String {
+    static MEMBER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let member = MEMBER.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{}.{nanos:x}", std::process::id())
+    });
+    format!("cdrflow-{group}-{member}-")
+}
+
+/// How long a revoke waits for an insert of this member that ClickHouse still runs: twice
+/// the client's own patience, at least 30 s (the group's rebalance waits meanwhile).
+pub(crate) fn revoke_wait_limit(cfg: &ClickHouseConfig) -> std::time::Duration {
+    (cfg.insert_timeout * 2).max(std::time::Duration::from_secs(30))
 }
 
 /// One attempt at inserting a shard's units as one insert. If the shard's last insert

@@ -65,10 +65,11 @@
 //!    `tests/cluster.rs`).
 //!
 //! What remains: a zombie member whose insert reaches ClickHouse only after a new owner's
-//! insert of the same offsets was confirmed would count twice. So would, on one server, an
-//! insert given up on whose partition is revoked before the retry (the new owner does not
-//! know the old insert's query id), and a check that reaches a server other than the one
-//! running the insert (a load balancer before replicas). ClickHouse ≥ 22.2 fences it
+//! insert of the same offsets was confirmed would count twice. So would an insert given up
+//! on whose member dies, or gives its partitions up after waiting for it longer than
+//! `crate::writing`'s `revoke_wait_limit` (a revoke waits for the member's inserts that
+//! ClickHouse still runs; the new owner does not know their query ids), and a check that
+//! reaches a server other than the one running the insert (a load balancer before replicas). ClickHouse ≥ 22.2 fences it
 //! with `insert_deduplication_token` (the unit's group/topic/partition/offsets), which 18.16
 //! lacks; `cdrflow reconcile` names such an overlap (`clickhouse_overlap`).
 

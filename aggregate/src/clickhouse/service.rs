@@ -495,6 +495,18 @@ impl ClickHouse {
         ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting counters"))
     }
 
+    /// How many queries the server runs whose id begins with `prefix` (`system.processes`
+    /// of the server answering, as [`Self::running`]).
+    pub async fn running_from(&self, prefix: &str) -> Result<u64> {
+        self.client
+            .query("SELECT count() FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
+            .bind(prefix)
+            .bind(prefix)
+            .fetch_one()
+            .await
+            .map_err(|e| explain(e, &self.cfg, "asking whether this aggregator's inserts still run"))
+    }
+
     /// Whether the server still runs query `query_id` (`system.processes` of the server
     /// answering): an insert the client gave up on may still be read and written, and land
     /// after positions read meanwhile.
