@@ -175,3 +175,41 @@ fn a_revoke_waits_for_an_insert_clickhouse_still_runs() {
     let said = std::fs::read_to_string(&first_log).unwrap();
     assert!(said.contains("waited for an insert ClickHouse still ran"), "the revoke waited for it: {said}");
 }
+
+/// ClickHouse stops answering a read without closing the connection (a server or link gone
+/// silent): the aggregator's wait for its positions is bounded, says so, and is retried, and
+/// once ClickHouse answers again the counters are exact.
+#[test]
+fn a_read_clickhouse_never_answers_times_out_and_is_retried() {
+    let dir = TestDir::new();
+    let d = dir.path();
+    let server = Server::shared();
+    let ch = server.fresh_database("silent_read");
+    let relay = Relay::start(server.http_port);
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("silent-read", 2);
+    let truth = d.join("truth.jsonl");
+    let feed = ["--cdrs", "3000", "--seed", "23", "--resent-share", "0", "--bad-share", "0", "--brokers"];
+    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    // The first read of positions, on assignment, and everything after it: held.
+    relay.hold_from(b"max(last_offset)");
+    let url = format!("http://127.0.0.1:{}", relay.port);
+    let extra = ["--flush-interval-ms", "500", "--insert-timeout-s", "3"];
+    let args = aggregate_args(&kafka.bootstrap, &topic, &url, "t_silent_read", "silent-read", &extra);
+    let log = d.join("aggregate.log");
+    let mut worker = spawn(&args, &log);
+    wait_until_logged(Duration::from_secs(60), "the held read to time out", &log, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("did not answer within 3 s while reading partition positions")
+    });
+    assert!(relay.holding(), "the read timed out while ClickHouse was still silent");
+    relay.release();
+    let marks = kafka.watermarks(&topic, 2);
+    let rt = runtime();
+    wait_until_logged(Duration::from_secs(120), "the aggregator to catch up", &log, || {
+        rt.block_on(ch.positions("silent-read", &topic)).unwrap_or_default() == marks
+    });
+    assert!(sigterm(&mut worker), "drains and exits 0");
+    assert_same_counters(&stored_as_truth(&rt, &ch, Some("silent-read")), &read_truth(&truth));
+}

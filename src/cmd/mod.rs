@@ -57,7 +57,8 @@ pub struct ClickHouseArgs {
     #[arg(long, env = "CDRFLOW_CLICKHOUSE_INSERT_QUORUM", default_value_t = 0)]
     pub insert_quorum: u32,
     /// Seconds a flush's insert may take once its rows are sent before it is given up and
-    /// retried (the retry waits until ClickHouse no longer runs it).
+    /// retried (the retry waits until ClickHouse no longer runs it); also the longest wait
+    /// for the aggregator's reads (positions, its window of calls) before they are retried.
     #[arg(long, env = "CDRFLOW_CLICKHOUSE_INSERT_TIMEOUT_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub insert_timeout_s: u64,
 }

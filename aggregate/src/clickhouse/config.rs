@@ -24,7 +24,8 @@ pub struct ClickHouseConfig {
     /// to answer rather than answer stale (see [`super`]).
     pub insert_quorum: u32,
     /// How long a flush's insert may take once its rows are sent before the aggregator gives
-    /// up on it (and retries, once ClickHouse no longer runs it: see [`super`]).
+    /// up on it (and retries, once ClickHouse no longer runs it: see [`super`]); also the
+    /// longest wait for one of the aggregator's reads.
     pub insert_timeout: std::time::Duration,
 }
 

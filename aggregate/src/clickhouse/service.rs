@@ -495,29 +495,52 @@ impl ClickHouse {
         ins.end().await.map_err(|e| explain(e, &self.cfg, "inserting counters"))
     }
 
+    /// A read the aggregator waits on (positions, its window of calls, whether an insert
+    /// still runs), bounded by [`ClickHouseConfig::insert_timeout`]: a connection that stops
+    /// answering without being closed (a server or link gone silent) would otherwise hold
+    /// the worker for good, its flushes or its rebalance with it.
+    async fn within<T>(&self, doing: &str, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.cfg.insert_timeout, read).await {
+            Ok(answer) => answer,
+            Err(_) => Err(anyhow!(
+                "ClickHouse at {} did not answer within {} s while {doing}: is it overloaded, or the network to it cut? (--insert-timeout-s sets the wait)",
+                self.cfg.url,
+                self.cfg.insert_timeout.as_secs()
+            )),
+        }
+    }
+
     /// How many queries the server runs whose id begins with `prefix` (`system.processes`
     /// of the server answering, as [`Self::running`]).
     pub async fn running_from(&self, prefix: &str) -> Result<u64> {
-        self.client
-            .query("SELECT count() FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
-            .bind(prefix)
-            .bind(prefix)
-            .fetch_one()
-            .await
-            .map_err(|e| explain(e, &self.cfg, "asking whether this aggregator's inserts still run"))
+        let doing = "asking whether this aggregator's inserts still run";
+        self.within(doing, async {
+            self.client
+                .query("SELECT count() FROM system.processes WHERE substring(query_id, 1, length(?)) = ?")
+                .bind(prefix)
+                .bind(prefix)
+                .fetch_one()
+                .await
+                .map_err(|e| explain(e, &self.cfg, doing))
+        })
+        .await
     }
 
     /// Whether the server still runs query `query_id` (`system.processes` of the server
     /// answering): an insert the client gave up on may still be read and written, and land
     /// after positions read meanwhile.
     pub async fn running(&self, query_id: &str) -> Result<bool> {
+        let doing = "asking whether an earlier insert still runs";
         let n: u64 = self
-            .client
-            .query("SELECT count() FROM system.processes WHERE query_id = ?")
-            .bind(query_id)
-            .fetch_one()
-            .await
-            .map_err(|e| explain(e, &self.cfg, "asking whether an earlier insert still runs"))?;
+            .within(doing, async {
+                self.client
+                    .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                    .bind(query_id)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, doing))
+            })
+            .await?;
         Ok(n > 0)
     }
 
@@ -554,17 +577,21 @@ impl ClickHouse {
     /// The next offset to read per partition for this group and topic, of the log's rows
     /// that also meet `and` (SQL starting with `AND`, or empty for every row).
     async fn positions_where(&self, group: &str, topic: &str, and: &str) -> Result<HashMap<i32, i64>> {
+        let doing = "reading partition positions";
         let rows: Vec<Position> = self
-            .client
-            .query(&format!(
-                "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? {and} GROUP BY kafka_partition",
-                self.table("counters_log")
-            ))
-            .bind(group)
-            .bind(topic)
-            .fetch_all()
-            .await
-            .map_err(|e| explain(e, &self.cfg, "reading partition positions"))?;
+            .within(doing, async {
+                self.client
+                    .query(&format!(
+                        "SELECT kafka_partition, max(last_offset) AS last FROM {} WHERE consumer_group = ? AND topic = ? {and} GROUP BY kafka_partition",
+                        self.table("counters_log")
+                    ))
+                    .bind(group)
+                    .bind(topic)
+                    .fetch_all()
+                    .await
+                    .map_err(|e| explain(e, &self.cfg, doing))
+            })
+            .await?;
         Ok(rows.into_iter().map(|p| (p.kafka_partition as i32, p.last as i64 + 1)).collect())
     }
 
@@ -576,6 +603,18 @@ impl ClickHouse {
     /// request per partition, even 8 at a time, took 0.08–0.82 s for 64 partitions before a
     /// worker could consume (`benches/RESULTS.md` §13).
     pub async fn recent_calls(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+        window_hours: u32,
+    ) -> Result<Vec<(i32, i64, u64)>> {
+        let read = self.recent_calls_unbounded(group, topic, partitions, window_hours);
+        self.within("reading the calls counted recently", read).await
+    }
+
+    /// [`Self::recent_calls`], however long ClickHouse takes.
+    async fn recent_calls_unbounded(
         &self,
         group: &str,
         topic: &str,
