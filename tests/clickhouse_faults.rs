@@ -96,17 +96,7 @@ fn clickhouse_down_for_a_minute_slow_and_refusing_inserts_loses_and_doubles_noth
 fn an_insert_given_up_while_clickhouse_still_runs_it_is_not_sent_again() {
     let dir = TestDir::new();
     let d = dir.path();
-    let server = Server::private_with_slow_inserts(&d.join("ch"), 18127, 19004, 6);
-    let ch = server.fresh_database("late_insert");
-    server.query("SYSTEM STOP MERGES t_late_insert.counters_log");
-    for _ in 0..9 {
-        server.query("INSERT INTO t_late_insert.counters_log (consumer_group, topic, flushed_at) VALUES ('other', 'other', now())");
-    }
-    let kafka = Kafka::shared();
-    let topic = kafka.topic("late-insert", 1);
-    let truth = d.join("truth.jsonl");
-    let feed = ["--cdrs", "3000", "--seed", "17", "--resent-share", "0", "--bad-share", "0", "--brokers"];
-    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    let (server, ch, kafka, topic, truth) = slow_inserts_and_a_feed(d, "late_insert", (18127, 19004), 1, "3000", "17");
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let extra = ["--flush-interval-ms", "1000", "--insert-timeout-s", "1", "--metrics-addr", &metrics];
@@ -130,6 +120,34 @@ fn an_insert_given_up_while_clickhouse_still_runs_it_is_not_sent_again() {
     assert_same_counters(&stored_as_truth(&rt, &ch, Some("late-insert")), &read_truth(&truth));
 }
 
+/// A private ClickHouse at `ports` (HTTP, native) that holds each insert into database
+/// `t_{name}` back for 6 s (9 parts in `counters_log`'s partition of this month, merges
+/// stopped), and a topic of `partitions` named after `name` holding `cdrs` CDRs of `seed`,
+/// with its ground truth.
+fn slow_inserts_and_a_feed(
+    d: &std::path::Path,
+    name: &str,
+    ports: (u16, u16),
+    partitions: i32,
+    cdrs: &str,
+    seed: &str,
+) -> (Server, cdrflow_aggregate::clickhouse::ClickHouse, Kafka, String, std::path::PathBuf) {
+    let server = Server::private_with_slow_inserts(&d.join("ch"), ports.0, ports.1, 6);
+    let ch = server.fresh_database(name);
+    server.query(&format!("SYSTEM STOP MERGES t_{name}.counters_log"));
+    for _ in 0..9 {
+        server.query(&format!(
+            "INSERT INTO t_{name}.counters_log (consumer_group, topic, flushed_at) VALUES ('other', 'other', now())"
+        ));
+    }
+    let kafka = Kafka::shared();
+    let topic = kafka.topic(&name.replace('_', "-"), partitions);
+    let truth = d.join("truth.jsonl");
+    let feed = ["--cdrs", cdrs, "--seed", seed, "--resent-share", "0", "--bad-share", "0", "--brokers"];
+    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    (server, ch, kafka, topic, truth)
+}
+
 /// An insert the aggregator gave up on and ClickHouse still runs when its partitions are
 /// revoked (a second member joins): the revoke waits until ClickHouse no longer runs it, so
 /// the partitions' next owner reads positions the late insert has already moved, and no
@@ -138,17 +156,7 @@ fn an_insert_given_up_while_clickhouse_still_runs_it_is_not_sent_again() {
 fn a_revoke_waits_for_an_insert_clickhouse_still_runs() {
     let dir = TestDir::new();
     let d = dir.path();
-    let server = Server::private_with_slow_inserts(&d.join("ch"), 18128, 19005, 6);
-    let ch = server.fresh_database("revoke_late");
-    server.query("SYSTEM STOP MERGES t_revoke_late.counters_log");
-    for _ in 0..9 {
-        server.query("INSERT INTO t_revoke_late.counters_log (consumer_group, topic, flushed_at) VALUES ('other', 'other', now())");
-    }
-    let kafka = Kafka::shared();
-    let topic = kafka.topic("revoke-late", 4);
-    let truth = d.join("truth.jsonl");
-    let feed = ["--cdrs", "4000", "--seed", "19", "--resent-share", "0", "--bad-share", "0", "--brokers"];
-    generate(&[&feed[..], &[&kafka.bootstrap, "--topic", &topic, "--truth", truth.to_str().unwrap()]].concat());
+    let (server, ch, kafka, topic, truth) = slow_inserts_and_a_feed(d, "revoke_late", (18128, 19005), 4, "4000", "19");
     let extra = ["--flush-interval-ms", "1000", "--insert-timeout-s", "1"];
     let args = aggregate_args(&kafka.bootstrap, &topic, &server.url(), "t_revoke_late", "revoke-late", &extra);
     let (first_log, second_log) = (d.join("first.log"), d.join("second.log"));
