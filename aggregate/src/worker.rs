@@ -87,11 +87,14 @@ impl PositionStore for ClickHousePositions {
     fn revoking(&self, partitions: &[i32]) {
         self.writing.wait_before_revoke(partitions, "counters insert");
         let (prefix, limit) = (member_prefix(&self.group), revoke_wait_limit(self.ch.config()));
-        let started = Instant::now();
+        let (started, mut waited) = (Instant::now(), false);
         loop {
             match self.rt.block_on(self.ch.running_from(&prefix)) {
                 Ok(0) => break,
-                Ok(_) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(200)),
+                Ok(_) if started.elapsed() < limit => {
+                    waited = true;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 Ok(running) => {
                     tracing::warn!(
                         running,
@@ -109,7 +112,7 @@ impl PositionStore for ClickHousePositions {
                 }
             }
         }
-        if started.elapsed() >= Duration::from_millis(200) {
+        if waited {
             tracing::info!(
                 partitions = partitions.len(),
                 waited_ms = started.elapsed().as_millis() as u64,
