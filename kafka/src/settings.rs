@@ -43,7 +43,7 @@ pub struct SourceOptions {
 }
 
 /// How to reach Kafka.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -51,6 +51,19 @@ pub struct KafkaSettings {
     /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`. Secrets such as
     /// `sasl.password` belong in the environment or a config file, not on a command line.
     pub extra: Vec<(String, String)>,
+}
+
+/// Secret properties (the SASL password from the environment, say) show as `<redacted>`:
+/// the settings travel inside every worker's options, whose `Debug` may reach a log.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings").field("brokers", &self.brokers).field("extra", &extra).finish()
+    }
 }
 
 impl KafkaSettings {
@@ -246,6 +259,16 @@ impl Property {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret_property() {
+        let s = KafkaSettings {
+            brokers: "b:9092".into(),
+            extra: vec![("sasl.password".into(), "hunter2".into()), ("sasl.username".into(), "cdrflow".into())],
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("<redacted>") && shown.contains("cdrflow"), "{shown}");
+    }
 
     #[test]
     fn the_operator_overrides_tuning_and_the_protocol_overrides_the_operator() {
