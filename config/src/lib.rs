@@ -204,8 +204,7 @@ impl ConfigFile {
             bail!("{}: `{f}` is not a format; use json or asterisk-csv", at("[kafka] format"));
         }
         if let Some(u) = &self.clickhouse.url
-            && let Ok(parsed) = url::Url::parse(u)
-            && (!parsed.username().is_empty() || parsed.password().is_some())
+            && cdrflow_kafka::settings::credentials_in_url(u).is_some()
         {
             bail!(
                 "{}: the URL holds a user or password: secrets do not go in the file; set user under [clickhouse] and clickhouse_password_file under [secrets]",

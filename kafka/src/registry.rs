@@ -76,13 +76,9 @@ impl SchemaRegistry {
     /// A client of the registry at `url`, with credentials and CA from the environment.
     pub fn from_env(url: &str) -> Result<SchemaRegistry> {
         let url = url.trim_end_matches('/').to_owned();
-        if let Ok(u) = url::Url::parse(&url)
-            && (!u.username().is_empty() || u.password().is_some())
-        {
+        if let Some(shown) = crate::settings::credentials_in_url(&url) {
             bail!(
-                "--schema-registry ({}://…@{}) holds a user or password: secrets never go in flags or URLs; set CDRFLOW_SCHEMA_REGISTRY_USER, and CDRFLOW_SCHEMA_REGISTRY_PASSWORD_FILE (or CDRFLOW_SCHEMA_REGISTRY_PASSWORD)",
-                u.scheme(),
-                u.host_str().unwrap_or("")
+                "--schema-registry ({shown}) holds a user or password: secrets never go in flags or URLs; set CDRFLOW_SCHEMA_REGISTRY_USER, and CDRFLOW_SCHEMA_REGISTRY_PASSWORD_FILE (or CDRFLOW_SCHEMA_REGISTRY_PASSWORD)"
             );
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -223,6 +223,15 @@ pub fn is_secret_property(key: &str) -> bool {
     key.contains("password") || key.contains("secret") || key.ends_with(".pem") || key == "sasl.oauthbearer.config"
 }
 
+/// If `url` holds a user or password (`http://user:pw@host`), the URL as it may be shown:
+/// `scheme://…@host`. URLs appear in plans, logs and errors, so a secret must not be in
+/// one, and the refusal must not repeat it.
+pub fn credentials_in_url(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    (!u.username().is_empty() || u.password().is_some())
+        .then(|| format!("{}://…@{}", u.scheme(), u.host_str().unwrap_or("")))
+}
+
 /// A client configuration made of these properties.
 pub fn client_config(props: &[Property]) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -163,9 +163,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         .collect();
     for (i, (f1, p1)) in files.iter().enumerate() {
         for (f2, p2) in &files[i + 1..] {
-            let same = p1 == p2
-                || matches!((std::fs::canonicalize(p1), std::fs::canonicalize(p2)), (Ok(c1), Ok(c2)) if c1 == c2);
-            if same && !p1.starts_with("/dev/") {
+            if super::same_file(p1, p2) && !p1.starts_with("/dev/") {
                 bail!("{f1} and {f2} both name {}: each needs a file of its own", p1.display());
             }
         }

@@ -83,6 +83,12 @@ impl ClickHouseArgs {
     }
 }
 
+/// Whether two paths name one file (as written, or once resolved when both exist): an
+/// output named like an input or another output would be written over it.
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// The cores of this machine.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

@@ -49,8 +49,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
     if let Some(rejects) = &a.rejects
         && a.brokers.is_none()
         && a.file.as_os_str() != "-"
-        && let (Ok(r), Ok(f)) = (std::fs::canonicalize(rejects), std::fs::canonicalize(&a.file))
-        && r == f
+        && super::same_file(rejects, &a.file)
     {
         bail!(
             "--rejects {} is the file being validated: writing the rejects there would empty it first; name another file (nothing was changed)",

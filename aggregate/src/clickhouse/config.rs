@@ -50,16 +50,15 @@ impl ClickHouseConfig {
     pub fn from_env(url: &str, database: &str) -> Result<Self> {
         // The URL is shown in plans, logs and errors: it must not carry a secret, and the
         // error must not repeat it.
-        match url::Url::parse(url) {
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => bail!(
-                "the ClickHouse URL ({}://…@{}) holds a user or password: secrets never go in flags or URLs; set CDRFLOW_CLICKHOUSE_USER, and CDRFLOW_CLICKHOUSE_PASSWORD_FILE (or CDRFLOW_CLICKHOUSE_PASSWORD)",
-                u.scheme(),
-                u.host_str().unwrap_or("")
-            ),
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => bail!(
+        if let Some(shown) = cdrflow_kafka::settings::credentials_in_url(url) {
+            bail!(
+                "the ClickHouse URL ({shown}) holds a user or password: secrets never go in flags or URLs; set CDRFLOW_CLICKHOUSE_USER, and CDRFLOW_CLICKHOUSE_PASSWORD_FILE (or CDRFLOW_CLICKHOUSE_PASSWORD)"
+            );
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!(
                 "ClickHouse URL {url}: expected ClickHouse's HTTP interface as http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:8123"
-            ),
+            );
         }
         if !database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || database.is_empty() {
             bail!("database name `{database}`: use lowercase letters, digits and _");
